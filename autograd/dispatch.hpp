@@ -1,0 +1,35 @@
+#pragma once
+// Calls a generic lambda with a value of the C++ type matching a runtime dtype.
+#include <cstdint>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "tapegrad/error.hpp"
+#include "tapegrad/shape.hpp"
+
+namespace tapegrad::detail {
+
+/// f(float{}) or f(double{}); integer tensors are refused with a DTypeError naming `op`.
+template <class F>
+decltype(auto) dispatch_floating(DType dtype, std::string_view op, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::i64: break;
+  }
+  throw DTypeError(fmt::format("{}: expects a floating tensor (f32 or f64), got {}", op, dtype));
+}
+
+/// f(float{}), f(double{}) or f(std::int64_t{}).
+template <class F>
+decltype(auto) dispatch_all(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::i64: return f(std::int64_t{});
+  }
+  return f(std::int64_t{});
+}
+
+}  // namespace tapegrad::detail

@@ -1,0 +1,383 @@
+// The tape and the backward engine.
+//
+// Recording: every op applied to an input that requires grad becomes a Node owned by its
+// output tensor; a Node owns the Nodes that produced its inputs, so a graph lives exactly
+// as long as some tensor can reach it, and a training loop's memory stays flat.
+//
+// Backward: the part of the graph reachable from the outputs is laid out as a Boost.Graph
+// adjacency_list (nodes as vertices, an edge from each consumer to the producer of each
+// of its inputs), ordered with topological_sort, and walked consumers-first. Each VJP runs
+// with recording off; the engine checks it returned one gradient per input with that
+// input's exact shape and dtype before routing the gradients on.
+#include <algorithm>
+#include <atomic>
+#include <unordered_map>
+
+#include <boost/graph/adjacency_list.hpp>
+#include <boost/graph/topological_sort.hpp>
+#include <fmt/format.h>
+
+#include "autograd/graph.hpp"
+#include "autograd/tensor_impl.hpp"
+#include "tapegrad/autograd.hpp"
+#include "tapegrad/op.hpp"
+
+namespace tapegrad {
+namespace detail {
+
+namespace {
+thread_local bool grad_enabled = true;
+std::atomic<std::int64_t> live_nodes{0};
+
+// Destroying a long chain of Nodes recursively would overflow the stack; producers about
+// to die are parked here and destroyed one at a time by the outermost destructor.
+thread_local std::vector<std::shared_ptr<Node>> graveyard;
+thread_local bool draining = false;
+}  // namespace
+
+Node::Node() { live_nodes.fetch_add(1, std::memory_order_relaxed); }
+
+Node::~Node() {
+  for (auto& in : inputs) {
+    if (in.producer && in.producer.use_count() == 1) graveyard.push_back(std::move(in.producer));
+  }
+  live_nodes.fetch_sub(1, std::memory_order_relaxed);
+  if (draining) return;
+  draining = true;
+  while (!graveyard.empty()) {
+    auto last = std::move(graveyard.back());
+    graveyard.pop_back();
+    last.reset();
+  }
+  draining = false;
+}
+
+bool should_record(std::span<const Tensor> inputs) {
+  if (!grad_enabled) return false;
+  return std::any_of(inputs.begin(), inputs.end(),
+                     [](const Tensor& t) { return t.defined() && t.impl()->requires_grad; });
+}
+
+void check_forward_output(std::string_view op, const Tensor& out, const TensorMeta& meta) {
+  if (!out.defined()) {
+    throw GraphError(fmt::format("{}: forward returned an undefined tensor", op));
+  }
+  if (out.meta() != meta) {
+    throw GraphError(fmt::format("{}: forward returned {} {} but the op's shape rule says {} {}",
+                                 op, out.shape(), out.dtype(), meta.shape, meta.dtype));
+  }
+}
+
+Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
+              const TensorMeta& meta, std::vector<Tensor>* extras) {
+  auto node = std::make_shared<Node>();
+  node->op = std::move(op);
+  node->out_meta = meta;
+  node->inputs.reserve(inputs.size());
+  for (const Tensor& t : inputs) {
+    Node::Input in;
+    if (t.defined()) {
+      const auto& impl = t.impl();
+      in.meta = t.meta();
+      in.needs_grad = impl->requires_grad;
+      if (impl->grad_fn) in.producer = impl->grad_fn;
+      else if (impl->requires_grad) in.leaf = impl;
+    }
+    node->inputs.push_back(std::move(in));
+  }
+  OpContext ctx(node.get());
+  Tensor out;
+  {
+    // The forward itself is not recorded: it may use the public ops as building blocks.
+    NoGradGuard no_grad;
+    out = node->op->forward(ctx, inputs);
+  }
+  check_forward_output(node->op->name(), out, meta);
+  if (extras != nullptr) *extras = ctx.take_extras();
+  if (!is_floating(meta.dtype)) return out;  // integer results carry no gradient
+  for (const Tensor& t : inputs) {
+    // A forward that hands back an input (or a view of one) must not rewire that tensor.
+    if (t.defined() && t.impl() == out.impl()) out = alias(out, out.shape());
+  }
+  out.impl()->requires_grad = true;
+  out.impl()->grad_fn = std::move(node);
+  return out;
+}
+
+// ---- the graph of a backward pass ---------------------------------------------------------
+
+TapeGraph build_graph(const std::vector<Node*>& roots) {
+  TapeGraph tg;
+  std::vector<Node*> stack;
+  auto visit = [&](Node* n) {
+    if (n->vertex >= 0) return;
+    n->vertex = static_cast<std::int64_t>(boost::add_vertex(VertexProps{n}, tg.graph));
+    tg.nodes.push_back(n);
+    stack.push_back(n);
+  };
+  for (Node* r : roots) visit(r);
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (std::size_t i = 0; i < n->inputs.size(); ++i) {
+      Node* p = n->inputs[i].producer.get();
+      if (p == nullptr) continue;
+      visit(p);
+      boost::add_edge(static_cast<std::size_t>(n->vertex), static_cast<std::size_t>(p->vertex),
+                      EdgeProps{i}, tg.graph);
+    }
+  }
+  return tg;
+}
+
+TapeGraph::~TapeGraph() {
+  for (Node* n : nodes) n->vertex = -1;
+}
+
+std::vector<std::size_t> consumers_first(const TapeGraph& tg) {
+  std::vector<std::size_t> order;
+  order.reserve(boost::num_vertices(tg.graph));
+  boost::topological_sort(tg.graph, std::back_inserter(order));
+  // topological_sort emits producers first; backward needs every consumer done first.
+  std::reverse(order.begin(), order.end());
+  return order;
+}
+
+namespace {
+
+Tensor add_grads(const Tensor& a, const Tensor& b) {
+  if (!a.defined()) return b;
+  Tensor sum = copy_data(a);
+  sum.add_(b);
+  return sum;
+}
+
+/// A gradient that will be stored and later updated in place must not alias anything else.
+Tensor owned(const Tensor& g) {
+  if (g.impl().use_count() == 1 && g.impl()->storage.use_count() == 1) return g;
+  return copy_data(g);
+}
+
+std::string describe(const Node& n) {
+  const std::string attrs = n.op->attributes();
+  return attrs.empty() ? std::string(n.op->name()) : fmt::format("{}({})", n.op->name(), attrs);
+}
+
+void check_vjp_result(const Node& n, const std::vector<Tensor>& grads) {
+  if (grads.size() != n.inputs.size()) {
+    throw GraphError(fmt::format("{}: VJP returned {} gradients for {} inputs", describe(n),
+                                 grads.size(), n.inputs.size()));
+  }
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    const auto& in = n.inputs[i];
+    if (!in.needs_grad) continue;
+    if (!grads[i].defined()) {
+      throw GraphError(fmt::format("{}: VJP returned no gradient for input {} ({} {}), which "
+                                   "needs one", describe(n), i, in.meta.shape, in.meta.dtype));
+    }
+    if (grads[i].meta() != in.meta) {
+      throw GraphError(fmt::format("{}: VJP returned a gradient of {} {} for input {}, which is "
+                                   "{} {}", describe(n), grads[i].shape(), grads[i].dtype(), i,
+                                   in.meta.shape, in.meta.dtype));
+    }
+  }
+}
+
+Tensor seed_for(const Tensor& out, const Tensor& grad_output, const char* fn) {
+  if (!grad_output.defined()) {
+    if (out.numel() != 1) {
+      throw GraphError(fmt::format("{}: output has shape {}; a seed gradient is needed for a "
+                                   "non-scalar output (pass grad_output of that shape)", fn,
+                                   out.shape()));
+    }
+    return ones(out.shape(), out.dtype());
+  }
+  if (grad_output.meta() != out.meta()) {
+    throw GraphError(fmt::format("{}: grad_output is {} {} but the output is {} {}", fn,
+                                 grad_output.shape(), grad_output.dtype(), out.shape(),
+                                 out.dtype()));
+  }
+  return grad_output;
+}
+
+/// Runs backward from `outputs`. With `captures` empty, gradients of leaves accumulate
+/// into their grad(); otherwise the gradients of exactly the captured tensors are returned.
+std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
+                                 const std::vector<Tensor>& grad_outputs, bool retain_graph,
+                                 const std::vector<Tensor>* captures, const char* fn) {
+  if (grad_outputs.size() != outputs.size() && !grad_outputs.empty()) {
+    throw GraphError(fmt::format("{}: {} grad_outputs for {} outputs", fn, grad_outputs.size(),
+                                 outputs.size()));
+  }
+  std::vector<Node*> roots;
+  std::vector<Tensor> seeds;
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    const Tensor& out = outputs[i];
+    if (!out.defined()) throw GraphError(fmt::format("{}: output {} is undefined", fn, i));
+    if (!out.requires_grad()) {
+      throw GraphError(fmt::format(
+          "{}: output {} ({} {}) does not require grad: no input of the ops that made it "
+          "requires grad, it was computed under a NoGradGuard, or it was detached", fn, i,
+          out.shape(), out.dtype()));
+    }
+    seeds.push_back(seed_for(out, grad_outputs.empty() ? Tensor() : grad_outputs[i], fn));
+    if (out.impl()->grad_fn) roots.push_back(out.impl()->grad_fn.get());
+  }
+
+  TapeGraph tg = build_graph(roots);
+  const auto order = consumers_first(tg);
+  for (Node* n : tg.nodes) {
+    if (n->released) {
+      throw GraphError(fmt::format(
+          "{}: trying to backward through the graph a second time: the saved tensors of {} "
+          "were freed by an earlier backward. Pass retain_graph=true to the first backward "
+          "if you need to backward through the graph again", fn, describe(*n)));
+    }
+  }
+
+  std::vector<Tensor> vertex_grad(tg.nodes.size());
+  std::unordered_map<const TensorImpl*, Tensor> leaf_grad;  // used when capturing
+  std::unordered_map<const Node*, std::size_t> captured_nodes;
+  std::vector<Tensor> captured;
+  if (captures != nullptr) {
+    captured.resize(captures->size());
+    for (std::size_t i = 0; i < captures->size(); ++i) {
+      const Tensor& c = (*captures)[i];
+      if (!c.defined() || !c.requires_grad()) {
+        throw GraphError(fmt::format(
+            "{}: input {} does not require grad, so it has no gradient to compute", fn, i));
+      }
+      if (c.impl()->grad_fn) captured_nodes.emplace(c.impl()->grad_fn.get(), i);
+    }
+  }
+
+  auto deliver_to_leaf = [&](const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
+    if (captures != nullptr) {
+      auto& slot = leaf_grad[leaf.get()];
+      slot = add_grads(slot, g);
+    } else if (!leaf->grad) {
+      leaf->grad = owned(g).impl();
+    } else {
+      NoGradGuard no_grad;
+      Tensor(leaf->grad).add_(g);
+    }
+  };
+
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    const auto& impl = outputs[i].impl();
+    if (impl->grad_fn) {
+      auto& slot = vertex_grad[static_cast<std::size_t>(impl->grad_fn->vertex)];
+      slot = add_grads(slot, seeds[i]);
+    } else {
+      deliver_to_leaf(impl, seeds[i]);
+    }
+  }
+
+  NoGradGuard no_grad;
+  for (std::size_t v : order) {
+    Node& n = *tg.graph[v].node;
+    Tensor grad_out = std::move(vertex_grad[v]);
+    if (!grad_out.defined()) continue;
+    if (auto it = captured_nodes.find(&n); it != captured_nodes.end()) {
+      captured[it->second] = grad_out;
+    }
+    OpContext ctx(&n);
+    std::vector<Tensor> grads = n.op->vjp(ctx, grad_out);
+    check_vjp_result(n, grads);
+    if (!retain_graph) {
+      n.saved.clear();
+      n.released = true;
+    }
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      const auto& in = n.inputs[i];
+      if (!in.needs_grad) continue;
+      if (in.producer) {
+        auto& slot = vertex_grad[static_cast<std::size_t>(in.producer->vertex)];
+        slot = add_grads(slot, grads[i]);
+      } else if (in.leaf) {
+        deliver_to_leaf(in.leaf, grads[i]);
+      }
+    }
+  }
+  // Nodes that got no gradient were still part of this pass: release them too.
+  if (!retain_graph) {
+    for (Node* n : tg.nodes) {
+      n->saved.clear();
+      n->released = true;
+    }
+  }
+
+  if (captures == nullptr) return {};
+  for (std::size_t i = 0; i < captures->size(); ++i) {
+    const Tensor& c = (*captures)[i];
+    if (!c.impl()->grad_fn) {
+      auto it = leaf_grad.find(c.impl().get());
+      if (it != leaf_grad.end()) captured[i] = it->second;
+    }
+    if (!captured[i].defined()) captured[i] = zeros(c.shape(), c.dtype());
+  }
+  return captured;
+}
+
+}  // namespace
+}  // namespace detail
+
+// ---- OpContext ------------------------------------------------------------------------------
+
+void OpContext::save(const Tensor& t) {
+  if (node_ == nullptr) return;
+  // Saved as a detached handle: a node saving its own output must not own itself.
+  node_->saved.push_back({t.defined() ? t.detach() : Tensor(), t.defined() ? t.version() : 0});
+}
+
+const Tensor& OpContext::saved(std::size_t i) const {
+  if (node_ == nullptr || i >= node_->saved.size()) {
+    throw GraphError(fmt::format("{}: saved tensor {} does not exist ({} saved{})",
+                                 node_ ? node_->op->name() : "op", i,
+                                 node_ ? node_->saved.size() : 0,
+                                 node_ && node_->released ? "; freed by an earlier backward" : ""));
+  }
+  const auto& s = node_->saved[i];
+  if (s.tensor.defined() && s.tensor.version() != s.version) {
+    throw GraphError(fmt::format(
+        "{}: one of the tensors it saved for backward ({} {}, saved #{}) was modified by an "
+        "in-place operation (version {} -> {}); clone it before changing it", node_->op->name(),
+        s.tensor.shape(), s.tensor.dtype(), i, s.version, s.tensor.version()));
+  }
+  return s.tensor;
+}
+
+bool OpContext::needs_input_grad(std::size_t i) const {
+  return node_ != nullptr && i < node_->inputs.size() && node_->inputs[i].needs_grad;
+}
+
+const TensorMeta& OpContext::input(std::size_t i) const {
+  if (node_ == nullptr || i >= node_->inputs.size()) {
+    throw GraphError(fmt::format("OpContext::input: no input {} here", i));
+  }
+  return node_->inputs[i].meta;
+}
+
+std::size_t OpContext::num_inputs() const { return node_ ? node_->inputs.size() : 0; }
+
+// ---- public entry points ----------------------------------------------------------------------
+
+void backward(const Tensor& output, const Tensor& grad_output, bool retain_graph) {
+  std::vector<Tensor> seeds;
+  if (grad_output.defined()) seeds.push_back(grad_output);
+  detail::run_backward({output}, seeds, retain_graph, nullptr, "backward");
+}
+
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& grad_outputs, bool retain_graph) {
+  return detail::run_backward(outputs, grad_outputs, retain_graph, &inputs, "grad");
+}
+
+bool is_grad_enabled() { return detail::grad_enabled; }
+
+NoGradGuard::NoGradGuard() : previous_(detail::grad_enabled) { detail::grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { detail::grad_enabled = previous_; }
+
+std::int64_t live_tape_records() { return detail::live_nodes.load(); }
+
+}  // namespace tapegrad

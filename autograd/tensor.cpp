@@ -1,0 +1,401 @@
+// Tensor storage, handles, factories, element access and in-place updates.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <new>
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "autograd/dispatch.hpp"
+#include "autograd/tensor_impl.hpp"
+#include "tapegrad/autograd.hpp"
+
+namespace tapegrad {
+namespace detail {
+
+namespace {
+constexpr std::align_val_t kAlign{64};
+
+std::size_t physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return std::size_t{1} << 40;
+  return static_cast<std::size_t>(pages) * static_cast<std::size_t>(page);
+}
+
+std::atomic<std::size_t>& max_bytes() {
+  static std::atomic<std::size_t> bytes{physical_memory_bytes()};
+  return bytes;
+}
+}  // namespace
+
+Storage::Storage(std::size_t bytes) : nbytes(bytes) {
+  try {
+    data = ::operator new(std::max<std::size_t>(bytes, 1), kAlign);
+  } catch (const std::bad_alloc&) {
+    throw ValueError(fmt::format("tensor: cannot allocate {} bytes", bytes));
+  }
+}
+
+Storage::~Storage() { ::operator delete(data, kAlign); }
+
+Tensor make_tensor(const TensorMeta& meta) {
+  std::int64_t numel = 1;
+  for (std::int64_t s : meta.shape) {
+    if (s < 0) {
+      throw ShapeError(fmt::format("tensor: negative size in shape {}", meta.shape));
+    }
+    if (s != 0 && numel > std::numeric_limits<std::int64_t>::max() / s) {
+      throw ValueError(fmt::format("tensor: shape {} has more elements than fit in int64",
+                                   meta.shape));
+    }
+    numel *= s;
+  }
+  const auto elem = dtype_size(meta.dtype);
+  const std::size_t limit = max_bytes().load(std::memory_order_relaxed);
+  if (static_cast<std::uint64_t>(numel) > limit / elem) {
+    throw ValueError(fmt::format(
+        "tensor: shape {} of {} needs {} elements * {} bytes, more than the limit of {} bytes "
+        "(see tapegrad::set_max_tensor_bytes)", meta.shape, meta.dtype, numel, elem, limit));
+  }
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<std::size_t>(numel) * elem);
+  impl->shape = meta.shape;
+  impl->dtype = meta.dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor alias(const Tensor& t, const Shape& shape) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = t.impl()->storage;
+  impl->shape = shape;
+  impl->dtype = t.dtype();
+  return Tensor(std::move(impl));
+}
+
+void bump_version(const Tensor& t) { ++t.impl()->storage->version; }
+
+Tensor copy_data(const Tensor& t) {
+  Tensor out = make_tensor(t.meta());
+  std::memcpy(out.impl()->storage->data, t.impl()->storage->data,
+              static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype()));
+  return out;
+}
+
+}  // namespace detail
+
+std::size_t max_tensor_bytes() { return detail::max_bytes().load(); }
+void set_max_tensor_bytes(std::size_t bytes) { detail::max_bytes().store(bytes); }
+
+// ---- Tensor accessors ----------------------------------------------------------------------
+
+namespace {
+const detail::TensorImpl& checked(const std::shared_ptr<detail::TensorImpl>& impl,
+                                  const char* what) {
+  if (!impl) throw ValueError(fmt::format("Tensor::{}: the tensor is undefined", what));
+  return *impl;
+}
+}  // namespace
+
+const Shape& Tensor::shape() const { return checked(impl_, "shape").shape; }
+DType Tensor::dtype() const { return checked(impl_, "dtype").dtype; }
+std::int64_t Tensor::numel() const { return shape().numel(); }
+
+std::int64_t Tensor::size(std::int64_t d) const {
+  const auto rank = static_cast<std::int64_t>(dim());
+  const std::int64_t i = d < 0 ? d + rank : d;
+  if (i < 0 || i >= rank) {
+    throw ValueError(fmt::format("Tensor::size: dim {} is out of range for shape {}", d, shape()));
+  }
+  return shape()[static_cast<std::size_t>(i)];
+}
+
+bool Tensor::requires_grad() const { return checked(impl_, "requires_grad").requires_grad; }
+
+Tensor& Tensor::set_requires_grad(bool requires_grad) {
+  checked(impl_, "set_requires_grad");
+  if (requires_grad && !is_floating(impl_->dtype)) {
+    throw DTypeError(fmt::format(
+        "Tensor::set_requires_grad: only floating tensors can require grad, this one is {}",
+        impl_->dtype));
+  }
+  if (!requires_grad && impl_->grad_fn) {
+    throw GraphError(fmt::format(
+        "Tensor::set_requires_grad: cannot switch off grad on a non-leaf tensor (made by {}); "
+        "use detach() instead", impl_->grad_fn->op->name()));
+  }
+  impl_->requires_grad = requires_grad;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return !checked(impl_, "is_leaf").grad_fn; }
+
+Tensor Tensor::grad() const {
+  return Tensor(checked(impl_, "grad").grad);
+}
+
+void Tensor::set_grad(const Tensor& grad) {
+  checked(impl_, "set_grad");
+  if (grad.defined() && grad.meta() != meta()) {
+    throw ShapeError(fmt::format(
+        "Tensor::set_grad: gradient {} {} does not match the tensor's {} {}", grad.shape(),
+        grad.dtype(), shape(), dtype()));
+  }
+  impl_->grad = grad.impl();
+}
+
+void Tensor::zero_grad() {
+  if (checked(impl_, "zero_grad").grad) Tensor(impl_->grad).zero_();
+}
+
+std::string Tensor::grad_fn_name() const {
+  const auto& impl = checked(impl_, "grad_fn_name");
+  return impl.grad_fn ? std::string(impl.grad_fn->op->name()) : std::string();
+}
+
+void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
+  tapegrad::backward(*this, grad_output, retain_graph);
+}
+
+void* Tensor::raw_data() const { return checked(impl_, "data").storage->data; }
+
+void Tensor::check_dtype_for(DType want, const char* what) const {
+  if (dtype() != want) {
+    throw DTypeError(fmt::format("Tensor::{}: requested {} data from a {} tensor", what, want,
+                                 dtype()));
+  }
+}
+
+std::uint64_t Tensor::version() const { return checked(impl_, "version").storage->version; }
+
+bool Tensor::shares_storage(const Tensor& other) const {
+  return defined() && other.defined() && impl_->storage == other.impl_->storage;
+}
+
+Tensor Tensor::detach() const {
+  checked(impl_, "detach");
+  return detail::alias(*this, impl_->shape);
+}
+
+template <class T>
+std::vector<T> Tensor::to_vector() const {
+  checked(impl_, "to_vector");
+  return detail::dispatch_all(dtype(), [&](auto tag) {
+    using S = decltype(tag);
+    const S* p = static_cast<const S*>(raw_data());
+    std::vector<T> out(static_cast<std::size_t>(numel()));
+    std::transform(p, p + numel(), out.begin(), [](S v) { return static_cast<T>(v); });
+    return out;
+  });
+}
+template std::vector<float> Tensor::to_vector<float>() const;
+template std::vector<double> Tensor::to_vector<double>() const;
+template std::vector<std::int64_t> Tensor::to_vector<std::int64_t>() const;
+template std::vector<int> Tensor::to_vector<int>() const;
+
+template <class T>
+T Tensor::item() const {
+  if (numel() != 1) {
+    throw ShapeError(fmt::format("Tensor::item: needs a one-element tensor, got shape {}", shape()));
+  }
+  return detail::dispatch_all(dtype(), [&](auto tag) {
+    return static_cast<T>(*static_cast<const decltype(tag)*>(raw_data()));
+  });
+}
+template float Tensor::item<float>() const;
+template double Tensor::item<double>() const;
+template std::int64_t Tensor::item<std::int64_t>() const;
+template int Tensor::item<int>() const;
+
+double Tensor::at(std::initializer_list<std::int64_t> index) const {
+  const Shape& s = shape();
+  if (index.size() != s.size()) {
+    throw ShapeError(fmt::format("Tensor::at: got {} indices for shape {}", index.size(), s));
+  }
+  std::int64_t flat = 0;
+  std::size_t d = 0;
+  for (std::int64_t i : index) {
+    const std::int64_t j = i < 0 ? i + s[d] : i;
+    if (j < 0 || j >= s[d]) {
+      throw ValueError(fmt::format("Tensor::at: index {} is out of range for dim {} of shape {}",
+                                   i, d, s));
+    }
+    flat = flat * s[d] + j;
+    ++d;
+  }
+  return detail::dispatch_all(dtype(), [&](auto tag) {
+    return static_cast<double>(static_cast<const decltype(tag)*>(raw_data())[flat]);
+  });
+}
+
+// ---- in-place updates ------------------------------------------------------------------------
+
+namespace {
+void check_inplace(const Tensor& t, const char* op) {
+  checked(t.impl(), op);
+  if (t.requires_grad() && is_grad_enabled()) {
+    throw GraphError(fmt::format(
+        "Tensor::{}: in-place change of a tensor that requires grad ({} {}) while grad mode "
+        "is on; wrap optimizer updates in a NoGradGuard", op, t.shape(), t.dtype()));
+  }
+}
+
+void check_operand(const Tensor& t, const Tensor& other, const char* op) {
+  checked(other.impl(), op);
+  if (other.dtype() != t.dtype()) {
+    throw DTypeError(fmt::format("Tensor::{}: operand is {}, the tensor is {}", op,
+                                 other.dtype(), t.dtype()));
+  }
+  if (other.shape() != t.shape() && other.numel() != 1) {
+    throw ShapeError(fmt::format("Tensor::{}: operand shape {} does not match {} (nor is it a "
+                                 "single element)", op, other.shape(), t.shape()));
+  }
+}
+
+/// Applies f(self_elem, other_elem) element-wise, broadcasting a one-element operand.
+template <class F>
+void update_with(Tensor& t, const Tensor& other, F f) {
+  detail::dispatch_all(t.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+    const T* q = other.data<T>();
+    const std::int64_t n = t.numel();
+    if (other.numel() == 1 && n != 1) {
+      const T v = q[0];
+      for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], v);
+    } else {
+      for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], q[i]);
+    }
+  });
+}
+}  // namespace
+
+Tensor& Tensor::zero_() { return fill_(0.0); }
+
+Tensor& Tensor::fill_(double value) {
+  check_inplace(*this, "fill_");
+  detail::dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    std::fill_n(data<T>(), numel(), static_cast<T>(value));
+  });
+  detail::bump_version(*this);
+  return *this;
+}
+
+Tensor& Tensor::add_(const Tensor& other, double alpha) {
+  check_inplace(*this, "add_");
+  check_operand(*this, other, "add_");
+  detail::dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const auto a = static_cast<T>(alpha);
+    update_with(*this, other, [a](T x, T y) { return static_cast<T>(x + a * y); });
+  });
+  detail::bump_version(*this);
+  return *this;
+}
+
+Tensor& Tensor::mul_(double value) {
+  check_inplace(*this, "mul_");
+  detail::dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = data<T>();
+    const auto v = static_cast<T>(value);
+    for (std::int64_t i = 0, n = numel(); i < n; ++i) p[i] = static_cast<T>(p[i] * v);
+  });
+  detail::bump_version(*this);
+  return *this;
+}
+
+Tensor& Tensor::mul_(const Tensor& other) {
+  check_inplace(*this, "mul_");
+  check_operand(*this, other, "mul_");
+  detail::dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    update_with(*this, other, [](T x, T y) { return static_cast<T>(x * y); });
+  });
+  detail::bump_version(*this);
+  return *this;
+}
+
+Tensor& Tensor::copy_(const Tensor& src) {
+  check_inplace(*this, "copy_");
+  check_operand(*this, src, "copy_");
+  detail::dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    update_with(*this, src, [](T, T y) { return y; });
+  });
+  detail::bump_version(*this);
+  return *this;
+}
+
+// ---- factories -------------------------------------------------------------------------------
+
+namespace {
+template <class S>
+Tensor from_values(const std::vector<S>& values, const Shape& shape, DType dtype) {
+  Tensor t = detail::make_tensor(shape, dtype);
+  if (static_cast<std::int64_t>(values.size()) != t.numel()) {
+    throw ShapeError(fmt::format("from_vector: {} values do not fill shape {} ({} elements)",
+                                 values.size(), shape, t.numel()));
+  }
+  detail::dispatch_all(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    std::transform(values.begin(), values.end(), t.data<T>(),
+                   [](S v) { return static_cast<T>(v); });
+  });
+  return t;
+}
+}  // namespace
+
+Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype) {
+  return from_values(values, shape, dtype);
+}
+Tensor from_vector(const std::vector<float>& values, const Shape& shape, DType dtype) {
+  return from_values(values, shape, dtype);
+}
+Tensor from_vector(const std::vector<std::int64_t>& values, const Shape& shape, DType dtype) {
+  return from_values(values, shape, dtype);
+}
+
+Tensor empty(const Shape& shape, DType dtype) { return detail::make_tensor(shape, dtype); }
+
+Tensor full(const Shape& shape, double value, DType dtype) {
+  Tensor t = detail::make_tensor(shape, dtype);
+  detail::dispatch_all(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    std::fill_n(t.data<T>(), t.numel(), static_cast<T>(value));
+  });
+  return t;
+}
+Tensor zeros(const Shape& shape, DType dtype) { return full(shape, 0.0, dtype); }
+Tensor ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype()); }
+Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype()); }
+Tensor scalar_tensor(double value, DType dtype) { return full(Shape{}, value, dtype); }
+
+Tensor arange(double start, double end, double step, DType dtype) {
+  if (step == 0.0 || !std::isfinite(start) || !std::isfinite(end) || !std::isfinite(step)) {
+    throw ValueError(fmt::format("arange: needs finite start, end and a non-zero step, got "
+                                 "start={} end={} step={}", start, end, step));
+  }
+  const double count = std::ceil((end - start) / step);
+  if (count > 1e15) {
+    throw ValueError(fmt::format("arange: start={} end={} step={} gives {} elements", start,
+                                 end, step, count));
+  }
+  const auto n = static_cast<std::int64_t>(std::max(0.0, count));
+  Tensor t = detail::make_tensor(Shape{n}, dtype);
+  detail::dispatch_all(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+    for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(start + static_cast<double>(i) * step);
+  });
+  return t;
+}
+Tensor arange(double end, DType dtype) { return arange(0.0, end, 1.0, dtype); }
+
+}  // namespace tapegrad

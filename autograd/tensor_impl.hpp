@@ -1,0 +1,70 @@
+#pragma once
+// Internal representation of tensors and graph nodes. Included by autograd/ and ops/.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "tapegrad/op.hpp"
+#include "tapegrad/tensor.hpp"
+
+namespace tapegrad::detail {
+
+/// A block of 64-byte aligned memory shared by a tensor and its views.
+struct Storage {
+  explicit Storage(std::size_t bytes);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data = nullptr;
+  std::size_t nbytes = 0;
+  std::uint64_t version = 0;  ///< bumped by every in-place change
+};
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  DType dtype = DType::f32;
+  bool requires_grad = false;
+  std::shared_ptr<Node> grad_fn;      ///< the record that produced this tensor, if any
+  std::shared_ptr<TensorImpl> grad;   ///< accumulated gradient of a leaf
+};
+
+/// A tensor saved for backward with the storage version it had then.
+struct SavedTensor {
+  Tensor tensor;
+  std::uint64_t version = 0;
+};
+
+/// One recorded op application: a vertex of the tape's graph.
+struct Node {
+  struct Input {
+    std::shared_ptr<Node> producer;        ///< set when the input came from a recorded op
+    std::shared_ptr<TensorImpl> leaf;      ///< set when the input is a leaf requiring grad
+    TensorMeta meta;
+    bool needs_grad = false;
+  };
+
+  Node();
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  std::unique_ptr<OpHolder> op;
+  std::vector<Input> inputs;
+  std::vector<SavedTensor> saved;
+  TensorMeta out_meta;
+  bool released = false;  ///< saved tensors freed by a backward without retain_graph
+  std::int64_t vertex = -1;  ///< scratch: vertex id while a graph walk is under way
+};
+
+/// Checks sizes (non-negative, byte count within limits) and allocates uninitialised data.
+Tensor make_tensor(const TensorMeta& meta);
+inline Tensor make_tensor(const Shape& shape, DType dtype) { return make_tensor({shape, dtype}); }
+/// A new handle on t's storage with another shape (numel must match).
+Tensor alias(const Tensor& t, const Shape& shape);
+void bump_version(const Tensor& t);
+/// A new tensor with a copy of t's data; not recorded, never requires grad.
+Tensor copy_data(const Tensor& t);
+
+}  // namespace tapegrad::detail

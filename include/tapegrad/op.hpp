@@ -1,0 +1,198 @@
+#pragma once
+/// \file
+/// Defining ops: the one path that serves both tapegrad's built-in ops and ops written in
+/// user code.
+///
+/// An op is a struct with:
+///   - `static constexpr std::string_view name`, e.g. "softplus";
+///   - `TensorMeta infer(std::span<const Tensor> inputs) const`: checks the arguments and
+///     returns the output's shape and dtype (throw a tapegrad::Error on bad input);
+///   - `Tensor forward(OpContext& ctx, std::span<const Tensor> inputs)`: computes the
+///     output; calls `ctx.save(t)` for each residual the VJP needs. Non-tensor residuals
+///     (a dim, a flag) can simply be stored in the struct's own members;
+///   - `std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out)`: returns one
+///     gradient per input, with that input's exact shape and dtype, or an undefined Tensor
+///     where `!ctx.needs_input_grad(i)`. It runs with recording off, so it may use the
+///     public ops freely;
+///   - optional `std::string attributes() const`: "stride=[1, 1], groups=2", for reports;
+///   - optional `static std::vector<Sample> samples()`: inputs for the gradient checker.
+///
+/// Apply it with `apply(MyOp{...}, {x, w})`; register it once with `register_op<MyOp>()`
+/// so the checker and `tapegrad-check` sweep it.
+#include <concepts>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tapegrad/tensor.hpp"
+
+namespace tapegrad {
+
+namespace detail {
+struct Node;
+}
+
+/// What an op's forward and VJP share: saved tensors and the inputs' metadata.
+class OpContext {
+ public:
+  /// Saves a residual for the VJP (ignored when the op is not recorded). An in-place
+  /// change of a saved tensor before backward is detected and reported.
+  void save(const Tensor& t);
+  /// Residual i, in the order saved.
+  const Tensor& saved(std::size_t i) const;
+  /// Whether input i needs a gradient (false in forward when nothing is recorded).
+  bool needs_input_grad(std::size_t i) const;
+  /// Shape and dtype input i had in forward.
+  const TensorMeta& input(std::size_t i) const;
+  std::size_t num_inputs() const;
+  /// True when this forward is being recorded.
+  bool recording() const { return node_ != nullptr; }
+  /// Adds a non-differentiable extra output (e.g. max_pool2d's indices), returned by
+  /// `apply_with_extras`.
+  void add_extra_output(const Tensor& t) { extras_.push_back(t); }
+
+  explicit OpContext(detail::Node* node) : node_(node) {}
+  std::vector<Tensor> take_extras() { return std::move(extras_); }
+
+ private:
+  detail::Node* node_;
+  std::vector<Tensor> extras_;
+};
+
+/// One case for the gradient checker: inputs (leaves; the floating ones are checked) and
+/// the function under test. `fn` should call the op through its public function.
+struct Sample {
+  std::string label;
+  std::vector<Tensor> inputs;
+  std::function<Tensor(const std::vector<Tensor>&)> fn;
+  /// Finite-difference step and tolerances for this case; 0 means the checker's default.
+  /// Ops whose forward rounds through f32 need a larger step and looser tolerances.
+  double eps = 0;
+  double atol = 0;
+  double rtol = 0;
+};
+
+template <class Op>
+concept OpDefinition = requires(Op op, const Op cop, OpContext& ctx,
+                                std::span<const Tensor> in, const Tensor& g) {
+  { Op::name } -> std::convertible_to<std::string_view>;
+  { cop.infer(in) } -> std::same_as<TensorMeta>;
+  { op.forward(ctx, in) } -> std::same_as<Tensor>;
+  { op.vjp(ctx, g) } -> std::same_as<std::vector<Tensor>>;
+};
+
+namespace detail {
+
+/// Type-erased view of an op held by a graph node.
+struct OpHolder {
+  virtual ~OpHolder() = default;
+  virtual std::string_view name() const = 0;
+  virtual std::string attributes() const = 0;
+  virtual Tensor forward(OpContext& ctx, std::span<const Tensor> inputs) = 0;
+  virtual std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) = 0;
+  /// Runs a fresh copy of the op on `inputs` (recorded as usual); for the graph checker.
+  virtual Tensor rerun(std::span<const Tensor> inputs) const = 0;
+};
+
+/// Records `op` applied to `inputs` on this thread's tape and runs its forward.
+Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
+              const TensorMeta& meta, std::vector<Tensor>* extras);
+/// True when grad mode is on and some floating input requires grad.
+bool should_record(std::span<const Tensor> inputs);
+/// Throws GraphError when a forward broke its own shape rule.
+void check_forward_output(std::string_view op, const Tensor& out, const TensorMeta& meta);
+
+template <OpDefinition Op>
+Tensor apply_op(Op op, std::span<const Tensor> inputs, std::vector<Tensor>* extras);
+
+template <OpDefinition Op>
+struct OpHolderImpl final : OpHolder {
+  explicit OpHolderImpl(Op o) : op(std::move(o)) {}
+  std::string_view name() const override { return Op::name; }
+  std::string attributes() const override {
+    if constexpr (requires { op.attributes(); }) return op.attributes();
+    else return {};
+  }
+  Tensor forward(OpContext& ctx, std::span<const Tensor> inputs) override {
+    return op.forward(ctx, inputs);
+  }
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) override {
+    return op.vjp(ctx, grad_out);
+  }
+  Tensor rerun(std::span<const Tensor> inputs) const override {
+    return apply_op(op, inputs, nullptr);
+  }
+  Op op;
+};
+
+template <OpDefinition Op>
+Tensor apply_op(Op op, std::span<const Tensor> inputs, std::vector<Tensor>* extras) {
+  const TensorMeta meta = op.infer(inputs);
+  if (should_record(inputs)) {
+    return record(std::make_unique<OpHolderImpl<Op>>(std::move(op)), inputs, meta, extras);
+  }
+  OpContext ctx(nullptr);
+  Tensor out = op.forward(ctx, inputs);
+  check_forward_output(Op::name, out, meta);
+  if (extras != nullptr) *extras = ctx.take_extras();
+  return out;
+}
+
+}  // namespace detail
+
+/// Applies `op` to `inputs` and returns its (differentiable) output.
+template <OpDefinition Op>
+Tensor apply(Op op, std::span<const Tensor> inputs) {
+  return detail::apply_op(std::move(op), inputs, nullptr);
+}
+template <OpDefinition Op>
+Tensor apply(Op op, std::initializer_list<Tensor> inputs) {
+  return apply(std::move(op), std::span<const Tensor>(inputs.begin(), inputs.size()));
+}
+/// Applies `op`; returns the output followed by the extra outputs the op added.
+template <OpDefinition Op>
+std::vector<Tensor> apply_with_extras(Op op, std::initializer_list<Tensor> inputs) {
+  std::vector<Tensor> extras;
+  Tensor out = detail::apply_op(std::move(op),
+                                std::span<const Tensor>(inputs.begin(), inputs.size()), &extras);
+  extras.insert(extras.begin(), std::move(out));
+  return extras;
+}
+
+/// What the registry knows of an op.
+struct OpInfo {
+  std::string name;
+  std::function<std::vector<Sample>()> samples;  ///< empty when the op has none
+  const void* key = nullptr;                     ///< identifies the op type
+};
+
+namespace detail {
+template <class Op>
+inline constexpr char op_key = 0;
+/// Adds an op without first loading the built-ins (used by the built-in list itself).
+void add_op(OpInfo info);
+}  // namespace detail
+
+/// Registers an op. Registering the same op again does nothing; another op under a name
+/// that is taken throws ValueError.
+void register_op_info(OpInfo info);
+template <OpDefinition Op>
+OpInfo op_info() {
+  OpInfo info{std::string(Op::name), {}, &detail::op_key<Op>};
+  if constexpr (requires { Op::samples(); }) info.samples = [] { return Op::samples(); };
+  return info;
+}
+template <OpDefinition Op>
+void register_op() {
+  register_op_info(op_info<Op>());
+}
+/// Every registered op, built-ins first, in registration order.
+std::vector<OpInfo> registered_ops();
+/// The op named `name`; throws ValueError listing the known names when there is none.
+OpInfo find_op(std::string_view name);
+
+}  // namespace tapegrad

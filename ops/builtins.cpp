@@ -1,0 +1,29 @@
+// The explicit list of built-in op files, registered in this order the first time the
+// op registry is used. A new ops/ file adds one line here.
+#include "ops/registration.hpp"
+
+#define TAPEGRAD_BUILTIN_FILES(X) \
+  X(binary)                       \
+  X(scalar)                       \
+  X(unary)                        \
+  X(reduce)                       \
+  X(shape)                        \
+  X(copy)                         \
+  X(matmul)                       \
+  X(softmax)                      \
+  X(loss)                         \
+  X(dropout)
+
+namespace tapegrad::detail {
+
+#define TAPEGRAD_DECLARE(group) void register_builtin_##group();
+TAPEGRAD_BUILTIN_FILES(TAPEGRAD_DECLARE)
+#undef TAPEGRAD_DECLARE
+
+void register_builtin_ops() {
+#define TAPEGRAD_CALL(group) register_builtin_##group();
+  TAPEGRAD_BUILTIN_FILES(TAPEGRAD_CALL)
+#undef TAPEGRAD_CALL
+}
+
+}  // namespace tapegrad::detail

@@ -1,0 +1,183 @@
+#pragma once
+// Shared machinery of the element-wise ops: argument checks, broadcasting and loops.
+#include <algorithm>
+#include <array>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "autograd/dispatch.hpp"
+#include "autograd/tensor_impl.hpp"
+#include "tapegrad/error.hpp"
+#include "tapegrad/ops.hpp"
+
+namespace tapegrad::detail {
+
+/// Throws unless t is a defined floating tensor.
+inline void check_floating(std::string_view op, const Tensor& t, std::string_view what = "input") {
+  if (!t.defined()) throw ValueError(fmt::format("{}: {} is an undefined tensor", op, what));
+  if (!is_floating(t.dtype())) {
+    throw DTypeError(fmt::format("{}: {} must be f32 or f64, got {} {}", op, what, t.dtype(),
+                                 t.shape()));
+  }
+}
+
+/// Throws unless a and b are defined floating tensors of one dtype.
+inline void check_same_floating(std::string_view op, const Tensor& a, const Tensor& b) {
+  check_floating(op, a, "first operand");
+  check_floating(op, b, "second operand");
+  if (a.dtype() != b.dtype()) {
+    throw DTypeError(fmt::format("{}: operands have different dtypes, {} {} and {} {}; convert "
+                                 "one with .to()", op, a.shape(), a.dtype(), b.shape(), b.dtype()));
+  }
+}
+
+/// NumPy broadcasting: sizes are aligned from the right; each pair must be equal or 1.
+inline Shape broadcast_shapes(std::string_view op, const Shape& a, const Shape& b) {
+  const std::size_t rank = std::max(a.size(), b.size());
+  Shape out;
+  for (std::size_t i = 0; i < rank; ++i) {
+    const std::int64_t sa = i + a.size() >= rank ? a[i + a.size() - rank] : 1;
+    const std::int64_t sb = i + b.size() >= rank ? b[i + b.size() - rank] : 1;
+    if (sa != sb && sa != 1 && sb != 1) {
+      throw ShapeError(fmt::format("{}: shapes {} and {} cannot be broadcast (dim {}: {} vs {})",
+                                   op, a, b, i, sa, sb));
+    }
+    out.push_back(sa == 1 ? sb : sa);
+  }
+  return out;
+}
+
+/// Strides (in elements) for reading a tensor of `shape` as if it had `out` shape:
+/// broadcast dims get stride 0.
+inline std::array<std::int64_t, Shape::kMaxRank> broadcast_strides(const Shape& shape,
+                                                                   const Shape& out) {
+  std::array<std::int64_t, Shape::kMaxRank> strides{};
+  std::int64_t stride = 1;
+  for (std::size_t k = shape.size(); k-- > 0;) {
+    const std::size_t o = k + out.size() - shape.size();
+    strides[o] = shape[k] == 1 ? 0 : stride;
+    stride *= shape[k];
+  }
+  return strides;
+}
+
+/// out[i] = f(x[i]).
+template <class T, class F>
+Tensor map_unary(const Tensor& x, F f) {
+  Tensor out = make_tensor(x.meta());
+  const T* px = x.data<T>();
+  T* po = out.data<T>();
+  const std::int64_t n = x.numel();
+  for (std::int64_t i = 0; i < n; ++i) po[i] = f(px[i]);
+  return out;
+}
+
+/// out[i] = f(x[i], y[i]) for two tensors of one shape.
+template <class T, class F>
+Tensor map_binary_same(const Tensor& x, const Tensor& y, F f) {
+  Tensor out = make_tensor(x.meta());
+  const T* px = x.data<T>();
+  const T* py = y.data<T>();
+  T* po = out.data<T>();
+  const std::int64_t n = x.numel();
+  for (std::int64_t i = 0; i < n; ++i) po[i] = f(px[i], py[i]);
+  return out;
+}
+
+/// out = f(a, b) element-wise with broadcasting to `out_shape`.
+template <class T, class F>
+Tensor map_broadcast(const Tensor& a, const Tensor& b, const Shape& out_shape, F f) {
+  if (a.shape() == b.shape()) return map_binary_same<T>(a, b, f);
+  Tensor out = make_tensor(out_shape, a.dtype());
+  const T* pa = a.data<T>();
+  const T* pb = b.data<T>();
+  T* po = out.data<T>();
+  const std::int64_t n = out.numel();
+  if (b.numel() == 1 && a.numel() == n) {
+    const T vb = pb[0];
+    for (std::int64_t i = 0; i < n; ++i) po[i] = f(pa[i], vb);
+    return out;
+  }
+  if (a.numel() == 1 && b.numel() == n) {
+    const T va = pa[0];
+    for (std::int64_t i = 0; i < n; ++i) po[i] = f(va, pb[i]);
+    return out;
+  }
+  // General case: walk the output with a multi-index, innermost dim in a tight loop.
+  const auto sa = broadcast_strides(a.shape(), out_shape);
+  const auto sb = broadcast_strides(b.shape(), out_shape);
+  const std::size_t rank = out_shape.size();
+  const std::int64_t inner = out_shape[rank - 1];
+  std::array<std::int64_t, Shape::kMaxRank> idx{};
+  std::int64_t oa = 0;
+  std::int64_t ob = 0;
+  for (std::int64_t base = 0; base < n; base += inner) {
+    for (std::int64_t j = 0; j < inner; ++j) {
+      po[base + j] = f(pa[oa + j * sa[rank - 1]], pb[ob + j * sb[rank - 1]]);
+    }
+    for (std::size_t d = rank - 1; d-- > 0;) {  // odometer over the outer dims
+      oa += sa[d];
+      ob += sb[d];
+      if (++idx[d] < out_shape[d]) break;
+      oa -= sa[d] * out_shape[d];
+      ob -= sb[d] * out_shape[d];
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+/// Sums a gradient of a broadcast result back to the shape of the operand: over the
+/// leading dims the operand lacked and over dims where it had size 1.
+inline Tensor sum_to(const Tensor& grad, const Shape& shape) {
+  if (grad.shape() == shape) return grad;
+  const std::size_t lead = grad.dim() - shape.size();
+  std::vector<std::int64_t> dims;
+  for (std::size_t d = 0; d < grad.dim(); ++d) {
+    if (d < lead || shape[d - lead] == 1) dims.push_back(static_cast<std::int64_t>(d));
+  }
+  return reshape(sum(grad, dims, false), shape);
+}
+
+}  // namespace tapegrad::detail
+
+namespace tapegrad::detail {
+
+/// Copies t into a new tensor of `shape`, repeating it along broadcast dims (t's shape
+/// must broadcast to `shape`). Not recorded.
+inline Tensor broadcast_to(const Tensor& t, const Shape& shape) {
+  if (t.shape() == shape) return t;
+  return dispatch_all(t.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    Tensor zero = make_tensor(Shape{}, t.dtype());
+    *zero.data<T>() = T(0);
+    return map_broadcast<T>(t, zero, shape, [](T a, T) { return a; });
+  });
+}
+
+/// Normalises a possibly negative dim against `rank`, or throws naming `op`.
+inline std::size_t normalize_dim(std::string_view op, std::int64_t dim, std::size_t rank) {
+  const auto r = static_cast<std::int64_t>(rank);
+  const std::int64_t d = dim < 0 ? dim + r : dim;
+  if (d < 0 || d >= std::max<std::int64_t>(r, 1) || (r == 0 && d != 0)) {
+    throw ValueError(fmt::format("{}: dim {} is out of range for a tensor of rank {} (valid: "
+                                 "{} to {})", op, dim, rank, -std::max<std::int64_t>(r, 1),
+                                 std::max<std::int64_t>(r, 1) - 1));
+  }
+  return static_cast<std::size_t>(d);
+}
+
+/// A shape seen as [outer, n, inner] around dim d.
+struct DimSplit {
+  std::int64_t outer = 1, n = 1, inner = 1;
+  DimSplit(const Shape& shape, std::size_t d) {
+    for (std::size_t k = 0; k < shape.size(); ++k) {
+      if (k < d) outer *= shape[k];
+      if (k == d) n = shape[k];
+      if (k > d) inner *= shape[k];
+    }
+  }
+};
+
+}  // namespace tapegrad::detail

@@ -1,0 +1,265 @@
+// Reductions: sum and mean (over all elements or over dims, keepdim) and max over a dim.
+//   sum:  out[j] = Σ_{i ↦ j} x[i]            grad_input[i] = grad_out[j]
+//   mean: out[j] = Σ_{i ↦ j} x[i] / count     grad_input[i] = grad_out[j] / count
+//   max:  out[j] = x[argmax_j]               grad_input[argmax_j] = grad_out[j], 0 elsewhere
+// where i ↦ j maps an input index to the output index with the reduced dims dropped.
+// max takes the first maximum in index order, and NaN counts as the maximum (PyTorch).
+#include <algorithm>
+#include <cmath>
+
+#include "ops/detail/elementwise.hpp"
+#include "ops/detail/samples.hpp"
+#include "ops/registration.hpp"
+
+namespace tapegrad {
+namespace {
+
+/// Which dims a reduction removes; empty `dims` means all of them.
+std::array<bool, Shape::kMaxRank> reduced_mask(std::string_view op, const Shape& shape,
+                                               const std::vector<std::int64_t>& dims) {
+  std::array<bool, Shape::kMaxRank> mask{};
+  if (dims.empty()) {
+    mask.fill(true);
+    return mask;
+  }
+  for (std::int64_t d : dims) {
+    const std::size_t k = detail::normalize_dim(op, d, shape.size());
+    if (shape.empty()) continue;  // dim 0 / -1 of a 0-dim tensor: nothing to reduce
+    if (mask[k]) throw ValueError(fmt::format("{}: dim {} appears twice in the dims", op, d));
+    mask[k] = true;
+  }
+  return mask;
+}
+
+Shape reduced_shape(const Shape& shape, const std::array<bool, Shape::kMaxRank>& mask,
+                    bool keepdim) {
+  Shape out;
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    if (!mask[d]) out.push_back(shape[d]);
+    else if (keepdim) out.push_back(1);
+  }
+  return out;
+}
+
+Shape keepdim_shape(const Shape& shape, const std::array<bool, Shape::kMaxRank>& mask) {
+  return reduced_shape(shape, mask, true);
+}
+
+/// Sums x over the masked dims into a tensor of `out_shape` (same element count as the
+/// keepdim shape).
+template <class T>
+Tensor sum_kernel(const Tensor& x, const std::array<bool, Shape::kMaxRank>& mask,
+                  const Shape& out_shape) {
+  Tensor out = detail::make_tensor(out_shape, x.dtype());
+  T* po = out.data<T>();
+  std::fill_n(po, out.numel(), T(0));
+  const T* px = x.data<T>();
+  const Shape& s = x.shape();
+  if (x.numel() == 0) return out;
+  if (out.numel() == 1) {
+    T acc = 0;
+    for (std::int64_t i = 0; i < x.numel(); ++i) acc += px[i];
+    po[0] = acc;
+    return out;
+  }
+  const auto ostrides = detail::broadcast_strides(keepdim_shape(s, mask), s);
+  std::array<std::int64_t, Shape::kMaxRank> idx{};
+  std::int64_t o = 0;
+  const std::size_t rank = s.size();
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    po[o] += px[i];
+    for (std::size_t d = rank; d-- > 0;) {
+      o += ostrides[d];
+      if (++idx[d] < s[d]) break;
+      o -= ostrides[d] * s[d];
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+struct Sum {
+  static constexpr std::string_view name = "sum";
+  std::vector<std::int64_t> dims;  // empty: all
+  bool keepdim = false;
+  std::string attributes() const {
+    return dims.empty() ? std::string() : fmt::format("dims=[{}], keepdim={}", fmt::join(dims, ", "), keepdim);
+  }
+  TensorMeta infer(std::span<const Tensor> in) const {
+    if (!in[0].defined()) throw ValueError("sum: input is an undefined tensor");
+    const auto mask = reduced_mask(name, in[0].shape(), dims);
+    return {reduced_shape(in[0].shape(), mask, keepdim), in[0].dtype()};
+  }
+  Tensor forward(OpContext&, std::span<const Tensor> in) {
+    const auto mask = reduced_mask(name, in[0].shape(), dims);
+    const Shape out_shape = reduced_shape(in[0].shape(), mask, keepdim);
+    return detail::dispatch_all(in[0].dtype(), [&](auto tag) {
+      return sum_kernel<decltype(tag)>(in[0], mask, out_shape);
+    });
+  }
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    const Shape& in_shape = ctx.input(0).shape;
+    const auto mask = reduced_mask(name, in_shape, dims);
+    return {detail::broadcast_to(detail::alias(grad_out, keepdim_shape(in_shape, mask)), in_shape)};
+  }
+  static std::vector<Sample> samples();
+};
+
+struct Mean {
+  static constexpr std::string_view name = "mean";
+  std::vector<std::int64_t> dims;
+  bool keepdim = false;
+  std::string attributes() const {
+    return dims.empty() ? std::string() : fmt::format("dims=[{}], keepdim={}", fmt::join(dims, ", "), keepdim);
+  }
+  TensorMeta infer(std::span<const Tensor> in) const {
+    detail::check_floating(name, in[0]);
+    const auto mask = reduced_mask(name, in[0].shape(), dims);
+    return {reduced_shape(in[0].shape(), mask, keepdim), in[0].dtype()};
+  }
+  static double count(const Shape& shape, const std::array<bool, Shape::kMaxRank>& mask) {
+    double n = 1;
+    for (std::size_t d = 0; d < shape.size(); ++d) {
+      if (mask[d]) n *= static_cast<double>(shape[d]);
+    }
+    return n;
+  }
+  // The mean of an empty selection is nan (0/0), as in PyTorch.
+  Tensor forward(OpContext&, std::span<const Tensor> in) {
+    const auto mask = reduced_mask(name, in[0].shape(), dims);
+    const Tensor total = dims.empty() ? sum(in[0]) : sum(in[0], dims, keepdim);
+    return total / count(in[0].shape(), mask);
+  }
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    const Shape& in_shape = ctx.input(0).shape;
+    const auto mask = reduced_mask(name, in_shape, dims);
+    const Tensor g = detail::alias(grad_out, keepdim_shape(in_shape, mask)) / count(in_shape, mask);
+    return {detail::broadcast_to(g, in_shape)};
+  }
+  static std::vector<Sample> samples();
+};
+
+struct Max {
+  static constexpr std::string_view name = "max";
+  std::int64_t dim;
+  bool keepdim = false;
+  std::string attributes() const { return fmt::format("dim={}, keepdim={}", dim, keepdim); }
+  TensorMeta infer(std::span<const Tensor> in) const {
+    detail::check_floating(name, in[0]);
+    const std::size_t d = detail::normalize_dim(name, dim, in[0].dim());
+    if (!in[0].shape().empty() && in[0].shape()[d] == 0) {
+      throw ShapeError(fmt::format("max: cannot reduce dim {} of size 0 (shape {})", dim,
+                                   in[0].shape()));
+    }
+    std::array<bool, Shape::kMaxRank> mask{};
+    mask[d] = true;
+    return {reduced_shape(in[0].shape(), mask, keepdim), in[0].dtype()};
+  }
+  Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
+    const Tensor& x = in[0];
+    const TensorMeta meta = infer(in);
+    const auto [outer, n, inner] = detail::DimSplit(x.shape(), detail::normalize_dim(name, dim, x.dim()));
+    Tensor values = detail::make_tensor(meta);
+    Tensor indices = detail::make_tensor(meta.shape, DType::i64);
+    auto* pi = indices.data<std::int64_t>();
+    detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      const T* px = x.data<T>();
+      T* pv = values.data<T>();
+      for (std::int64_t o = 0; o < outer; ++o) {
+        for (std::int64_t j = 0; j < inner; ++j) {
+          const T* base = px + o * n * inner + j;
+          std::int64_t best = 0;
+          for (std::int64_t k = 1; k < n && !std::isnan(base[best * inner]); ++k) {
+            const T v = base[k * inner];
+            if (v > base[best * inner] || std::isnan(v)) best = k;
+          }
+          pv[o * inner + j] = base[best * inner];
+          pi[o * inner + j] = best;
+        }
+      }
+    });
+    ctx.save(indices);
+    ctx.add_extra_output(indices);
+    return values;
+  }
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    const Shape& in_shape = ctx.input(0).shape;
+    const auto [outer, n, inner] = detail::DimSplit(in_shape, detail::normalize_dim(name, dim, in_shape.size()));
+    const Tensor& idx = ctx.saved(0);
+    Tensor grad_input = zeros(in_shape, grad_out.dtype());
+    detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      const T* pg = grad_out.data<T>();
+      const std::int64_t* pi = idx.data<std::int64_t>();
+      T* pgi = grad_input.data<T>();
+      for (std::int64_t o = 0; o < outer; ++o) {
+        for (std::int64_t j = 0; j < inner; ++j) {
+          pgi[(o * n + pi[o * inner + j]) * inner + j] = pg[o * inner + j];
+        }
+      }
+    });
+    return {grad_input};
+  }
+  static std::vector<Sample> samples();
+};
+
+std::vector<Sample> Sum::samples() {
+  using detail::sample_tensor;
+  return {
+      {"all of [3, 4]", {sample_tensor({3, 4}, -1, 1, 31)}, [](const auto& in) { return sum(in[0]); }},
+      {"dims [0, 2] of [2, 3, 4]", {sample_tensor({2, 3, 4}, -1, 1, 32)},
+       [](const auto& in) { return sum(in[0], {0, 2}); }},
+      {"dim -1 keepdim of [2, 3, 4]", {sample_tensor({2, 3, 4}, -1, 1, 33)},
+       [](const auto& in) { return sum(in[0], {-1}, true); }},
+  };
+}
+
+std::vector<Sample> Mean::samples() {
+  using detail::sample_tensor;
+  return {
+      {"all of [3, 4]", {sample_tensor({3, 4}, -1, 1, 34)}, [](const auto& in) { return mean(in[0]); }},
+      {"dim 1 keepdim of [2, 3, 4]", {sample_tensor({2, 3, 4}, -1, 1, 35)},
+       [](const auto& in) { return mean(in[0], {1}, true); }},
+  };
+}
+
+std::vector<Sample> Max::samples() {
+  // Distinct values (a shuffled arange) keep the samples away from ties, where max has a kink.
+  auto distinct = [](const Shape& s) {
+    Tensor t = arange(static_cast<double>(s.numel()), DType::f64);
+    double* p = t.data<double>();
+    for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = std::fmod(p[i] * 7.0, static_cast<double>(t.numel())) * 0.1;
+    return t.reshape(s).detach().set_requires_grad(true);
+  };
+  return {
+      {"dim 1 of [3, 5]", {distinct({3, 5})}, [](const auto& in) { return max(in[0], 1).values; }},
+      {"dim 0 keepdim of [4, 2, 3]", {distinct({4, 2, 3})},
+       [](const auto& in) { return max(in[0], 0, true).values; }},
+  };
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x) { return apply(Sum{}, {x}); }
+Tensor sum(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
+  if (dims.empty()) {
+    throw ValueError("sum: the list of dims is empty; call sum(x) to sum every element");
+  }
+  return apply(Sum{dims, keepdim}, {x});
+}
+Tensor mean(const Tensor& x) { return apply(Mean{}, {x}); }
+Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
+  if (dims.empty()) {
+    throw ValueError("mean: the list of dims is empty; call mean(x) to average every element");
+  }
+  return apply(Mean{dims, keepdim}, {x});
+}
+MaxResult max(const Tensor& x, std::int64_t dim, bool keepdim) {
+  auto outs = apply_with_extras(Max{dim, keepdim}, {x});
+  return {outs[0], outs[1]};
+}
+
+TAPEGRAD_BUILTIN_OPS(reduce, Sum, Mean, Max)
+
+}  // namespace tapegrad
