@@ -29,27 +29,30 @@ namespace {
 thread_local bool grad_enabled = true;
 std::atomic<std::int64_t> live_nodes{0};
 
-// Destroying a long chain of Nodes recursively would overflow the stack; producers about
-// to die are parked here and destroyed one at a time by the outermost destructor.
-thread_local std::vector<std::shared_ptr<Node>> graveyard;
-thread_local bool draining = false;
+// Destroying a long chain of Nodes recursively would overflow the stack: the outermost
+// destructor on a thread owns a list of producers about to die and destroys them one at a
+// time; nested destructors only add to it. The thread_local is a plain pointer, so it
+// works even while other thread_locals (holding graphs) are destroyed at thread exit.
+thread_local std::vector<std::shared_ptr<Node>>* graveyard = nullptr;
 }  // namespace
 
 Node::Node() { live_nodes.fetch_add(1, std::memory_order_relaxed); }
 
 Node::~Node() {
-  for (auto& in : inputs) {
-    if (in.producer && in.producer.use_count() == 1) graveyard.push_back(std::move(in.producer));
-  }
   live_nodes.fetch_sub(1, std::memory_order_relaxed);
-  if (draining) return;
-  draining = true;
-  while (!graveyard.empty()) {
-    auto last = std::move(graveyard.back());
-    graveyard.pop_back();
+  std::vector<std::shared_ptr<Node>> local;
+  const bool outermost = graveyard == nullptr;
+  if (outermost) graveyard = &local;
+  for (auto& in : inputs) {
+    if (in.producer && in.producer.use_count() == 1) graveyard->push_back(std::move(in.producer));
+  }
+  if (!outermost) return;
+  while (!local.empty()) {
+    auto last = std::move(local.back());
+    local.pop_back();
     last.reset();
   }
-  draining = false;
+  graveyard = nullptr;
 }
 
 bool should_record(std::span<const Tensor> inputs) {
@@ -237,7 +240,7 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
 
   std::vector<Tensor> vertex_grad(tg.nodes.size());
   std::unordered_map<const TensorImpl*, Tensor> leaf_grad;  // used when capturing
-  std::unordered_map<const Node*, std::size_t> captured_nodes;
+  std::unordered_map<const Node*, std::vector<std::size_t>> captured_nodes;
   std::vector<Tensor> captured;
   if (captures != nullptr) {
     captured.resize(captures->size());
@@ -247,7 +250,7 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
         throw GraphError(fmt::format(
             "{}: input {} does not require grad, so it has no gradient to compute", fn, i));
       }
-      if (c.impl()->grad_fn) captured_nodes.emplace(c.impl()->grad_fn.get(), i);
+      if (c.impl()->grad_fn) captured_nodes[c.impl()->grad_fn.get()].push_back(i);
     }
   }
 
@@ -279,7 +282,7 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     Tensor grad_out = std::move(vertex_grad[v]);
     if (!grad_out.defined()) continue;
     if (auto it = captured_nodes.find(&n); it != captured_nodes.end()) {
-      captured[it->second] = grad_out;
+      for (std::size_t i : it->second) captured[i] = grad_out;
     }
     OpContext ctx(&n);
     std::vector<Tensor> grads = n.op->vjp(ctx, grad_out);

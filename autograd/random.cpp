@@ -1,6 +1,7 @@
 // The global, seedable generator behind rand, randn, randint, dropout and initialisation.
 // Normal variates use Box-Muller on our own uniform draws, so a seed gives the same numbers
 // with any standard library.
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 #include <numbers>
@@ -78,7 +79,14 @@ Tensor uniform(const Shape& shape, double low, double high, DType dtype) {
   }
   auto v = doubles_for(shape, dtype);
   detail::fill_uniform(v.data(), static_cast<std::int64_t>(v.size()), low, high);
-  return from_doubles(v, shape, dtype, "uniform");
+  Tensor t = from_doubles(v, shape, dtype, "uniform");
+  if (dtype == DType::f32 && low < high) {
+    // A double just below `high` can round up to it in f32: keep the range half-open.
+    const float top = std::nextafter(static_cast<float>(high), static_cast<float>(low));
+    float* p = t.data<float>();
+    for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = std::min(p[i], top);
+  }
+  return t;
 }
 
 Tensor rand(const Shape& shape, DType dtype) { return uniform(shape, 0.0, 1.0, dtype); }

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <new>
 
 #include <unistd.h>
@@ -33,15 +35,72 @@ std::atomic<std::size_t>& max_bytes() {
 }
 }  // namespace
 
+// Large blocks are cached instead of returned to the OS: fetching multi-MB buffers from the
+// kernel on every op costs a page fault per 4 KiB, which dominates big convolutions and
+// pools. A freed block is reused for a request of at least half its size; the cache holds
+// at most kCacheLimit bytes (see empty_cache()).
+namespace {
+constexpr std::size_t kCacheFrom = std::size_t{64} << 10;
+constexpr std::size_t kCacheLimit = std::size_t{1} << 30;
+
+struct BlockCache {
+  std::mutex mutex;
+  std::multimap<std::size_t, void*> free_blocks;  // capacity -> block
+  std::size_t cached_bytes = 0;
+
+  void clear() {
+    std::lock_guard lock(mutex);
+    for (auto& [size, p] : free_blocks) ::operator delete(p, kAlign);
+    free_blocks.clear();
+    cached_bytes = 0;
+  }
+};
+
+BlockCache& block_cache() {
+  // Never destroyed: tensors in other static objects may be freed after it would be.
+  static BlockCache& cache = *new BlockCache;
+  return cache;
+}
+
+std::size_t capacity_for(std::size_t bytes) {
+  return bytes < kCacheFrom ? std::max<std::size_t>(bytes, 1) : (bytes + 4095) / 4096 * 4096;
+}
+}  // namespace
+
 Storage::Storage(std::size_t bytes) : nbytes(bytes) {
+  const std::size_t capacity = capacity_for(bytes);
+  if (capacity >= kCacheFrom) {
+    auto& cache = block_cache();
+    std::lock_guard lock(cache.mutex);
+    auto it = cache.free_blocks.lower_bound(capacity);
+    if (it != cache.free_blocks.end() && it->first / 2 <= capacity) {
+      data = it->second;
+      nbytes = it->first;  // the block's real capacity, so it returns to the same slot
+      cache.cached_bytes -= it->first;
+      cache.free_blocks.erase(it);
+      return;
+    }
+  }
   try {
-    data = ::operator new(std::max<std::size_t>(bytes, 1), kAlign);
+    data = ::operator new(capacity, kAlign);
+    nbytes = capacity;
   } catch (const std::bad_alloc&) {
     throw ValueError(fmt::format("tensor: cannot allocate {} bytes", bytes));
   }
 }
 
-Storage::~Storage() { ::operator delete(data, kAlign); }
+Storage::~Storage() {
+  if (nbytes >= kCacheFrom) {
+    auto& cache = block_cache();
+    std::lock_guard lock(cache.mutex);
+    if (cache.cached_bytes + nbytes <= kCacheLimit) {
+      cache.free_blocks.emplace(nbytes, data);
+      cache.cached_bytes += nbytes;
+      return;
+    }
+  }
+  ::operator delete(data, kAlign);
+}
 
 Tensor make_tensor(const TensorMeta& meta) {
   std::int64_t numel = 1;
@@ -89,6 +148,7 @@ Tensor copy_data(const Tensor& t) {
 }  // namespace detail
 
 std::size_t max_tensor_bytes() { return detail::max_bytes().load(); }
+void empty_cache() { detail::block_cache().clear(); }
 void set_max_tensor_bytes(std::size_t bytes) { detail::max_bytes().store(bytes); }
 
 // ---- Tensor accessors ----------------------------------------------------------------------
@@ -244,6 +304,14 @@ void check_inplace(const Tensor& t, const char* op) {
   }
 }
 
+/// An i64 tensor cannot be scaled by a fraction without silently truncating.
+void check_integral_factor(const Tensor& t, double factor, const char* op, const char* what) {
+  if (t.dtype() == DType::i64 && factor != std::trunc(factor)) {
+    throw ValueError(fmt::format("Tensor::{}: {} {} is not a whole number, and the tensor is i64 {}",
+                                 op, what, factor, t.shape()));
+  }
+}
+
 void check_operand(const Tensor& t, const Tensor& other, const char* op) {
   checked(other.impl(), op);
   if (other.dtype() != t.dtype()) {
@@ -257,20 +325,17 @@ void check_operand(const Tensor& t, const Tensor& other, const char* op) {
 }
 
 /// Applies f(self_elem, other_elem) element-wise, broadcasting a one-element operand.
-template <class F>
+template <class T, class F>
 void update_with(Tensor& t, const Tensor& other, F f) {
-  detail::dispatch_all(t.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    T* p = t.data<T>();
-    const T* q = other.data<T>();
-    const std::int64_t n = t.numel();
-    if (other.numel() == 1 && n != 1) {
-      const T v = q[0];
-      for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], v);
-    } else {
-      for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], q[i]);
-    }
-  });
+  T* p = t.data<T>();
+  const T* q = other.data<T>();
+  const std::int64_t n = t.numel();
+  if (other.numel() == 1 && n != 1) {
+    const T v = q[0];
+    for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], v);
+  } else {
+    for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], q[i]);
+  }
 }
 }  // namespace
 
@@ -288,11 +353,12 @@ Tensor& Tensor::fill_(double value) {
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_inplace(*this, "add_");
+  check_integral_factor(*this, alpha, "add_", "alpha");
   check_operand(*this, other, "add_");
   detail::dispatch_all(dtype(), [&](auto tag) {
     using T = decltype(tag);
     const auto a = static_cast<T>(alpha);
-    update_with(*this, other, [a](T x, T y) { return static_cast<T>(x + a * y); });
+    update_with<T>(*this, other, [a](T x, T y) { return static_cast<T>(x + a * y); });
   });
   detail::bump_version(*this);
   return *this;
@@ -300,6 +366,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
 
 Tensor& Tensor::mul_(double value) {
   check_inplace(*this, "mul_");
+  check_integral_factor(*this, value, "mul_", "factor");
   detail::dispatch_all(dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* p = data<T>();
@@ -315,7 +382,7 @@ Tensor& Tensor::mul_(const Tensor& other) {
   check_operand(*this, other, "mul_");
   detail::dispatch_all(dtype(), [&](auto tag) {
     using T = decltype(tag);
-    update_with(*this, other, [](T x, T y) { return static_cast<T>(x * y); });
+    update_with<T>(*this, other, [](T x, T y) { return static_cast<T>(x * y); });
   });
   detail::bump_version(*this);
   return *this;
@@ -326,7 +393,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
   check_operand(*this, src, "copy_");
   detail::dispatch_all(dtype(), [&](auto tag) {
     using T = decltype(tag);
-    update_with(*this, src, [](T, T y) { return y; });
+    update_with<T>(*this, src, [](T, T y) { return y; });
   });
   detail::bump_version(*this);
   return *this;

@@ -17,7 +17,7 @@ struct Storage {
   Storage& operator=(const Storage&) = delete;
 
   void* data = nullptr;
-  std::size_t nbytes = 0;
+  std::size_t nbytes = 0;  ///< capacity, at least the requested size
   std::uint64_t version = 0;  ///< bumped by every in-place change
 };
 

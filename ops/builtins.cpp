@@ -12,7 +12,10 @@
   X(matmul)                       \
   X(softmax)                      \
   X(loss)                         \
-  X(dropout)
+  X(dropout)                      \
+  X(conv2d)                       \
+  X(max_pool2d)                   \
+  X(avg_pool2d)
 
 namespace tapegrad::detail {
 

@@ -26,7 +26,7 @@ void batched_gemm(bool ta, bool tb, std::int64_t batch, std::int64_t m, std::int
     detail::gemm(ta, tb, m, n, k, T(1), a + i * a_stride, lda, b + i * b_stride, ldb, beta,
                  c + i * c_stride, n);
   }
-  if (batch == 0) std::fill_n(c, m * n, T(0));
+  if (batch == 0 && accumulate) std::fill_n(c, m * n, T(0));  // an empty sum
 }
 
 struct Matmul {
@@ -99,6 +99,13 @@ struct Matmul {
   }
 };
 
+/// The number of rows of x [..., in]: the product of all dims but the last.
+std::int64_t leading_rows(const Shape& x) {
+  std::int64_t rows = 1;
+  for (std::size_t d = 0; d + 1 < x.size(); ++d) rows *= x[d];
+  return rows;
+}
+
 struct Linear {
   static constexpr std::string_view name = "linear";
   TensorMeta infer(std::span<const Tensor> in) const {
@@ -132,7 +139,7 @@ struct Linear {
     ctx.save(ctx.needs_input_grad(1) ? x : Tensor());
     ctx.save(ctx.needs_input_grad(0) ? w : Tensor());
     Tensor out = detail::make_tensor(infer(in));
-    const std::int64_t rows = x.numel() / std::max<std::int64_t>(x.shape().back(), 1);
+    const std::int64_t rows = leading_rows(x.shape());
     const std::int64_t fin = w.shape()[1], fout = w.shape()[0];
     detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
@@ -150,7 +157,7 @@ struct Linear {
     const TensorMeta& mx = ctx.input(0);
     const TensorMeta& mw = ctx.input(1);
     const std::int64_t fin = mw.shape[1], fout = mw.shape[0];
-    const std::int64_t rows = mx.shape.numel() / std::max<std::int64_t>(fin, 1);
+    const std::int64_t rows = leading_rows(mx.shape);
     Tensor grad_x, grad_w, grad_b;
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);

@@ -42,7 +42,7 @@ struct SoftmaxOp {
       for_each_lane(split, [&](std::int64_t base, std::int64_t stride, std::int64_t n) {
         T m = -std::numeric_limits<T>::infinity();
         for (std::int64_t k = 0; k < n; ++k) m = std::max(m, px[base + k * stride]);
-        if (std::isinf(m)) m = 0;  // all -inf (or +inf present): let the arithmetic say nan/0
+        // A +inf or an all -inf lane makes x - m nan everywhere in it, as in PyTorch.
         T total = 0;
         for (std::int64_t k = 0; k < n; ++k) total += std::exp(px[base + k * stride] - m);
         const T log_total = std::log(total);

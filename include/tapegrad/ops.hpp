@@ -3,7 +3,9 @@
 /// The built-in differentiable ops. Every op here records itself when an input requires
 /// grad and has an explicit VJP. Unless stated otherwise, floating inputs (f32, f64) of one
 /// dtype are required: mixing dtypes throws DTypeError (convert with Tensor::to first).
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "tapegrad/tensor.hpp"
@@ -103,5 +105,58 @@ Tensor mse_loss(const Tensor& a, const Tensor& b, Reduction reduction = Reductio
 /// Zeroes each element with probability p and scales the rest by 1/(1-p) when `train`;
 /// the identity otherwise. Draws from the global generator (see manual_seed).
 Tensor dropout(const Tensor& x, double p = 0.5, bool train = true);
+
+// ---- convolution and pooling -----------------------------------------------------------------
+
+/// How conv2d pads: by `padding`, or PyTorch's padding='same' (stride 1; an odd total
+/// padding puts the extra row/column at the bottom/right) or 'valid' (no padding).
+enum class ConvPadding { explicit_sizes, same, valid };
+
+struct Conv2dOptions {
+  std::array<std::int64_t, 2> stride{1, 1};
+  std::array<std::int64_t, 2> padding{0, 0};
+  std::array<std::int64_t, 2> dilation{1, 1};
+  std::int64_t groups = 1;
+  ConvPadding padding_mode = ConvPadding::explicit_sizes;
+};
+
+/// 2-D cross-correlation (not flipped), as torch.nn.functional.conv2d.
+/// x: [N, C, H, W] (or [C, H, W]), weight: [O, C/groups, kh, kw], bias: [O] or undefined
+/// -> [N, O, OH, OW] with OH = (H + 2·pad - dilation·(kh-1) - 1)/stride + 1 (floor).
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+              const Conv2dOptions& options = {});
+
+struct MaxPool2dOptions {
+  std::array<std::int64_t, 2> kernel_size{2, 2};
+  /// Empty means "= kernel_size" (PyTorch's default).
+  std::optional<std::array<std::int64_t, 2>> stride{};
+  std::array<std::int64_t, 2> padding{0, 0};
+  std::array<std::int64_t, 2> dilation{1, 1};
+  bool ceil_mode = false;
+};
+
+/// Max over each window of x: [N, C, H, W] (or [C, H, W]). Padding is never selected; ties go
+/// to the first maximum in row-major window order; NaN wins. padding <= kernel/2.
+Tensor max_pool2d(const Tensor& x, const MaxPool2dOptions& options = {});
+
+struct MaxPoolResult {
+  Tensor values;
+  Tensor indices;  ///< i64, flat h*W + w within each (n, c) plane, as PyTorch returns them
+};
+MaxPoolResult max_pool2d_with_indices(const Tensor& x, const MaxPool2dOptions& options = {});
+
+struct AvgPool2dOptions {
+  std::array<std::int64_t, 2> kernel_size{2, 2};
+  std::optional<std::array<std::int64_t, 2>> stride{};
+  std::array<std::int64_t, 2> padding{0, 0};
+  bool ceil_mode = false;
+  bool count_include_pad = true;
+  std::optional<std::int64_t> divisor_override{};
+};
+
+/// Mean over each window, with PyTorch's divisor rules (count_include_pad counts padding
+/// inside the padded input, never the part of a ceil_mode window past it; divisor_override
+/// replaces the count).
+Tensor avg_pool2d(const Tensor& x, const AvgPool2dOptions& options = {});
 
 }  // namespace tapegrad

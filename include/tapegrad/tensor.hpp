@@ -165,6 +165,8 @@ void manual_seed(std::uint64_t seed);
 /// memory). Larger requests throw ValueError instead of meeting the OOM killer.
 std::size_t max_tensor_bytes();
 void set_max_tensor_bytes(std::size_t bytes);
+/// Returns the blocks of at least 64 KiB that tapegrad keeps for reuse to the system.
+void empty_cache();
 
 /// PyTorch-like text: "tensor([[1., 2.], [3., 4.]], shape=[2, 2], dtype=f32)".
 std::string to_string(const Tensor& t);

@@ -1,0 +1,296 @@
+// conv2d: 2-D cross-correlation (the kernel is not flipped), as PyTorch's conv2d.
+//   x [N, C, H, W], w [O, C/G, kh, kw], b [O] -> y [N, O, OH, OW]
+//   y[n, o, p, q] = b[o] + Σ_{c in o's group, i, j} x[n, c, p·s + i·d - pad, q·s + j·d - pad] · w[o, c, i, j]
+// Per image and group this is one GEMM on the unfolded input: y_g = W_g · im2col(x_g).
+// VJPs (per image and group):
+//   grad_x_g = col2im(W_gᵀ · grad_y_g): each input element collects grad_y × w from exactly
+//              the windows that read it; elements no window reads (stride remainders) get 0.
+//   grad_W_g = Σ_n grad_y_g · im2col(x_g)ᵀ
+//   grad_b   = Σ_{n, p, q} grad_y
+// Paths: 1×1/stride 1/no padding uses x itself as the unfolded input; depthwise (one
+// input channel per group) uses a direct loop; everything else im2col + GEMM. The batch is
+// split across OpenMP threads when the work is large enough; each thread reuses one
+// workspace the size of one image's unfolded input (never N of them).
+#include <exception>
+#include <omp.h>
+
+#include "ops/detail/elementwise.hpp"
+#include "ops/detail/samples.hpp"
+#include "ops/kernels/conv.hpp"
+#include "ops/kernels/gemm.hpp"
+#include "ops/registration.hpp"
+
+namespace tapegrad {
+namespace {
+
+using detail::ConvGeometry;
+
+/// A per-thread scratch buffer that grows to the largest size asked of it and is reused.
+template <class T>
+T* workspace(std::int64_t size) {
+  thread_local std::vector<T> buffer;
+  if (static_cast<std::int64_t>(buffer.size()) < size) buffer.resize(static_cast<std::size_t>(size));
+  return buffer.data();
+}
+
+/// Runs body(n) for n in [0, count), on all threads when `parallel`, rethrowing the first
+/// exception a thread hit (exceptions must not leave an OpenMP region).
+template <class F>
+void for_batch(std::int64_t count, bool parallel, F body) {
+  std::exception_ptr error;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (std::int64_t n = 0; n < count; ++n) {
+    try {
+      body(n);
+    } catch (...) {
+#pragma omp critical(tapegrad_conv_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+/// Splitting the batch pays off only when each image carries enough multiply-adds.
+bool worth_parallel(const ConvGeometry& g) {
+  const double macs = static_cast<double>(g.batch) * static_cast<double>(g.out_channels) *
+                      static_cast<double>(g.plane_out()) * static_cast<double>(g.col_rows());
+  return g.batch > 1 && omp_get_max_threads() > 1 && macs > 2e5;
+}
+
+std::string pair(const std::array<std::int64_t, 2>& v) { return fmt::format("[{}, {}]", v[0], v[1]); }
+
+struct Conv2d {
+  static constexpr std::string_view name = "conv2d";
+  Conv2dOptions opt;
+  ConvGeometry geom{};  // set by forward, read by the VJP
+
+  std::string attributes() const {
+    const char* mode = opt.padding_mode == ConvPadding::same ? "same" : "valid";
+    return fmt::format("stride={}, padding={}, dilation={}, groups={}", pair(opt.stride),
+                       opt.padding_mode == ConvPadding::explicit_sizes ? pair(opt.padding) : mode,
+                       pair(opt.dilation), opt.groups);
+  }
+
+  ConvGeometry geometry(const Tensor& x, const Tensor& w, const Tensor& b) const {
+    detail::check_floating(name, x, "input");
+    detail::check_floating(name, w, "weight");
+    if (x.dim() != 4 || w.dim() != 4) {
+      throw ShapeError(fmt::format("conv2d: expects input [N, C, H, W] and weight [O, C/groups, "
+                                   "kh, kw], got input {} and weight {}", x.shape(), w.shape()));
+    }
+    if (x.dtype() != w.dtype() || (b.defined() && b.dtype() != x.dtype())) {
+      throw DTypeError(fmt::format("conv2d: input, weight and bias must share one dtype, got {}, "
+                                   "{} and {}", x.dtype(), w.dtype(),
+                                   b.defined() ? dtype_name(b.dtype()) : "no bias"));
+    }
+    ConvGeometry r;
+    r.batch = x.shape()[0];
+    r.channels = x.shape()[1];
+    r.out_channels = w.shape()[0];
+    r.groups = opt.groups;
+    if (r.groups <= 0) throw ValueError(fmt::format("conv2d: groups must be positive, got {}", r.groups));
+    if (r.channels % r.groups != 0 || r.out_channels % r.groups != 0) {
+      throw ShapeError(fmt::format("conv2d: groups={} must divide both the input channels ({}) "
+                                   "and the output channels ({})", r.groups, r.channels, r.out_channels));
+    }
+    if (w.shape()[1] * r.groups != r.channels) {
+      throw ShapeError(fmt::format("conv2d: input {} has {} channels but weight {} expects "
+                                   "{} (= {} per group x groups={})", x.shape(), r.channels,
+                                   w.shape(), w.shape()[1] * r.groups, w.shape()[1], r.groups));
+    }
+    if (b.defined() && (b.dim() != 1 || b.shape()[0] != r.out_channels)) {
+      throw ShapeError(fmt::format("conv2d: bias must be [{}], got {}", r.out_channels, b.shape()));
+    }
+    r.h = {x.shape()[2], w.shape()[2], opt.stride[0], opt.padding[0], opt.padding[0], opt.dilation[0], 0};
+    r.w = {x.shape()[3], w.shape()[3], opt.stride[1], opt.padding[1], opt.padding[1], opt.dilation[1], 0};
+    if (opt.padding_mode != ConvPadding::explicit_sizes) {
+      for (detail::Axis* a : {&r.h, &r.w}) {
+        a->pad_begin = a->pad_end = 0;
+        if (opt.padding_mode == ConvPadding::same) {
+          if (a->stride != 1) {
+            throw ValueError(fmt::format("conv2d: padding='same' needs stride 1, got stride {}",
+                                         pair(opt.stride)));
+          }
+          const std::int64_t total = a->dilation * (a->kernel - 1);
+          a->pad_begin = total / 2;  // the odd one goes at the bottom/right, as PyTorch does
+          a->pad_end = total - a->pad_begin;
+        }
+      }
+    }
+    detail::resolve_axis(name, "height", r.h, false);
+    detail::resolve_axis(name, "width", r.w, false);
+    return r;
+  }
+
+  TensorMeta infer(std::span<const Tensor> in) const {
+    const ConvGeometry r = geometry(in[0], in[1], in[2]);
+    return {{r.batch, r.out_channels, r.h.out, r.w.out}, in[0].dtype()};
+  }
+
+  Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
+    const Tensor& x = in[0];
+    const Tensor& w = in[1];
+    const Tensor& b = in[2];
+    geom = geometry(x, w, b);
+    const ConvGeometry& g = geom;
+    ctx.save(ctx.needs_input_grad(1) ? x : Tensor());
+    ctx.save(ctx.needs_input_grad(0) ? w : Tensor());
+    Tensor out = detail::make_tensor({{g.batch, g.out_channels, g.h.out, g.w.out}, x.dtype()});
+    detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      const T* px = x.data<T>();
+      const T* pw = w.data<T>();
+      const T* pb = b.defined() ? b.data<T>() : nullptr;
+      T* py = out.data<T>();
+      const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
+      for_batch(g.batch, worth_parallel(g), [&](std::int64_t n) {
+        const T* xn = px + n * g.channels * g.plane_in();
+        T* yn = py + n * g.out_channels * plane;
+        if (g.group_in() == 1 && g.groups > 1) {
+          detail::depthwise_forward(xn, pw, g, yn);
+        } else {
+          T* col = g.pointwise() ? nullptr : workspace<T>(rows * plane);
+          for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+            const T* xg = xn + gi * g.group_in() * g.plane_in();
+            if (col != nullptr) detail::im2col(xg, g, g.group_in(), col);
+            detail::gemm(false, false, go, plane, rows, T(1), pw + gi * go * rows, rows,
+                         col != nullptr ? col : xg, plane, T(0), yn + gi * go * plane, plane);
+          }
+        }
+        if (pb != nullptr) {
+          for (std::int64_t o = 0; o < g.out_channels; ++o) {
+            T* dst = yn + o * plane;
+            for (std::int64_t i = 0; i < plane; ++i) dst[i] += pb[o];
+          }
+        }
+      });
+    });
+    return out;
+  }
+
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    const Tensor& x = ctx.saved(0);  // defined when the weight needs a gradient
+    const Tensor& w = ctx.saved(1);  // defined when the input needs a gradient
+    const TensorMeta& mx = ctx.input(0);
+    const TensorMeta& mw = ctx.input(1);
+    const ConvGeometry& g = geom;
+    const bool need_x = ctx.needs_input_grad(0), need_w = ctx.needs_input_grad(1);
+    Tensor grad_x = need_x ? zeros(mx.shape, mx.dtype) : Tensor();
+    Tensor grad_w = need_w ? zeros(mw.shape, mw.dtype) : Tensor();
+    Tensor grad_b;
+    detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      const T* gy = grad_out.data<T>();
+      const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
+      const bool depthwise = g.group_in() == 1 && g.groups > 1;
+      const bool parallel = worth_parallel(g);
+      // Each thread sums its images' weight gradients in its own slot; the slots are added
+      // in a fixed order afterwards, so the result does not depend on scheduling.
+      const std::int64_t slots = parallel ? omp_get_max_threads() : 1;
+      const std::int64_t wsize = mw.shape.numel();
+      std::vector<T> partial(need_w ? static_cast<std::size_t>(slots * wsize) : 0, T(0));
+      if (need_x || need_w) {
+        for_batch(g.batch, parallel, [&](std::int64_t n) {
+          const T* gn = gy + n * g.out_channels * plane;
+          const T* xn = need_w ? x.data<T>() + n * g.channels * g.plane_in() : nullptr;
+          T* gxn = need_x ? grad_x.data<T>() + n * g.channels * g.plane_in() : nullptr;
+          T* gw = need_w ? partial.data() + (parallel ? omp_get_thread_num() : 0) * wsize : nullptr;
+          if (depthwise) {
+            detail::depthwise_backward(xn, need_x ? w.data<T>() : nullptr, gn, g, gxn, gw);
+            return;
+          }
+          T* col = g.pointwise() ? nullptr : workspace<T>(rows * plane);
+          for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+            const T* gyg = gn + gi * go * plane;
+            if (need_x) {
+              T* gxg = gxn + gi * g.group_in() * g.plane_in();
+              const T* wg = w.data<T>() + gi * go * rows;
+              if (col == nullptr) {
+                detail::gemm(true, false, rows, plane, go, T(1), wg, rows, gyg, plane, T(0), gxg, plane);
+              } else {
+                detail::gemm(true, false, rows, plane, go, T(1), wg, rows, gyg, plane, T(0), col, plane);
+                detail::col2im(col, g, g.group_in(), gxg);
+              }
+            }
+            if (need_w) {
+              const T* xg = xn + gi * g.group_in() * g.plane_in();
+              if (col != nullptr) detail::im2col(xg, g, g.group_in(), col);
+              detail::gemm(false, true, go, rows, plane, T(1), gyg, plane,
+                           col != nullptr ? col : xg, plane, T(1), gw + gi * go * rows, rows);
+            }
+          }
+        });
+      }
+      if (need_w) {
+        T* dst = grad_w.data<T>();
+        for (std::int64_t s = 0; s < slots; ++s) {
+          for (std::int64_t i = 0; i < wsize; ++i) dst[i] += partial[static_cast<std::size_t>(s * wsize + i)];
+        }
+      }
+      if (ctx.needs_input_grad(2)) {
+        grad_b = zeros(ctx.input(2).shape, grad_out.dtype());
+        T* pb = grad_b.data<T>();
+        for (std::int64_t n = 0; n < g.batch; ++n) {
+          for (std::int64_t o = 0; o < g.out_channels; ++o) {
+            const T* src = gy + (n * g.out_channels + o) * plane;
+            T acc = 0;
+            for (std::int64_t i = 0; i < plane; ++i) acc += src[i];
+            pb[o] += acc;
+          }
+        }
+      }
+    });
+    return {grad_x, grad_w, grad_b};
+  }
+
+  static std::vector<Sample> samples();
+};
+
+std::vector<Sample> Conv2d::samples() {
+  using detail::sample_tensor;
+  struct Case {
+    const char* label;
+    Shape x, w;
+    bool bias;
+    Conv2dOptions opt;
+  };
+  const Case cases[] = {
+      {"3x3 pad 1", {2, 3, 5, 6}, {4, 3, 3, 3}, true, {}},
+      {"2x3 kernel, stride (2, 1), pad (1, 0), dilation (1, 2)", {2, 2, 7, 8}, {3, 2, 2, 3}, true,
+       {.stride = {2, 1}, .padding = {1, 0}, .dilation = {1, 2}}},
+      {"groups 2, no bias", {1, 4, 5, 5}, {6, 2, 3, 3}, false, {.padding = {1, 1}, .groups = 2}},
+      {"groups 3, stride 2 with remainders", {2, 3, 7, 6}, {3, 1, 2, 2}, true, {.stride = {3, 2}, .groups = 3}},
+      {"depthwise x2 multiplier", {2, 3, 6, 5}, {6, 1, 3, 3}, true, {.padding = {1, 2}, .groups = 3}},
+      {"1x1 pointwise", {2, 4, 3, 5}, {3, 4, 1, 1}, true, {}},
+      {"input exactly the receptive field", {1, 2, 3, 4}, {2, 2, 3, 4}, true, {}},
+      {"W of 1", {2, 2, 5, 1}, {3, 2, 3, 1}, true, {.padding = {2, 0}}},
+      {"padding same, even kernel", {1, 2, 5, 6}, {2, 2, 2, 4}, true, {.dilation = {2, 1}, .padding_mode = ConvPadding::same}},
+      {"padding valid", {1, 2, 5, 6}, {2, 2, 3, 2}, false, {.padding_mode = ConvPadding::valid}},
+  };
+  std::vector<Sample> out;
+  std::uint64_t seed = 200;
+  for (const Case& c : cases) {
+    std::vector<Tensor> inputs{sample_tensor(c.x, -1, 1, seed++), sample_tensor(c.w, -1, 1, seed++)};
+    if (c.bias) inputs.push_back(sample_tensor({c.w[0]}, -1, 1, seed++));
+    const Conv2dOptions opt = c.opt;
+    out.push_back({c.label, inputs, [opt](const std::vector<Tensor>& in) {
+                     return conv2d(in[0], in[1], in.size() > 2 ? in[2] : Tensor(), opt);
+                   }});
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options) {
+  if (x.defined() && x.dim() == 3) {  // unbatched [C, H, W]
+    Shape s = x.shape();
+    const Tensor y = apply(Conv2d{options}, {reshape(x, {1, s[0], s[1], s[2]}), weight, bias});
+    return reshape(y, {y.shape()[1], y.shape()[2], y.shape()[3]});
+  }
+  return apply(Conv2d{options}, {x, weight, bias});
+}
+
+TAPEGRAD_BUILTIN_OPS(conv2d, Conv2d)
+
+}  // namespace tapegrad

@@ -1,0 +1,85 @@
+# Builds and runs the consumer project against tapegrad, the way a user would:
+#   MODE=find_package      cmake --install the tapegrad build at TAPEGRAD_BINARY_DIR into a
+#                          fresh prefix, then find_package(tapegrad) from there;
+#   MODE=add_subdirectory  add_subdirectory(TAPEGRAD_SOURCE_DIR), where tapegrad is not the
+#                          top-level project, so its tests, examples, benchmarks and install
+#                          rules must be off.
+# The consumer uses the same generator, compiler, build type and sanitizers as tapegrad's
+# build and builds with 2 jobs. Run as
+#   cmake -DMODE=... -DTAPEGRAD_SOURCE_DIR=... -DTAPEGRAD_BINARY_DIR=... -DCONSUMER_DIR=...
+#         -DWORK_DIR=... -DGENERATOR=... -DCXX_COMPILER=... -DBUILD_TYPE=... -DSANITIZE=...
+#         -P consume.cmake
+cmake_minimum_required(VERSION 3.25)
+
+function(run)
+  list(JOIN ARGN " " command)
+  message(STATUS "consume.cmake: ${command}")
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE status)
+  if(NOT status EQUAL 0)
+    message(FATAL_ERROR "consume.cmake (${MODE}): command failed with ${status}: ${command}")
+  endif()
+endfunction()
+
+# The value of `name` in the consumer's CMakeCache.txt ("" when it is not there).
+function(cached_value name out)
+  file(STRINGS ${consumer_build}/CMakeCache.txt line REGEX "^${name}:[A-Z]+=")
+  string(REGEX REPLACE "^[^=]*=" "" value "${line}")
+  set(${out} "${value}" PARENT_SCOPE)
+endfunction()
+
+foreach(var MODE TAPEGRAD_SOURCE_DIR TAPEGRAD_BINARY_DIR CONSUMER_DIR WORK_DIR GENERATOR
+            CXX_COMPILER)
+  if(NOT ${var})
+    message(FATAL_ERROR "consume.cmake: -D${var}=... is required")
+  endif()
+endforeach()
+
+set(consumer_build ${WORK_DIR}/consumer-build)
+set(configure_args -G ${GENERATOR} -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
+set(config_args)
+if(BUILD_TYPE)
+  list(APPEND configure_args -DCMAKE_BUILD_TYPE=${BUILD_TYPE})
+  set(config_args --config ${BUILD_TYPE})
+endif()
+if(SANITIZE)
+  # tapegrad's objects are instrumented, so the consumer's link needs the runtimes too.
+  list(APPEND configure_args -DCMAKE_CXX_FLAGS=-fsanitize=${SANITIZE}
+                             -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=${SANITIZE})
+endif()
+
+if(MODE STREQUAL "find_package")
+  # A fresh prefix every run, so a stale install cannot hide a broken one.
+  set(prefix ${WORK_DIR}/prefix)
+  file(REMOVE_RECURSE ${WORK_DIR})
+  run(${CMAKE_COMMAND} --install ${TAPEGRAD_BINARY_DIR} --prefix ${prefix} ${config_args})
+  run(${CMAKE_COMMAND} -S ${CONSUMER_DIR} -B ${consumer_build} ${configure_args}
+      -DCMAKE_PREFIX_PATH=${prefix})
+  cached_value(tapegrad_DIR found_dir)
+  if(NOT found_dir MATCHES "^${prefix}/")
+    message(FATAL_ERROR "consume.cmake: find_package(tapegrad) used '${found_dir}', "
+                        "not the package installed in ${prefix}")
+  endif()
+elseif(MODE STREQUAL "add_subdirectory")
+  # Keep the objects of earlier runs (tapegrad is recompiled here) but configure afresh,
+  # so the options' defaults are the ones checked.
+  file(REMOVE ${consumer_build}/CMakeCache.txt)
+  run(${CMAKE_COMMAND} -S ${CONSUMER_DIR} -B ${consumer_build} ${configure_args}
+      -DTAPEGRAD_SOURCE_DIR=${TAPEGRAD_SOURCE_DIR})
+  foreach(option TAPEGRAD_BUILD_TESTS TAPEGRAD_BUILD_EXAMPLES TAPEGRAD_BUILD_BENCH
+                 TAPEGRAD_INSTALL)
+    cached_value(${option} value)
+    if(NOT value STREQUAL "OFF")
+      message(FATAL_ERROR "consume.cmake: ${option} is '${value}' in a project where "
+                          "tapegrad is not top level; it must default to OFF")
+    endif()
+  endforeach()
+else()
+  message(FATAL_ERROR "consume.cmake: MODE must be find_package or add_subdirectory, not '${MODE}'")
+endif()
+
+run(${CMAKE_COMMAND} --build ${consumer_build} --parallel 2 ${config_args})
+if(EXISTS ${consumer_build}/${BUILD_TYPE}/consumer)
+  run(${consumer_build}/${BUILD_TYPE}/consumer)
+else()
+  run(${consumer_build}/consumer)
+endif()

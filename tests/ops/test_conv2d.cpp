@@ -1,0 +1,181 @@
+// conv2d: hand-computed values, gradients against finite differences over the geometries
+// of the conv/pool issue, stride remainders, padding modes, the threaded paths, and errors.
+#include <catch2/catch.hpp>
+#include <omp.h>
+#include <tapegrad/tapegrad.hpp>
+
+#include "support/numeric.hpp"
+
+namespace tg = tapegrad;
+using tg::testing::AllClose;
+using tg::testing::check_vjp;
+using tg::testing::leaf;
+using Catch::Matchers::Contains;
+
+namespace {
+tg::Tensor conv_fn_out(const std::vector<tg::Tensor>& in, const tg::Conv2dOptions& opt) {
+  return tg::conv2d(in[0], in[1], in.size() > 2 ? in[2] : tg::Tensor(), opt);
+}
+}  // namespace
+
+TEST_CASE("conv2d forward matches a hand computation (cross-correlation, not flipped)", "[conv]") {
+  // x = 1..9 on a 3x3 plane, w = [[1, 2], [3, 4]], no padding: out[p,q] = Σ x[p+i,q+j] w[i,j].
+  const tg::Tensor x = tg::testing::f64({1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 1, 3, 3});
+  const tg::Tensor w = tg::testing::f64({1, 2, 3, 4}, {1, 1, 2, 2});
+  const tg::Tensor b = tg::testing::f64({0.5}, {1});
+  CHECK_THAT(tg::conv2d(x, w, b), AllClose({37.5, 47.5, 67.5, 77.5}, {1, 1, 2, 2}));
+  // stride 2 and padding 1: windows start at (-1,-1), (-1,1), (1,-1), (1,1), e.g.
+  // out[0,1] = x[0,1]*w[1,0] + x[0,2]*w[1,1] = 2*3 + 3*4 = 18.
+  CHECK_THAT(tg::conv2d(x, w, tg::Tensor(), {.stride = {2, 2}, .padding = {1, 1}}),
+             AllClose({4, 18, 36, 77}, {1, 1, 2, 2}));
+}
+
+TEST_CASE("conv2d VJPs match finite differences over the issue's geometries", "[conv][gradcheck]") {
+  struct Case {
+    const char* name;
+    tg::Shape x, w;
+    bool bias;
+    tg::Conv2dOptions opt;
+  };
+  const Case cases[] = {
+      {"non-square kernel and input, stride/dilation per axis", {2, 3, 7, 6}, {4, 3, 2, 3}, true,
+       {.stride = {2, 1}, .padding = {1, 2}, .dilation = {1, 2}}},
+      {"groups 2", {1, 4, 5, 6}, {6, 2, 3, 2}, true, {.padding = {0, 1}, .groups = 2}},
+      {"groups 3 no bias", {2, 6, 5, 5}, {3, 2, 3, 3}, false, {.stride = {2, 2}, .groups = 3}},
+      {"depthwise", {2, 4, 6, 5}, {4, 1, 3, 3}, true, {.padding = {1, 1}, .groups = 4}},
+      {"depthwise multiplier 2, stride 2", {1, 2, 7, 6}, {4, 1, 3, 2}, true, {.stride = {2, 2}, .padding = {2, 1}, .groups = 2}},
+      {"padding 2 dilation 2", {1, 2, 6, 7}, {2, 2, 3, 3}, true, {.padding = {2, 2}, .dilation = {2, 2}}},
+      {"input exactly the receptive field", {2, 2, 4, 3}, {3, 2, 4, 3}, true, {}},
+      {"H of 1", {2, 3, 1, 6}, {2, 3, 1, 3}, true, {.padding = {0, 1}}},
+      {"W of 1", {2, 2, 5, 1}, {2, 2, 2, 1}, true, {.stride = {2, 1}}},
+      {"1x1 pointwise", {2, 3, 4, 5}, {2, 3, 1, 1}, true, {}},
+      {"1x1 stride 2 (not the pointwise path)", {2, 3, 5, 5}, {2, 3, 1, 1}, true, {.stride = {2, 2}}},
+      {"same, even kernel", {1, 2, 5, 6}, {3, 2, 2, 4}, true, {.padding_mode = tg::ConvPadding::same}},
+  };
+  std::uint64_t seed = 1;
+  for (const Case& c : cases) {
+    SECTION(c.name) {
+      std::vector<tg::Tensor> in{leaf(c.x, seed++), leaf(c.w, seed++)};
+      if (c.bias) in.push_back(leaf({c.w[0]}, seed++));
+      const tg::Conv2dOptions opt = c.opt;
+      check_vjp([opt](const auto& v) { return conv_fn_out(v, opt); }, in, seed++);
+      tg::testing::check_f32_grads_match_f64([opt](const auto& v) { return conv_fn_out(v, opt); },
+                                             in, seed++);
+    }
+  }
+}
+
+TEST_CASE("conv2d: input elements no window reads get a gradient of exactly 0", "[conv]") {
+  // H = W = 7, kernel 2, stride 3: rows/cols 2 and 5 are skipped, and row/col 6 too.
+  tg::Tensor x = leaf({1, 2, 7, 7}, 11);
+  tg::Tensor w = leaf({3, 2, 2, 2}, 12);
+  tg::Tensor y = tg::conv2d(x, w, tg::Tensor(), {.stride = {3, 3}});
+  REQUIRE(y.shape() == tg::Shape{1, 3, 2, 2});
+  y.backward(tg::testing::random_cotangent(y.shape(), tg::DType::f64, 13));
+  const tg::Tensor g = x.grad();
+  for (std::int64_t c = 0; c < 2; ++c) {
+    for (std::int64_t i = 0; i < 7; ++i) {
+      for (std::int64_t j = 0; j < 7; ++j) {
+        const bool read = (i % 3 != 2 && i < 5) && (j % 3 != 2 && j < 5);
+        INFO("c=" << c << " h=" << i << " w=" << j);
+        if (read) {
+          CHECK(g.at({0, c, i, j}) != 0.0);
+        } else {
+          CHECK(g.at({0, c, i, j}) == 0.0);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("conv2d padding modes follow PyTorch", "[conv]") {
+  const tg::Tensor x = tg::testing::random_tensor({1, 2, 6, 7}, 21);
+  const tg::Tensor w = tg::testing::random_tensor({3, 2, 2, 4}, 22);
+  SECTION("same keeps H x W and puts the odd padding at the bottom/right") {
+    const tg::Tensor y = tg::conv2d(x, w, tg::Tensor(), {.padding_mode = tg::ConvPadding::same});
+    CHECK(y.shape() == tg::Shape{1, 3, 6, 7});
+    // total padding 1 (rows) and 3 (cols): top 0, bottom 1, left 1, right 2. The first
+    // output row must equal an explicit pad-0 row computation, i.e. no padding on top.
+    const tg::Tensor valid = tg::conv2d(x, w, tg::Tensor(), {.padding = {0, 1}});
+    CHECK(y.at({0, 0, 0, 1}) == Approx(valid.at({0, 0, 0, 1})).epsilon(1e-12));
+  }
+  SECTION("valid is no padding") {
+    CHECK_THAT(tg::conv2d(x, w, tg::Tensor(), {.padding_mode = tg::ConvPadding::valid}),
+               AllClose(tg::conv2d(x, w)));
+  }
+  SECTION("same needs stride 1") {
+    REQUIRE_THROWS_WITH(tg::conv2d(x, w, tg::Tensor(), {.stride = {2, 1}, .padding_mode = tg::ConvPadding::same}),
+                        Contains("conv2d") && Contains("same") && Contains("stride"));
+  }
+}
+
+TEST_CASE("conv2d batch-parallel paths give the per-image results, deterministically", "[conv][threads]") {
+  // Large enough that the batch is split across threads (im2col, pointwise and depthwise).
+  struct Case {
+    tg::Shape x, w;
+    tg::Conv2dOptions opt;
+  };
+  const Case cases[] = {{{8, 8, 16, 16}, {16, 8, 3, 3}, {.padding = {1, 1}}},
+                        {{8, 16, 12, 12}, {8, 16, 1, 1}, {}},
+                        {{8, 16, 14, 14}, {16, 1, 3, 3}, {.padding = {1, 1}, .groups = 16}}};
+  for (const Case& c : cases) {
+    tg::Tensor x = tg::testing::random_tensor(c.x, 31, -1, 1, tg::DType::f32, true);
+    tg::Tensor w = tg::testing::random_tensor(c.w, 32, -1, 1, tg::DType::f32, true);
+    tg::Tensor b = tg::testing::random_tensor({c.w[0]}, 33, -1, 1, tg::DType::f32, true);
+    const tg::Tensor y = tg::conv2d(x, w, b, c.opt);
+    const tg::Tensor seed = tg::testing::random_cotangent(y.shape(), tg::DType::f32, 34);
+    const auto grads = tg::grad({y}, {x, w, b}, {seed});
+    // Image 1 alone gives the same output slice and input-gradient slice.
+    tg::Tensor x1 = tg::from_vector(std::vector<float>(x.data<float>() + c.x.numel() / c.x[0],
+                                                       x.data<float>() + 2 * c.x.numel() / c.x[0]),
+                                    {1, c.x[1], c.x[2], c.x[3]}).set_requires_grad(true);
+    const tg::Tensor y1 = tg::conv2d(x1, w, b, c.opt);
+    const auto per_image = y.to_vector<float>();
+    const auto single = y1.to_vector<float>();
+    for (std::size_t i = 0; i < single.size(); ++i) {
+      REQUIRE(per_image[single.size() + i] == Approx(single[i]).margin(1e-5));
+    }
+    // The same inputs and thread count give bitwise the same gradients.
+    const auto again = tg::grad({tg::conv2d(x, w, b, c.opt)}, {x, w, b}, {seed});
+    for (std::size_t k = 0; k < grads.size(); ++k) CHECK(grads[k].to_vector<float>() == again[k].to_vector<float>());
+    // One thread and two agree within f32 accuracy.
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const auto serial = tg::grad({tg::conv2d(x, w, b, c.opt)}, {x, w, b}, {seed});
+    omp_set_num_threads(threads);
+    for (std::size_t k = 0; k < grads.size(); ++k) {
+      CHECK_THAT(serial[k].to(tg::DType::f64), AllClose(grads[k].to(tg::DType::f64), 1e-3, 1e-4));
+    }
+  }
+}
+
+TEST_CASE("conv2d rejects bad input with the op, the contract and the shapes", "[conv][errors]") {
+  const tg::Tensor x = tg::zeros({2, 4, 5, 5});
+  const tg::Tensor w = tg::zeros({6, 4, 3, 3});
+  CHECK_THROWS_AS(tg::conv2d(x, tg::zeros({6, 3, 3, 3})), tg::ShapeError);
+  CHECK_THROWS_WITH(tg::conv2d(x, tg::zeros({6, 3, 3, 3})),
+                    Contains("conv2d") && Contains("[2, 4, 5, 5]") && Contains("[6, 3, 3, 3]"));
+  CHECK_THROWS_WITH(tg::conv2d(x, tg::zeros({6, 4, 3, 3}), tg::Tensor(), {.groups = 3}),
+                    Contains("groups=3") && Contains("divide"));
+  CHECK_THROWS_WITH(tg::conv2d(x, tg::zeros({6, 2, 3, 3}), tg::Tensor(), {.groups = 0}), Contains("groups must be positive"));
+  CHECK_THROWS_AS(tg::conv2d(x, w, tg::Tensor(), {.stride = {0, 1}}), tg::ValueError);
+  CHECK_THROWS_WITH(tg::conv2d(x, w, tg::Tensor(), {.stride = {1, -1}}), Contains("stride=-1"));
+  CHECK_THROWS_WITH(tg::conv2d(x, w, tg::Tensor(), {.dilation = {0, 1}}), Contains("dilation=0"));
+  CHECK_THROWS_WITH(tg::conv2d(x, w, tg::Tensor(), {.padding = {-1, 0}}), Contains("padding must be non-negative"));
+  // Kernel larger than the padded input: the arithmetic is shown.
+  CHECK_THROWS_AS(tg::conv2d(x, tg::zeros({6, 4, 7, 3})), tg::ShapeError);
+  CHECK_THROWS_WITH(tg::conv2d(x, tg::zeros({6, 4, 7, 3})),
+                    Contains("output height would be 0") && Contains("H=5") && Contains("kernel=7"));
+  CHECK_THROWS_WITH(tg::conv2d(tg::zeros({4, 25}), w), Contains("[4, 25]"));
+  CHECK_THROWS_AS(tg::conv2d(x, w.to(tg::DType::f64)), tg::DTypeError);
+  CHECK_THROWS_AS(tg::conv2d(tg::zeros({2, 4, 5, 5}, tg::DType::i64), tg::zeros({6, 4, 3, 3}, tg::DType::i64)), tg::DTypeError);
+  CHECK_THROWS_WITH(tg::conv2d(x, w, tg::zeros({5})), Contains("bias must be [6]") && Contains("[5]"));
+}
+
+TEST_CASE("conv2d accepts an unbatched C x H x W input", "[conv]") {
+  const tg::Tensor x = tg::testing::random_tensor({1, 3, 6, 5}, 41);
+  const tg::Tensor w = tg::testing::random_tensor({2, 3, 3, 3}, 42);
+  const tg::Tensor y3 = tg::conv2d(x.reshape({3, 6, 5}), w);
+  CHECK(y3.shape() == tg::Shape{2, 4, 3});
+  CHECK_THAT(y3.reshape({1, 2, 4, 3}), AllClose(tg::conv2d(x, w)));
+}
