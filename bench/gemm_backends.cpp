@@ -1,5 +1,6 @@
-// Measures sgemm 1024^3 (and a few CNN-shaped products) for one GEMM library.
-// Built once per candidate library (see bench/README.md); prints one JSON line per figure.
+// Measures sgemm 1024^3 (and a few CNN-shaped products) for one GEMM library, at 1 and 2
+// threads, with nothing set in the environment. Built once per candidate library (see
+// bench/CMakeLists.txt and bench/README.md); prints one JSON line per figure.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,16 +11,21 @@
 #if defined(GEMM_DNNL)
 #include <oneapi/dnnl/dnnl.h>
 static const char* kName = "onednn";
+static void set_threads(int n) { omp_set_num_threads(n); }
 static void sgemm(int m, int n, int k, const float* a, const float* b, float* c) {
   dnnl_sgemm('N', 'N', m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
 }
 #else
-#include <cblas.h>
 #if defined(GEMM_BLIS)
+#include <blis.h>
 static const char* kName = "blis";
+static void set_threads(int n) { bli_thread_set_num_threads(n); }
 #else
+extern "C" void openblas_set_num_threads(int);
 static const char* kName = "openblas";
+static void set_threads(int n) { openblas_set_num_threads(n); }
 #endif
+#include <cblas.h>
 static void sgemm(int m, int n, int k, const float* a, const float* b, float* c) {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
 }
@@ -31,7 +37,7 @@ int main() {
   std::mt19937 gen(0);
   std::uniform_real_distribution<float> dist(-1.f, 1.f);
   for (int threads : {1, 2}) {
-    omp_set_num_threads(threads);
+    set_threads(threads);
     for (auto s : shapes) {
       std::vector<float> a(size_t(s.m) * s.k), b(size_t(s.k) * s.n), c(size_t(s.m) * s.n);
       for (auto& v : a) v = dist(gen);

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every benchmark and prints a table: tapegrad's median, libtorch's (when its twin was
+# built), and the ratio libtorch/tapegrad measured in this run (> 1: tapegrad is faster).
+# Usage: bench/run.sh [BUILD_DIR]   (default: build; configure with TAPEGRAD_BUILD_BENCH=ON)
+set -euo pipefail
+build=${1:-build}
+dir=$build/bench
+[ -x "$dir/bench_conv_pool" ] || { echo "bench/run.sh: $dir/bench_conv_pool not built" >&2; exit 1; }
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for b in bench_gemm_onednn bench_gemm_blis bench_gemm_openblas bench_conv_pool bench_conv_pool_torch; do
+  if [ -x "$dir/$b" ]; then
+    "$dir/$b" | tee -a "$out" >&2
+  elif [ "$b" = bench_conv_pool_torch ]; then
+    echo "bench/run.sh: libtorch not installed: comparison skipped" >&2
+  fi
+done
+python3 - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+gemm = [r for r in rows if "m" in r]
+if gemm:
+    print(f"{'GEMM sgemm':<38}{'threads':>8}{'median ms':>12}{'GFLOP/s':>10}")
+    for r in gemm:
+        print(f"{r['lib'] + ' ' + str(r['m']) + 'x' + str(r['n']) + 'x' + str(r['k']):<38}{r['threads']:>8}{r['median_ms']:>12.3f}{r['gflops']:>10.1f}")
+    print()
+ours = {(r["name"], r["threads"]): r for r in rows if r.get("lib") == "tapegrad"}
+theirs = {(r["name"], r["threads"]): r for r in rows if r.get("lib") == "libtorch"}
+print(f"{'benchmark':<46}{'threads':>8}{'tapegrad ms':>13}{'libtorch ms':>13}{'ratio':>8}")
+for key, r in ours.items():
+    t = theirs.get(key)
+    ratio = f"{t['median_ms'] / r['median_ms']:.2f}" if t else "-"
+    lt = f"{t['median_ms']:.3f}" if t else "-"
+    print(f"{key[0]:<46}{key[1]:>8}{r['median_ms']:>13.3f}{lt:>13}{ratio:>8}")
+PY
