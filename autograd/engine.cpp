@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <unordered_map>
+#include <utility>
 
 #include <boost/graph/adjacency_list.hpp>
 #include <boost/graph/topological_sort.hpp>
@@ -27,6 +28,7 @@ namespace detail {
 
 namespace {
 thread_local bool grad_enabled = true;
+thread_local bool keep_inputs = false;
 std::atomic<std::int64_t> live_nodes{0};
 
 // Destroying a long chain of Nodes recursively would overflow the stack: the outermost
@@ -61,6 +63,21 @@ bool should_record(std::span<const Tensor> inputs) {
                      [](const Tensor& t) { return t.defined() && t.impl()->requires_grad; });
 }
 
+bool set_keep_inputs(bool keep) { return std::exchange(keep_inputs, keep); }
+
+void note_untracked(std::string_view op, std::span<const Tensor> inputs, const Tensor& out) {
+  if (grad_enabled || !out.defined() || !is_floating(out.dtype())) return;
+  std::vector<std::weak_ptr<TensorImpl>> from;
+  for (const Tensor& t : inputs) {
+    if (!t.defined()) continue;
+    if (t.impl() == out.impl()) return;  // the op handed back an input: nothing new was made
+    if (t.impl()->requires_grad) from.push_back(t.impl());
+  }
+  if (from.empty()) return;
+  out.impl()->untracked_op = op;
+  out.impl()->untracked_from = std::move(from);
+}
+
 void check_forward_output(std::string_view op, const Tensor& out, const TensorMeta& meta) {
   if (!out.defined()) {
     throw GraphError(fmt::format("{}: forward returned an undefined tensor", op));
@@ -83,10 +100,13 @@ Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
       const auto& impl = t.impl();
       in.meta = t.meta();
       in.needs_grad = impl->requires_grad;
+      in.source = impl;
+      in.storage = impl->storage;
       if (impl->grad_fn) in.producer = impl->grad_fn;
       else if (impl->requires_grad) in.leaf = impl;
     }
     node->inputs.push_back(std::move(in));
+    if (keep_inputs) node->kept_inputs.push_back(t.defined() ? copy_data(t) : Tensor());
   }
   OpContext ctx(node.get());
   Tensor out;

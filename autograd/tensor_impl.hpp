@@ -2,6 +2,7 @@
 // Internal representation of tensors and graph nodes. Included by autograd/ and ops/.
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "tapegrad/op.hpp"
@@ -28,6 +29,10 @@ struct TensorImpl {
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;      ///< the record that produced this tensor, if any
   std::shared_ptr<TensorImpl> grad;   ///< accumulated gradient of a leaf
+  /// Set when an op made this tensor from inputs requiring grad while recording was off
+  /// (NoGradGuard): the op's name and those inputs, for explain_no_grad.
+  std::string_view untracked_op;
+  std::vector<std::weak_ptr<TensorImpl>> untracked_from;
 };
 
 /// A tensor saved for backward with the storage version it had then.
@@ -43,6 +48,8 @@ struct Node {
     std::shared_ptr<TensorImpl> leaf;      ///< set when the input is a leaf requiring grad
     TensorMeta meta;
     bool needs_grad = false;
+    std::weak_ptr<TensorImpl> source;      ///< the tensor passed in (for explain_no_grad)
+    std::weak_ptr<Storage> storage;        ///< its storage (outlives a temporary detach())
   };
 
   Node();
@@ -54,9 +61,14 @@ struct Node {
   std::vector<Input> inputs;
   std::vector<SavedTensor> saved;
   TensorMeta out_meta;
+  /// Copies of the input values, kept only under a RecordInputsGuard (for check_graph).
+  std::vector<Tensor> kept_inputs;
   bool released = false;  ///< saved tensors freed by a backward without retain_graph
   std::int64_t vertex = -1;  ///< scratch: vertex id while a graph walk is under way
 };
+
+/// Whether record() keeps copies of the inputs on this thread; returns the previous value.
+bool set_keep_inputs(bool keep);
 
 /// Checks sizes (non-negative, byte count within limits) and allocates uninitialised data.
 Tensor make_tensor(const TensorMeta& meta);

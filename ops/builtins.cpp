@@ -15,7 +15,8 @@
   X(dropout)                      \
   X(conv2d)                       \
   X(max_pool2d)                   \
-  X(avg_pool2d)
+  X(avg_pool2d)                   \
+  X(batch_norm2d)
 
 namespace tapegrad::detail {
 

@@ -8,9 +8,11 @@
 //   grad_W_g = Σ_n grad_y_g · im2col(x_g)ᵀ
 //   grad_b   = Σ_{n, p, q} grad_y
 // Paths: 1×1/stride 1/no padding uses x itself as the unfolded input; depthwise (one
-// input channel per group) uses a direct loop; everything else im2col + GEMM. The batch is
-// split across OpenMP threads when the work is large enough; each thread reuses one
-// workspace the size of one image's unfolded input (never N of them).
+// input channel per group) uses a direct loop; everything else im2col + GEMM. Small images
+// are unfolded in chunks side by side, so one GEMM covers several of them instead of many
+// tiny GEMMs; a chunk's workspace is bounded (about 4 MiB, or one image), never N images.
+// Chunks are split across OpenMP threads when the work is large enough, each thread
+// reusing its own workspaces.
 #include <exception>
 #include <omp.h>
 
@@ -25,10 +27,12 @@ namespace {
 
 using detail::ConvGeometry;
 
-/// A per-thread scratch buffer that grows to the largest size asked of it and is reused.
+/// Per-thread scratch buffers (slot 0: unfolded input, slot 1: a chunk of outputs) that
+/// grow to the largest size asked of them and are reused.
 template <class T>
-T* workspace(std::int64_t size) {
-  thread_local std::vector<T> buffer;
+T* workspace(int slot, std::int64_t size) {
+  thread_local std::array<std::vector<T>, 2> buffers;
+  auto& buffer = buffers[static_cast<std::size_t>(slot)];
   if (static_cast<std::int64_t>(buffer.size()) < size) buffer.resize(static_cast<std::size_t>(size));
   return buffer.data();
 }
@@ -50,12 +54,29 @@ void for_batch(std::int64_t count, bool parallel, F body) {
   if (error) std::rethrow_exception(error);
 }
 
-/// Splitting the batch pays off only when each image carries enough multiply-adds.
+/// Splitting the batch pays off only when it carries enough multiply-adds.
 bool worth_parallel(const ConvGeometry& g) {
   const double macs = static_cast<double>(g.batch) * static_cast<double>(g.out_channels) *
                       static_cast<double>(g.plane_out()) * static_cast<double>(g.col_rows());
   return g.batch > 1 && omp_get_max_threads() > 1 && macs > 2e5;
 }
+
+/// Images per chunk: as many unfolded images as fit in about 4 MiB (at least one), and at
+/// least one chunk per thread when the batch is split.
+struct Chunks {
+  std::int64_t size = 1, count = 0;
+  Chunks(const ConvGeometry& g, bool parallel, std::size_t elem) {
+    const std::int64_t batch = std::max<std::int64_t>(g.batch, 1);
+    if (!g.pointwise()) {
+      const auto per_image = std::max<std::int64_t>(g.col_rows() * g.plane_out() * static_cast<std::int64_t>(elem), 1);
+      size = std::clamp<std::int64_t>((std::int64_t{4} << 20) / per_image, 1, batch);
+      if (parallel) size = std::min<std::int64_t>(size, (batch + omp_get_max_threads() - 1) / omp_get_max_threads());
+    }
+    count = (g.batch + size - 1) / size;
+  }
+  std::int64_t first(std::int64_t c) const { return c * size; }
+  std::int64_t images(std::int64_t c, std::int64_t batch) const { return std::min(size, batch - c * size); }
+};
 
 std::string pair(const std::array<std::int64_t, 2>& v) { return fmt::format("[{}, {}]", v[0], v[1]); }
 
@@ -143,23 +164,34 @@ struct Conv2d {
       const T* pb = b.defined() ? b.data<T>() : nullptr;
       T* py = out.data<T>();
       const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
-      for_batch(g.batch, worth_parallel(g), [&](std::int64_t n) {
-        const T* xn = px + n * g.channels * g.plane_in();
-        T* yn = py + n * g.out_channels * plane;
+      const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
+      const bool parallel = worth_parallel(g);
+      const Chunks chunks(g, parallel, sizeof(T));
+      for_batch(chunks.count, parallel, [&](std::int64_t c) {
+        const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
         if (g.group_in() == 1 && g.groups > 1) {
-          detail::depthwise_forward(xn, pw, g, yn);
+          for (std::int64_t n = n0; n < n0 + cb; ++n) detail::depthwise_forward(px + n * x_image, pw, g, py + n * y_image);
         } else {
-          T* col = g.pointwise() ? nullptr : workspace<T>(rows * plane);
+          T* col = g.pointwise() ? nullptr : workspace<T>(0, rows * ld);
+          T* chunk_out = cb > 1 ? workspace<T>(1, go * ld) : nullptr;
           for (std::int64_t gi = 0; gi < g.groups; ++gi) {
-            const T* xg = xn + gi * g.group_in() * g.plane_in();
-            if (col != nullptr) detail::im2col(xg, g, g.group_in(), col);
-            detail::gemm(false, false, go, plane, rows, T(1), pw + gi * go * rows, rows,
-                         col != nullptr ? col : xg, plane, T(0), yn + gi * go * plane, plane);
+            const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
+            for (std::int64_t j = 0; col != nullptr && j < cb; ++j) {
+              detail::im2col(px + (n0 + j) * x_image + x_off, g, g.group_in(), col + j * plane, ld);
+            }
+            const T* unfolded = col != nullptr ? col : px + n0 * x_image + x_off;
+            T* dst = chunk_out != nullptr ? chunk_out : py + n0 * y_image + y_off;
+            detail::gemm(false, false, go, ld, rows, T(1), pw + gi * go * rows, rows, unfolded, ld, T(0), dst, ld);
+            for (std::int64_t j = 0; chunk_out != nullptr && j < cb; ++j) {  // [go, cb, plane] -> NCHW
+              for (std::int64_t o = 0; o < go; ++o) {
+                std::copy_n(chunk_out + o * ld + j * plane, plane, py + (n0 + j) * y_image + y_off + o * plane);
+              }
+            }
           }
         }
-        if (pb != nullptr) {
+        for (std::int64_t n = n0; pb != nullptr && n < n0 + cb; ++n) {
           for (std::int64_t o = 0; o < g.out_channels; ++o) {
-            T* dst = yn + o * plane;
+            T* dst = py + n * y_image + o * plane;
             for (std::int64_t i = 0; i < plane; ++i) dst[i] += pb[o];
           }
         }
@@ -182,41 +214,56 @@ struct Conv2d {
       using T = decltype(tag);
       const T* gy = grad_out.data<T>();
       const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
+      const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
       const bool depthwise = g.group_in() == 1 && g.groups > 1;
       const bool parallel = worth_parallel(g);
-      // Each thread sums its images' weight gradients in its own slot; the slots are added
+      const Chunks chunks(g, parallel, sizeof(T));
+      // Each thread sums its chunks' weight gradients in its own slot; the slots are added
       // in a fixed order afterwards, so the result does not depend on scheduling.
       const std::int64_t slots = parallel ? omp_get_max_threads() : 1;
       const std::int64_t wsize = mw.shape.numel();
       std::vector<T> partial(need_w ? static_cast<std::size_t>(slots * wsize) : 0, T(0));
+      const T* px = need_w ? x.data<T>() : nullptr;
+      const T* pw = need_x ? w.data<T>() : nullptr;
+      T* gx = need_x ? grad_x.data<T>() : nullptr;
       if (need_x || need_w) {
-        for_batch(g.batch, parallel, [&](std::int64_t n) {
-          const T* gn = gy + n * g.out_channels * plane;
-          const T* xn = need_w ? x.data<T>() + n * g.channels * g.plane_in() : nullptr;
-          T* gxn = need_x ? grad_x.data<T>() + n * g.channels * g.plane_in() : nullptr;
+        for_batch(chunks.count, parallel, [&](std::int64_t c) {
+          const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
           T* gw = need_w ? partial.data() + (parallel ? omp_get_thread_num() : 0) * wsize : nullptr;
           if (depthwise) {
-            detail::depthwise_backward(xn, need_x ? w.data<T>() : nullptr, gn, g, gxn, gw);
+            for (std::int64_t n = n0; n < n0 + cb; ++n) {
+              detail::depthwise_backward(px != nullptr ? px + n * x_image : nullptr, pw, gy + n * y_image, g,
+                                         gx != nullptr ? gx + n * x_image : nullptr, gw);
+            }
             return;
           }
-          T* col = g.pointwise() ? nullptr : workspace<T>(rows * plane);
+          T* col = g.pointwise() ? nullptr : workspace<T>(0, rows * ld);
+          T* chunk_gy = cb > 1 ? workspace<T>(1, go * ld) : nullptr;
           for (std::int64_t gi = 0; gi < g.groups; ++gi) {
-            const T* gyg = gn + gi * go * plane;
-            if (need_x) {
-              T* gxg = gxn + gi * g.group_in() * g.plane_in();
-              const T* wg = w.data<T>() + gi * go * rows;
-              if (col == nullptr) {
-                detail::gemm(true, false, rows, plane, go, T(1), wg, rows, gyg, plane, T(0), gxg, plane);
-              } else {
-                detail::gemm(true, false, rows, plane, go, T(1), wg, rows, gyg, plane, T(0), col, plane);
-                detail::col2im(col, g, g.group_in(), gxg);
+            const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
+            for (std::int64_t j = 0; chunk_gy != nullptr && j < cb; ++j) {  // NCHW -> [go, cb, plane]
+              for (std::int64_t o = 0; o < go; ++o) {
+                std::copy_n(gy + (n0 + j) * y_image + y_off + o * plane, plane, chunk_gy + o * ld + j * plane);
               }
             }
-            if (need_w) {
-              const T* xg = xn + gi * g.group_in() * g.plane_in();
-              if (col != nullptr) detail::im2col(xg, g, g.group_in(), col);
-              detail::gemm(false, true, go, rows, plane, T(1), gyg, plane,
-                           col != nullptr ? col : xg, plane, T(1), gw + gi * go * rows, rows);
+            const T* gyc = chunk_gy != nullptr ? chunk_gy : gy + n0 * y_image + y_off;
+            if (need_x) {  // grad of the unfolded input = W_gᵀ · grad_y, folded back
+              const T* wg = pw + gi * go * rows;
+              if (col == nullptr) {
+                detail::gemm(true, false, rows, ld, go, T(1), wg, rows, gyc, ld, T(0), gx + n0 * x_image + x_off, ld);
+              } else {
+                detail::gemm(true, false, rows, ld, go, T(1), wg, rows, gyc, ld, T(0), col, ld);
+                for (std::int64_t j = 0; j < cb; ++j) {
+                  detail::col2im(col + j * plane, ld, g, g.group_in(), gx + (n0 + j) * x_image + x_off);
+                }
+              }
+            }
+            if (need_w) {  // grad_W_g += grad_y · unfoldedᵀ
+              for (std::int64_t j = 0; col != nullptr && j < cb; ++j) {
+                detail::im2col(px + (n0 + j) * x_image + x_off, g, g.group_in(), col + j * plane, ld);
+              }
+              const T* unfolded = col != nullptr ? col : px + n0 * x_image + x_off;
+              detail::gemm(false, true, go, rows, ld, T(1), gyc, ld, unfolded, ld, T(1), gw + gi * go * rows, rows);
             }
           }
         });
@@ -232,7 +279,7 @@ struct Conv2d {
         T* pb = grad_b.data<T>();
         for (std::int64_t n = 0; n < g.batch; ++n) {
           for (std::int64_t o = 0; o < g.out_channels; ++o) {
-            const T* src = gy + (n * g.out_channels + o) * plane;
+            const T* src = gy + n * y_image + o * plane;
             T acc = 0;
             for (std::int64_t i = 0; i < plane; ++i) acc += src[i];
             pb[o] += acc;

@@ -24,6 +24,7 @@ std::array<std::int64_t, 2> stride_or_kernel(const MaxPool2dOptions& o) {
 
 struct MaxPool2d {
   static constexpr std::string_view name = "max_pool2d";
+  static constexpr std::string_view kinks = "ties within a window";
   MaxPool2dOptions opt;
 
   std::string attributes() const {

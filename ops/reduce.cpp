@@ -141,6 +141,7 @@ struct Mean {
 
 struct Max {
   static constexpr std::string_view name = "max";
+  static constexpr std::string_view kinks = "ties along dim";
   std::int64_t dim;
   bool keepdim = false;
   std::string attributes() const { return fmt::format("dim={}, keepdim={}", dim, keepdim); }

@@ -51,6 +51,7 @@ struct AbsDef {
   template <class T> static T f(T x) { return std::abs(x); }
   template <class T> static T df(T g, T x) { return x > 0 ? g : (x < 0 ? -g : T(0)); }
   static constexpr double low = -2, high = 2;
+  static constexpr std::string_view kinks = "x = 0";
 };
 
 // relu has a kink at 0, where the gradient is 0 (PyTorch's rule). It saves its output:
@@ -61,6 +62,7 @@ struct ReluDef {
   template <class T> static T f(T x) { return x > 0 ? x : (x == x ? T(0) : x); }  // NaN stays
   template <class T> static T df(T g, T y) { return y > 0 ? g : T(0); }
   static constexpr double low = -2, high = 2;
+  static constexpr std::string_view kinks = "x = 0";
 };
 
 // sigmoid(x) = 1 / (1 + e^-x), evaluated without overflow for large |x|.
@@ -87,6 +89,10 @@ struct TanhDef {
 template <class Def>
 struct Unary {
   static constexpr std::string_view name = Def::name;
+  static constexpr std::string_view kinks = [] {
+    if constexpr (requires { Def::kinks; }) return Def::kinks;
+    else return std::string_view{};
+  }();
   TensorMeta infer(std::span<const Tensor> in) const {
     detail::check_floating(name, in[0]);
     return in[0].meta();

@@ -15,7 +15,10 @@
 ///     where `!ctx.needs_input_grad(i)`. It runs with recording off, so it may use the
 ///     public ops freely;
 ///   - optional `std::string attributes() const`: "stride=[1, 1], groups=2", for reports;
-///   - optional `static std::vector<Sample> samples()`: inputs for the gradient checker.
+///   - optional `static std::vector<Sample> samples()`: inputs for the gradient checker;
+///   - optional `static constexpr std::string_view kinks`: where the op is not smooth, e.g.
+///     "x = 0" (relu) or "ties within a window". The gradient checker reports a finite
+///     difference that crosses a kink of such an op as "kink at ..." instead of a failure.
 ///
 /// Apply it with `apply(MyOp{...}, {x, w})`; register it once with `register_op<MyOp>()`
 /// so the checker and `tapegrad-check` sweep it.
@@ -92,6 +95,8 @@ struct OpHolder {
   virtual ~OpHolder() = default;
   virtual std::string_view name() const = 0;
   virtual std::string attributes() const = 0;
+  /// Where the op is not smooth; empty for a smooth op.
+  virtual std::string_view kinks() const = 0;
   virtual Tensor forward(OpContext& ctx, std::span<const Tensor> inputs) = 0;
   virtual std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) = 0;
   /// Runs a fresh copy of the op on `inputs` (recorded as usual); for the graph checker.
@@ -101,6 +106,9 @@ struct OpHolder {
 /// Records `op` applied to `inputs` on this thread's tape and runs its forward.
 Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
               const TensorMeta& meta, std::vector<Tensor>* extras);
+/// Marks an unrecorded output made from inputs requiring grad (NoGradGuard), so
+/// explain_no_grad can name the op that cut the path.
+void note_untracked(std::string_view op, std::span<const Tensor> inputs, const Tensor& out);
 /// True when grad mode is on and some floating input requires grad.
 bool should_record(std::span<const Tensor> inputs);
 /// Throws GraphError when a forward broke its own shape rule.
@@ -115,6 +123,10 @@ struct OpHolderImpl final : OpHolder {
   std::string_view name() const override { return Op::name; }
   std::string attributes() const override {
     if constexpr (requires { op.attributes(); }) return op.attributes();
+    else return {};
+  }
+  std::string_view kinks() const override {
+    if constexpr (requires { Op::kinks; }) return Op::kinks;
     else return {};
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> inputs) override {
@@ -138,6 +150,7 @@ Tensor apply_op(Op op, std::span<const Tensor> inputs, std::vector<Tensor>* extr
   OpContext ctx(nullptr);
   Tensor out = op.forward(ctx, inputs);
   check_forward_output(Op::name, out, meta);
+  note_untracked(Op::name, inputs, out);
   if (extras != nullptr) *extras = ctx.take_extras();
   return out;
 }

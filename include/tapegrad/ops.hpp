@@ -159,4 +159,16 @@ struct AvgPool2dOptions {
 /// replaces the count).
 Tensor avg_pool2d(const Tensor& x, const AvgPool2dOptions& options = {});
 
+// ---- normalisation ---------------------------------------------------------------------------
+
+/// Batch normalisation of x: [N, C, H, W] per channel, as torch.nn.functional.batch_norm:
+/// y = (x - mean_c) / sqrt(var_c + eps) · weight_c + bias_c. With `training`, mean and
+/// (biased) var come from the batch, and running_mean/running_var ([C], when defined) are
+/// updated in place: running = (1 - momentum)·running + momentum·batch statistic, using the
+/// unbiased variance. Without `training` the running statistics are used (and required).
+/// weight and bias: [C] or undefined (no affine transform). Differentiable in x, weight, bias.
+Tensor batch_norm2d(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                    const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
+                    bool training = false, double momentum = 0.1, double eps = 1e-5);
+
 }  // namespace tapegrad

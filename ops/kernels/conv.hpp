@@ -1,7 +1,6 @@
 #pragma once
 // Loops behind conv2d: im2col / col2im, and the direct depthwise kernel. Each works on
 // one image (one n) and one group; conv2d.cpp parallelises over the batch.
-#include <algorithm>
 #include <cstdint>
 
 #include "ops/kernels/window.hpp"
@@ -25,113 +24,25 @@ struct ConvGeometry {
 };
 
 /// col[(c, ki, kj), (oh, ow)] = x[c, ih, iw] (0 in the padding), for `channels` channels.
-template <class T>
-void im2col(const T* x, const ConvGeometry& g, std::int64_t channels, T* col) {
-  const std::int64_t ow_n = g.w.out, sw = g.w.stride;
-  for (std::int64_t c = 0; c < channels; ++c) {
-    const T* plane = x + c * g.plane_in();
-    for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
-      const TapRange rh = tap_range(g.h, ki);
-      for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) {
-        const TapRange rw = tap_range(g.w, kj);
-        T* row = col + ((c * g.h.kernel + ki) * g.w.kernel + kj) * g.plane_out();
-        std::fill_n(row, rh.lo * ow_n, T(0));
-        for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh) {
-          T* dst = row + oh * ow_n;
-          const T* src = plane + (oh * g.h.stride + rh.offset) * g.w.in + rw.offset;
-          std::fill_n(dst, rw.lo, T(0));
-          if (sw == 1) {
-            std::copy(src + rw.lo, src + rw.hi, dst + rw.lo);
-          } else {
-            for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) dst[ow] = src[ow * sw];
-          }
-          std::fill(dst + rw.hi, dst + ow_n, T(0));
-        }
-        std::fill(row + rh.hi * ow_n, row + g.plane_out(), T(0));
-      }
-    }
-  }
-}
+/// Row r of col starts at col + r * ld (ld >= plane_out: several images can sit side by side).
+void im2col(const float* x, const ConvGeometry& g, std::int64_t channels, float* col, std::int64_t ld);
+void im2col(const double* x, const ConvGeometry& g, std::int64_t channels, double* col, std::int64_t ld);
 
 /// The adjoint of im2col: x[c, ih, iw] += col[(c, ki, kj), (oh, ow)] over every window
 /// reading (ih, iw). Elements no window reads are left untouched.
-template <class T>
-void col2im(const T* col, const ConvGeometry& g, std::int64_t channels, T* x) {
-  const std::int64_t ow_n = g.w.out, sw = g.w.stride;
-  for (std::int64_t c = 0; c < channels; ++c) {
-    T* plane = x + c * g.plane_in();
-    for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
-      const TapRange rh = tap_range(g.h, ki);
-      for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) {
-        const TapRange rw = tap_range(g.w, kj);
-        const T* row = col + ((c * g.h.kernel + ki) * g.w.kernel + kj) * g.plane_out();
-        for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh) {
-          const T* src = row + oh * ow_n;
-          T* dst = plane + (oh * g.h.stride + rh.offset) * g.w.in + rw.offset;
-          for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) dst[ow * sw] += src[ow];
-        }
-      }
-    }
-  }
-}
+void col2im(const float* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, float* x);
+void col2im(const double* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, double* x);
 
 /// Depthwise (one input channel per group): out[o] = Σ_taps x[o / mult] * w[o] directly,
 /// for one image. `mult` = output channels per input channel.
-template <class T>
-void depthwise_forward(const T* x, const T* w, const ConvGeometry& g, T* out) {
-  const std::int64_t mult = g.group_out(), sw = g.w.stride;
-  for (std::int64_t o = 0; o < g.out_channels; ++o) {
-    const T* plane = x + (o / mult) * g.plane_in();
-    const T* k = w + o * g.h.kernel * g.w.kernel;
-    T* dst = out + o * g.plane_out();
-    std::fill_n(dst, g.plane_out(), T(0));
-    for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
-      const TapRange rh = tap_range(g.h, ki);
-      for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) {
-        const TapRange rw = tap_range(g.w, kj);
-        const T kv = k[ki * g.w.kernel + kj];
-        for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh) {
-          const T* src = plane + (oh * g.h.stride + rh.offset) * g.w.in + rw.offset;
-          T* row = dst + oh * g.w.out;
-          for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) row[ow] += kv * src[ow * sw];
-        }
-      }
-    }
-  }
-}
+void depthwise_forward(const float* x, const float* w, const ConvGeometry& g, float* out);
+void depthwise_forward(const double* x, const double* w, const ConvGeometry& g, double* out);
 
 /// Depthwise VJP for one image: grad_x (if non-null) += Σ grad_out * w, and grad_w
 /// (if non-null) += Σ grad_out * x.
-template <class T>
-void depthwise_backward(const T* x, const T* w, const T* grad_out, const ConvGeometry& g,
-                        T* grad_x, T* grad_w) {
-  const std::int64_t mult = g.group_out(), sw = g.w.stride;
-  for (std::int64_t o = 0; o < g.out_channels; ++o) {
-    const std::int64_t c = o / mult;
-    const T* gplane = grad_out + o * g.plane_out();
-    for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
-      const TapRange rh = tap_range(g.h, ki);
-      for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) {
-        const TapRange rw = tap_range(g.w, kj);
-        const std::int64_t tap = (o * g.h.kernel + ki) * g.w.kernel + kj;
-        T acc = 0;
-        for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh) {
-          const T* grow = gplane + oh * g.w.out;
-          const std::int64_t base = c * g.plane_in() + (oh * g.h.stride + rh.offset) * g.w.in + rw.offset;
-          if (grad_x != nullptr) {
-            const T kv = w[tap];
-            T* dst = grad_x + base;
-            for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) dst[ow * sw] += grow[ow] * kv;
-          }
-          if (grad_w != nullptr) {
-            const T* src = x + base;
-            for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) acc += grow[ow] * src[ow * sw];
-          }
-        }
-        if (grad_w != nullptr) grad_w[tap] += acc;
-      }
-    }
-  }
-}
+void depthwise_backward(const float* x, const float* w, const float* grad_out, const ConvGeometry& g,
+                        float* grad_x, float* grad_w);
+void depthwise_backward(const double* x, const double* w, const double* grad_out, const ConvGeometry& g,
+                        double* grad_x, double* grad_w);
 
 }  // namespace tapegrad::detail

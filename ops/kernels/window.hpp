@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "tapegrad/error.hpp"
+#include "tapegrad/shape.hpp"
 
 namespace tapegrad::detail {
 

@@ -1,0 +1,346 @@
+#pragma once
+/// \file
+/// Models in C++: Module (parameters, buffers, submodules), the layers, the losses and the
+/// weight initialisers. Built only on the public op API.
+///
+/// A model reads like its PyTorch twin:
+/// \code
+///   namespace nn = tapegrad::nn;
+///   auto model = nn::sequential({
+///       nn::conv2d(1, 6, 5, {.padding = {2, 2}}), nn::relu(), nn::max_pool2d(2),  // [N, 6, 14, 14]
+///       nn::conv2d(6, 16, 5), nn::relu(), nn::max_pool2d(2),                      // [N, 16, 5, 5]
+///       nn::flatten(), nn::linear(16 * 5 * 5, 120), nn::relu(), nn::linear(120, 10)});
+///   tapegrad::Tensor logits = (*model)(images);   // images: [N, 1, 28, 28] -> [N, 10]
+///   for (auto& [name, p] : model->named_parameters()) ...  // "0.weight", "0.bias", "3.weight", ...
+/// \endcode
+/// The lower-case factories (`nn::linear(...)`) return `std::shared_ptr` to the layer class of
+/// the same name in PascalCase (`nn::Linear`); both can be used.
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tapegrad/ops.hpp"
+#include "tapegrad/tensor.hpp"
+
+namespace tapegrad::nn {
+
+/// Tensors with dotted names ("features.0.weight"), in registration order.
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+// ---- Module ----------------------------------------------------------------------------------
+
+/// Base of every layer and model. A module owns named parameters (tensors that require grad
+/// and that optimizers update), named buffers (state that is saved but not trained, such as
+/// BatchNorm2d's running statistics) and named submodules, each registered once in the
+/// constructor. Names are unique within a module and contain no '.'; nested names are joined
+/// with dots. Modules are held by std::shared_ptr and are not copyable.
+class Module {
+ public:
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+  virtual ~Module() = default;
+
+  /// The computation of the module.
+  virtual Tensor forward(const Tensor& x) = 0;
+  Tensor operator()(const Tensor& x) { return forward(x); }
+
+  /// Every parameter of this module and its submodules, depth first in registration order.
+  std::vector<Tensor> parameters() const;
+  /// The same with dotted names: "weight", "features.0.bias", ...
+  NamedTensors named_parameters() const;
+  /// Every buffer, with dotted names ("bn.running_mean").
+  NamedTensors named_buffers() const;
+  /// named_parameters() followed by named_buffers(): everything a checkpoint must hold.
+  NamedTensors named_state() const;
+  /// The direct submodules with their names.
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children() const;
+
+  /// Switches this module and every submodule to training (true) or evaluation mode;
+  /// Dropout and BatchNorm2d behave differently in the two.
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+
+  /// Clears the accumulated gradient of every parameter (sets it to zero where present).
+  void zero_grad();
+
+  /// Converts every floating parameter and buffer (recursively) to `dtype`, in place: the
+  /// registered tensors are replaced by converted leaves that keep requires_grad (and a
+  /// converted grad). i64 buffers stay i64. Returns *this. Build optimizers after to(): one
+  /// built before still holds the old tensors.
+  Module& to(DType dtype);
+
+ protected:
+  /// Registers a parameter: a floating tensor that is made a leaf requiring grad. Returns a
+  /// reference to the stored tensor, which stays valid (and is updated by to()) for the
+  /// module's lifetime. Throws ValueError on an empty, dotted or already used name.
+  Tensor& register_parameter(const std::string& name, Tensor tensor);
+  /// Registers a buffer (never requires grad); same rules and return as register_parameter.
+  Tensor& register_buffer(const std::string& name, Tensor tensor);
+  /// Registers a submodule and returns it.
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
+    add_child(name, module);
+    return module;
+  }
+
+ private:
+  void check_new_name(const char* what, const std::string& name) const;
+  void add_child(const std::string& name, std::shared_ptr<Module> module);
+  void collect(const std::string& prefix, bool params, NamedTensors& out) const;
+  // deque: references returned by register_* stay valid as more names are registered.
+  std::deque<std::pair<std::string, Tensor>> params_;
+  std::deque<std::pair<std::string, Tensor>> buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+/// Modules applied one after the other; submodule i is named "i".
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  /// `nn::Sequential seq({nn::linear(4, 8), nn::relu(), nn::linear(8, 2)});`
+  Sequential(std::initializer_list<std::shared_ptr<Module>> modules);
+  explicit Sequential(const std::vector<std::shared_ptr<Module>>& modules);
+  /// Appends a module (named by its position) and returns *this.
+  Sequential& push_back(std::shared_ptr<Module> module);
+  std::size_t size() const { return layers_.size(); }
+  /// Module i; throws ValueError when i >= size().
+  Module& operator[](std::size_t i) const;
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  std::vector<std::shared_ptr<Module>> layers_;
+};
+
+// ---- layers ----------------------------------------------------------------------------------
+
+/// A pair of sizes written as one number (3 -> {3, 3}) or two ({3, 5}: height, width).
+/// Where an options struct is also accepted (MaxPool2d, AvgPool2d), spell a pair as
+/// `nn::Size2{3, 5}`: a bare `{3, 5}` is ambiguous there.
+struct Size2 {
+  Size2(std::int64_t v) : value{v, v} {}  // NOLINT: implicit on purpose, as PyTorch's ints
+  Size2(std::int64_t h, std::int64_t w) : value{h, w} {}
+  Size2(std::array<std::int64_t, 2> v) : value(v) {}  // NOLINT
+  std::array<std::int64_t, 2> value;
+};
+
+/// y = x·weightᵀ + bias. x: [..., in_features] -> [..., out_features].
+/// weight: [out_features, in_features], bias: [out_features]; PyTorch's default init
+/// (uniform ±1/sqrt(in_features) for both).
+class Linear : public Module {
+ public:
+  Linear(std::int64_t in_features, std::int64_t out_features, bool bias = true);
+  Tensor forward(const Tensor& x) override;
+  Tensor& weight() { return *weight_; }
+  /// Undefined when constructed without bias.
+  Tensor& bias() { return *bias_; }
+
+ private:
+  Tensor* weight_;
+  Tensor* bias_;
+  Tensor no_bias_;
+};
+
+/// The options of tapegrad::conv2d plus whether the layer has a bias.
+struct Conv2dOptions {
+  std::array<std::int64_t, 2> stride{1, 1};
+  std::array<std::int64_t, 2> padding{0, 0};
+  std::array<std::int64_t, 2> dilation{1, 1};
+  std::int64_t groups = 1;
+  /// explicit `padding`, or 'same' / 'valid' as PyTorch's padding="same"/"valid".
+  ConvPadding padding_mode = ConvPadding::explicit_sizes;
+  bool bias = true;
+};
+
+/// 2-D convolution layer. x: [N, in_channels, H, W] -> [N, out_channels, OH, OW] (see
+/// tapegrad::conv2d for OH, OW). weight: [out_channels, in_channels/groups, kh, kw],
+/// bias: [out_channels]; PyTorch's default init (uniform ±1/sqrt(fan_in),
+/// fan_in = in_channels/groups·kh·kw).
+class Conv2d : public Module {
+ public:
+  Conv2d(std::int64_t in_channels, std::int64_t out_channels, Size2 kernel_size,
+         const Conv2dOptions& options = {});
+  Tensor forward(const Tensor& x) override;
+  Tensor& weight() { return *weight_; }
+  Tensor& bias() { return *bias_; }
+  const Conv2dOptions& options() const { return options_; }
+
+ private:
+  Conv2dOptions options_;
+  Tensor* weight_;
+  Tensor* bias_;
+  Tensor no_bias_;
+};
+
+/// Max pooling, x: [N, C, H, W] -> [N, C, OH, OW] (see tapegrad::max_pool2d).
+class MaxPool2d : public Module {
+ public:
+  /// Window `kernel_size`, stride = kernel_size.
+  explicit MaxPool2d(Size2 kernel_size);
+  explicit MaxPool2d(const MaxPool2dOptions& options);
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  MaxPool2dOptions options_;
+};
+
+/// Average pooling, x: [N, C, H, W] -> [N, C, OH, OW] (see tapegrad::avg_pool2d).
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(Size2 kernel_size);
+  explicit AvgPool2d(const AvgPool2dOptions& options);
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  AvgPool2dOptions options_;
+};
+
+/// Element-wise max(x, 0); any shape.
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+};
+/// Element-wise 1/(1 + e^-x); any shape.
+class Sigmoid : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+};
+/// Element-wise tanh; any shape.
+class Tanh : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+};
+
+/// Merges dims start_dim..end_dim: [N, C, H, W] -> [N, C·H·W] with the defaults.
+class Flatten : public Module {
+ public:
+  explicit Flatten(std::int64_t start_dim = 1, std::int64_t end_dim = -1);
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  std::int64_t start_dim_, end_dim_;
+};
+
+/// In training, zeroes each element with probability p and scales the others by 1/(1-p);
+/// the identity in evaluation mode. Any shape. Throws ValueError unless 0 <= p <= 1.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p = 0.5);
+  Tensor forward(const Tensor& x) override;
+  double p() const { return p_; }
+
+ private:
+  double p_;
+};
+
+struct BatchNorm2dOptions {
+  double eps = 1e-5;
+  /// Weight of the new batch statistic in the running ones; empty means a cumulative
+  /// average (1/num_batches_tracked), as PyTorch's momentum=None.
+  std::optional<double> momentum = 0.1;
+  /// Learnable per-channel weight (init 1) and bias (init 0).
+  bool affine = true;
+  /// Keep running_mean/running_var; without them evaluation also uses batch statistics.
+  bool track_running_stats = true;
+};
+
+/// Batch normalisation over x: [N, num_features, H, W] (see tapegrad::batch_norm2d).
+/// Parameters weight, bias: [num_features]. Buffers running_mean (init 0), running_var
+/// (init 1): [num_features], and num_batches_tracked: 0-dim i64, counting training batches.
+/// Training mode normalises with the batch statistics and updates the running ones;
+/// evaluation mode normalises with the running statistics.
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(std::int64_t num_features, const BatchNorm2dOptions& options = {});
+  Tensor forward(const Tensor& x) override;
+  Tensor& weight() { return *weight_; }
+  Tensor& bias() { return *bias_; }
+  Tensor& running_mean() { return *running_mean_; }
+  Tensor& running_var() { return *running_var_; }
+  Tensor& num_batches_tracked() { return *num_batches_tracked_; }
+
+ private:
+  BatchNorm2dOptions options_;
+  Tensor none_;
+  Tensor* weight_ = &none_;
+  Tensor* bias_ = &none_;
+  Tensor* running_mean_ = &none_;
+  Tensor* running_var_ = &none_;
+  Tensor* num_batches_tracked_ = &none_;
+};
+
+// ---- factories: std::make_shared with shorter names --------------------------------------------
+
+std::shared_ptr<Sequential> sequential(std::initializer_list<std::shared_ptr<Module>> modules);
+std::shared_ptr<Linear> linear(std::int64_t in_features, std::int64_t out_features,
+                               bool bias = true);
+std::shared_ptr<Conv2d> conv2d(std::int64_t in_channels, std::int64_t out_channels,
+                               Size2 kernel_size, const Conv2dOptions& options = {});
+std::shared_ptr<MaxPool2d> max_pool2d(Size2 kernel_size);
+std::shared_ptr<MaxPool2d> max_pool2d(const MaxPool2dOptions& options);
+std::shared_ptr<AvgPool2d> avg_pool2d(Size2 kernel_size);
+std::shared_ptr<AvgPool2d> avg_pool2d(const AvgPool2dOptions& options);
+std::shared_ptr<ReLU> relu();
+std::shared_ptr<Sigmoid> sigmoid();
+std::shared_ptr<Tanh> tanh();
+std::shared_ptr<Flatten> flatten(std::int64_t start_dim = 1, std::int64_t end_dim = -1);
+std::shared_ptr<Dropout> dropout(double p = 0.5);
+std::shared_ptr<BatchNorm2d> batch_norm2d(std::int64_t num_features,
+                                          const BatchNorm2dOptions& options = {});
+
+// ---- losses ----------------------------------------------------------------------------------
+
+/// logits: [N, C], target: [N] i64 class indices -> scalar (or [N] with Reduction::none).
+struct CrossEntropyLoss {
+  Reduction reduction = Reduction::mean;
+  Tensor operator()(const Tensor& logits, const Tensor& target) const;
+};
+/// logp: [N, C] log-probabilities, target: [N] i64 -> scalar (or [N]).
+struct NLLLoss {
+  Reduction reduction = Reduction::mean;
+  Tensor operator()(const Tensor& logp, const Tensor& target) const;
+};
+/// (input - target)² reduced; equal shapes.
+struct MSELoss {
+  Reduction reduction = Reduction::mean;
+  Tensor operator()(const Tensor& input, const Tensor& target) const;
+};
+
+// ---- initialisation (in place, drawing from the global generator: see manual_seed) -------------
+
+enum class FanMode { fan_in, fan_out };
+enum class Nonlinearity { linear, sigmoid, tanh, relu, leaky_relu };
+
+/// PyTorch's calculate_gain: 1 (linear, sigmoid), 5/3 (tanh), √2 (relu),
+/// √(2/(1 + a²)) (leaky_relu with negative slope a).
+double calculate_gain(Nonlinearity nonlinearity, double a = 0.0);
+/// fan_in = size(1)·receptive field, fan_out = size(0)·receptive field, for a tensor of rank
+/// >= 2 ([out, in] or [out, in, kh, kw]); ValueError otherwise.
+std::pair<std::int64_t, std::int64_t> fan_in_and_fan_out(const Tensor& t);
+
+/// Each function fills the floating tensor `t` in place (without recording) and returns it.
+Tensor& uniform_(Tensor& t, double low, double high);
+Tensor& normal_(Tensor& t, double mean = 0.0, double std = 1.0);
+Tensor& constant_(Tensor& t, double value);
+Tensor& zeros_(Tensor& t);
+Tensor& ones_(Tensor& t);
+/// U(-b, b) with b = gain·√(3/fan), gain = calculate_gain(nonlinearity, a).
+Tensor& kaiming_uniform_(Tensor& t, double a = 0.0, FanMode mode = FanMode::fan_in,
+                         Nonlinearity nonlinearity = Nonlinearity::leaky_relu);
+/// N(0, std²) with std = gain/√fan.
+Tensor& kaiming_normal_(Tensor& t, double a = 0.0, FanMode mode = FanMode::fan_in,
+                        Nonlinearity nonlinearity = Nonlinearity::leaky_relu);
+/// U(-b, b) with b = gain·√(6/(fan_in + fan_out)).
+Tensor& xavier_uniform_(Tensor& t, double gain = 1.0);
+/// N(0, std²) with std = gain·√(2/(fan_in + fan_out)).
+Tensor& xavier_normal_(Tensor& t, double gain = 1.0);
+
+}  // namespace tapegrad::nn

@@ -1,0 +1,171 @@
+// The layers and losses: thin modules over the public ops, holding their parameters and
+// PyTorch's default initialisation.
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "tapegrad/error.hpp"
+#include "tapegrad/nn.hpp"
+
+namespace tapegrad::nn {
+namespace {
+
+void check_positive(const char* layer, const char* what, std::int64_t v) {
+  if (v <= 0) throw ValueError(fmt::format("{}: {} must be positive, got {}", layer, what, v));
+}
+
+/// PyTorch's reset_parameters for Linear and Conv2d: kaiming_uniform(a = √5) on the weight,
+/// which is U(±1/√fan_in), and U(±1/√fan_in) on the bias.
+void default_init(Tensor& weight, Tensor* bias) {
+  kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias != nullptr && bias->defined()) {
+    const auto fan_in = fan_in_and_fan_out(weight).first;
+    const double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
+    uniform_(*bias, -bound, bound);
+  }
+}
+
+}  // namespace
+
+Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias) {
+  check_positive("Linear", "in_features", in_features);
+  check_positive("Linear", "out_features", out_features);
+  weight_ = &register_parameter("weight", empty({out_features, in_features}));
+  bias_ = bias ? &register_parameter("bias", empty({out_features})) : &no_bias_;
+  default_init(*weight_, bias_);
+}
+
+Tensor Linear::forward(const Tensor& x) { return tapegrad::linear(x, *weight_, *bias_); }
+
+Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, Size2 kernel_size,
+               const Conv2dOptions& options)
+    : options_(options) {
+  check_positive("Conv2d", "in_channels", in_channels);
+  check_positive("Conv2d", "out_channels", out_channels);
+  check_positive("Conv2d", "groups", options.groups);
+  check_positive("Conv2d", "kernel height", kernel_size.value[0]);
+  check_positive("Conv2d", "kernel width", kernel_size.value[1]);
+  if (in_channels % options.groups != 0 || out_channels % options.groups != 0) {
+    throw ValueError(fmt::format("Conv2d: groups={} must divide in_channels={} and "
+                                 "out_channels={}", options.groups, in_channels, out_channels));
+  }
+  weight_ = &register_parameter("weight", empty({out_channels, in_channels / options.groups,
+                                                 kernel_size.value[0], kernel_size.value[1]}));
+  bias_ = options.bias ? &register_parameter("bias", empty({out_channels})) : &no_bias_;
+  default_init(*weight_, bias_);
+}
+
+Tensor Conv2d::forward(const Tensor& x) {
+  const tapegrad::Conv2dOptions opt{.stride = options_.stride,
+                                    .padding = options_.padding,
+                                    .dilation = options_.dilation,
+                                    .groups = options_.groups,
+                                    .padding_mode = options_.padding_mode};
+  return tapegrad::conv2d(x, *weight_, *bias_, opt);
+}
+
+MaxPool2d::MaxPool2d(Size2 kernel_size) : options_{.kernel_size = kernel_size.value} {}
+MaxPool2d::MaxPool2d(const MaxPool2dOptions& options) : options_(options) {}
+Tensor MaxPool2d::forward(const Tensor& x) { return tapegrad::max_pool2d(x, options_); }
+
+AvgPool2d::AvgPool2d(Size2 kernel_size) : options_{.kernel_size = kernel_size.value} {}
+AvgPool2d::AvgPool2d(const AvgPool2dOptions& options) : options_(options) {}
+Tensor AvgPool2d::forward(const Tensor& x) { return tapegrad::avg_pool2d(x, options_); }
+
+Tensor ReLU::forward(const Tensor& x) { return tapegrad::relu(x); }
+Tensor Sigmoid::forward(const Tensor& x) { return tapegrad::sigmoid(x); }
+Tensor Tanh::forward(const Tensor& x) { return tapegrad::tanh(x); }
+
+Flatten::Flatten(std::int64_t start_dim, std::int64_t end_dim)
+    : start_dim_(start_dim), end_dim_(end_dim) {}
+Tensor Flatten::forward(const Tensor& x) { return tapegrad::flatten(x, start_dim_, end_dim_); }
+
+Dropout::Dropout(double p) : p_(p) {
+  if (!(p >= 0.0 && p <= 1.0)) {
+    throw ValueError(fmt::format("Dropout: probability p must be in [0, 1], got {}", p));
+  }
+}
+Tensor Dropout::forward(const Tensor& x) { return tapegrad::dropout(x, p_, is_training()); }
+
+BatchNorm2d::BatchNorm2d(std::int64_t num_features, const BatchNorm2dOptions& options)
+    : options_(options) {
+  check_positive("BatchNorm2d", "num_features", num_features);
+  if (options.momentum && !(*options.momentum >= 0.0 && *options.momentum <= 1.0)) {
+    throw ValueError(fmt::format("BatchNorm2d: momentum must be in [0, 1], got {}",
+                                 *options.momentum));
+  }
+  if (!(options.eps >= 0.0 && std::isfinite(options.eps))) {
+    throw ValueError(fmt::format("BatchNorm2d: eps must be finite and >= 0, got {}", options.eps));
+  }
+  if (options.affine) {
+    weight_ = &register_parameter("weight", ones({num_features}));
+    bias_ = &register_parameter("bias", zeros({num_features}));
+  }
+  if (options.track_running_stats) {
+    running_mean_ = &register_buffer("running_mean", zeros({num_features}));
+    running_var_ = &register_buffer("running_var", ones({num_features}));
+    num_batches_tracked_ = &register_buffer("num_batches_tracked", zeros({}, DType::i64));
+  }
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  const bool use_batch_stats = is_training() || !options_.track_running_stats;
+  double momentum = options_.momentum.value_or(0.0);
+  if (is_training() && options_.track_running_stats) {
+    const auto count = num_batches_tracked_->item<std::int64_t>() + 1;
+    num_batches_tracked_->fill_(static_cast<double>(count));
+    if (!options_.momentum) momentum = 1.0 / static_cast<double>(count);
+  }
+  // Running statistics are passed only when they are to be used or updated.
+  const bool pass_stats = options_.track_running_stats;
+  return tapegrad::batch_norm2d(x, pass_stats ? *running_mean_ : Tensor(),
+                                pass_stats ? *running_var_ : Tensor(), *weight_, *bias_,
+                                use_batch_stats, momentum, options_.eps);
+}
+
+// ---- factories -------------------------------------------------------------------------------
+
+std::shared_ptr<Linear> linear(std::int64_t in_features, std::int64_t out_features, bool bias) {
+  return std::make_shared<Linear>(in_features, out_features, bias);
+}
+std::shared_ptr<Conv2d> conv2d(std::int64_t in_channels, std::int64_t out_channels,
+                               Size2 kernel_size, const Conv2dOptions& options) {
+  return std::make_shared<Conv2d>(in_channels, out_channels, kernel_size, options);
+}
+std::shared_ptr<MaxPool2d> max_pool2d(Size2 kernel_size) {
+  return std::make_shared<MaxPool2d>(kernel_size);
+}
+std::shared_ptr<MaxPool2d> max_pool2d(const MaxPool2dOptions& options) {
+  return std::make_shared<MaxPool2d>(options);
+}
+std::shared_ptr<AvgPool2d> avg_pool2d(Size2 kernel_size) {
+  return std::make_shared<AvgPool2d>(kernel_size);
+}
+std::shared_ptr<AvgPool2d> avg_pool2d(const AvgPool2dOptions& options) {
+  return std::make_shared<AvgPool2d>(options);
+}
+std::shared_ptr<ReLU> relu() { return std::make_shared<ReLU>(); }
+std::shared_ptr<Sigmoid> sigmoid() { return std::make_shared<Sigmoid>(); }
+std::shared_ptr<Tanh> tanh() { return std::make_shared<Tanh>(); }
+std::shared_ptr<Flatten> flatten(std::int64_t start_dim, std::int64_t end_dim) {
+  return std::make_shared<Flatten>(start_dim, end_dim);
+}
+std::shared_ptr<Dropout> dropout(double p) { return std::make_shared<Dropout>(p); }
+std::shared_ptr<BatchNorm2d> batch_norm2d(std::int64_t num_features,
+                                          const BatchNorm2dOptions& options) {
+  return std::make_shared<BatchNorm2d>(num_features, options);
+}
+
+// ---- losses ----------------------------------------------------------------------------------
+
+Tensor CrossEntropyLoss::operator()(const Tensor& logits, const Tensor& target) const {
+  return tapegrad::cross_entropy(logits, target, reduction);
+}
+Tensor NLLLoss::operator()(const Tensor& logp, const Tensor& target) const {
+  return tapegrad::nll_loss(logp, target, reduction);
+}
+Tensor MSELoss::operator()(const Tensor& input, const Tensor& target) const {
+  return tapegrad::mse_loss(input, target, reduction);
+}
+
+}  // namespace tapegrad::nn

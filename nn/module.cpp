@@ -1,0 +1,158 @@
+// Module: the registry of parameters, buffers and submodules behind every layer, and
+// Sequential. Names are validated on registration so that dotted names stay unambiguous.
+#include <fmt/format.h>
+
+#include "tapegrad/autograd.hpp"
+#include "tapegrad/error.hpp"
+#include "tapegrad/nn.hpp"
+
+namespace tapegrad::nn {
+
+void Module::check_new_name(const char* what, const std::string& name) const {
+  if (name.empty() || name.find('.') != std::string::npos) {
+    throw ValueError(fmt::format("Module::{}: name must be non-empty and contain no '.', got "
+                                 "'{}'", what, name));
+  }
+  auto taken = [&](const auto& list) {
+    for (const auto& [n, _] : list) {
+      if (n == name) return true;
+    }
+    return false;
+  };
+  if (taken(params_) || taken(buffers_) || taken(children_)) {
+    throw ValueError(fmt::format("Module::{}: name '{}' is already registered (as a parameter, "
+                                 "buffer or submodule)", what, name));
+  }
+}
+
+Tensor& Module::register_parameter(const std::string& name, Tensor tensor) {
+  check_new_name("register_parameter", name);
+  if (!tensor.defined() || !is_floating(tensor.dtype())) {
+    throw ValueError(fmt::format("Module::register_parameter: parameter '{}' must be a defined "
+                                 "f32 or f64 tensor", name));
+  }
+  if (!tensor.is_leaf()) tensor = tensor.detach();
+  tensor.set_requires_grad(true);
+  params_.emplace_back(name, std::move(tensor));
+  return params_.back().second;
+}
+
+Tensor& Module::register_buffer(const std::string& name, Tensor tensor) {
+  check_new_name("register_buffer", name);
+  if (!tensor.defined()) {
+    throw ValueError(fmt::format("Module::register_buffer: buffer '{}' is an undefined tensor",
+                                 name));
+  }
+  buffers_.emplace_back(name, tensor.detach());
+  return buffers_.back().second;
+}
+
+void Module::add_child(const std::string& name, std::shared_ptr<Module> module) {
+  check_new_name("register_module", name);
+  if (!module) {
+    throw ValueError(fmt::format("Module::register_module: submodule '{}' is null", name));
+  }
+  if (module.get() == this) {
+    throw ValueError(fmt::format("Module::register_module: a module cannot contain itself "
+                                 "('{}')", name));
+  }
+  children_.emplace_back(name, std::move(module));
+}
+
+void Module::collect(const std::string& prefix, bool params, NamedTensors& out) const {
+  for (const auto& [name, t] : params ? params_ : buffers_) out.emplace_back(prefix + name, t);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", params, out);
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [_, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+NamedTensors Module::named_parameters() const {
+  NamedTensors out;
+  collect("", true, out);
+  return out;
+}
+
+NamedTensors Module::named_buffers() const {
+  NamedTensors out;
+  collect("", false, out);
+  return out;
+}
+
+NamedTensors Module::named_state() const {
+  NamedTensors out = named_parameters();
+  collect("", false, out);
+  return out;
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::children() const {
+  return children_;
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [_, child] : children_) child->train(on);
+}
+
+void Module::zero_grad() {
+  for (auto& [_, t] : params_) t.zero_grad();
+  for (auto& [_, child] : children_) child->zero_grad();
+}
+
+Module& Module::to(DType dtype) {
+  NoGradGuard no_grad;
+  auto convert = [dtype](Tensor& t) {
+    if (!is_floating(t.dtype()) || t.dtype() == dtype) return;
+    Tensor converted = t.detach().to(dtype);
+    if (t.requires_grad()) {
+      converted.set_requires_grad(true);
+      if (t.grad().defined()) converted.set_grad(t.grad().to(dtype));
+    }
+    t = converted;
+  };
+  if (!is_floating(dtype)) {
+    throw DTypeError(fmt::format("Module::to: parameters must stay floating, got {}", dtype));
+  }
+  for (auto& [_, t] : params_) convert(t);
+  for (auto& [_, t] : buffers_) convert(t);
+  for (auto& [_, child] : children_) child->to(dtype);
+  return *this;
+}
+
+// ---- Sequential ------------------------------------------------------------------------------
+
+Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
+  for (const auto& m : modules) push_back(m);
+}
+
+Sequential::Sequential(const std::vector<std::shared_ptr<Module>>& modules) {
+  for (const auto& m : modules) push_back(m);
+}
+
+Sequential& Sequential::push_back(std::shared_ptr<Module> module) {
+  layers_.push_back(register_module(std::to_string(layers_.size()), std::move(module)));
+  return *this;
+}
+
+Module& Sequential::operator[](std::size_t i) const {
+  if (i >= layers_.size()) {
+    throw ValueError(fmt::format("Sequential: index {} is out of range for {} modules", i,
+                                 layers_.size()));
+  }
+  return *layers_[i];
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor y = x;
+  for (auto& layer : layers_) y = layer->forward(y);
+  return y;
+}
+
+std::shared_ptr<Sequential> sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
+  return std::make_shared<Sequential>(modules);
+}
+
+}  // namespace tapegrad::nn
