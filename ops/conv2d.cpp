@@ -10,7 +10,7 @@
 // Paths: 1×1/stride 1/no padding uses x itself as the unfolded input; depthwise (one
 // input channel per group) uses a direct loop; everything else im2col + GEMM. Small images
 // are unfolded in chunks side by side, so one GEMM covers several of them instead of many
-// tiny GEMMs; a chunk's workspace is bounded (about 4 MiB, or one image), never N images.
+// tiny GEMMs; a chunk's workspace is bounded (about 1 MiB, or one image), never N images.
 // Chunks are split across OpenMP threads when the work is large enough, each thread
 // reusing its own workspaces.
 #include <exception>
@@ -61,7 +61,10 @@ bool worth_parallel(const ConvGeometry& g) {
   return g.batch > 1 && omp_get_max_threads() > 1 && macs > 2e5;
 }
 
-/// Images per chunk: as many unfolded images as fit in about 4 MiB (at least one), and at
+/// A chunk's unfolded inputs stay within about this many bytes (roughly an L2 cache).
+constexpr std::int64_t kChunkBytes = std::int64_t{1} << 20;
+
+/// Images per chunk: as many unfolded images as fit in kChunkBytes (at least one), and at
 /// least one chunk per thread when the batch is split.
 struct Chunks {
   std::int64_t size = 1, count = 0;
@@ -69,7 +72,7 @@ struct Chunks {
     const std::int64_t batch = std::max<std::int64_t>(g.batch, 1);
     if (!g.pointwise()) {
       const auto per_image = std::max<std::int64_t>(g.col_rows() * g.plane_out() * static_cast<std::int64_t>(elem), 1);
-      size = std::clamp<std::int64_t>((std::int64_t{4} << 20) / per_image, 1, batch);
+      size = std::clamp<std::int64_t>(kChunkBytes / per_image, 1, batch);
       if (parallel) size = std::min<std::int64_t>(size, (batch + omp_get_max_threads() - 1) / omp_get_max_threads());
     }
     count = (g.batch + size - 1) / size;
