@@ -9,19 +9,17 @@
 #include <catch2/catch.hpp>
 #include <tapegrad/tapegrad.hpp>
 
+#include "support/numeric.hpp"
+
 namespace tg = tapegrad;
 using Catch::Matchers::Contains;
 
 namespace {
 
-/// Deterministic values in [low, high) from a private generator (never the global one).
+/// tg::testing::random_values with this file's default range [-2.0, 2.0).
 std::vector<double> random_values(std::size_t n, std::uint64_t seed, double low = -2.0,
                                   double high = 2.0) {
-  std::mt19937_64 engine(seed);
-  std::uniform_real_distribution<double> dist(low, high);
-  std::vector<double> v(n);
-  for (auto& x : v) x = dist(engine);
-  return v;
+  return tg::testing::random_values(n, seed, low, high);
 }
 
 template <class T>

@@ -10,19 +10,14 @@
 #include <catch2/catch.hpp>
 #include <tapegrad/tapegrad.hpp>
 
+#include "support/numeric.hpp"
+
 namespace tg = tapegrad;
 using Catch::Matchers::Contains;
 
 namespace {
 
-std::vector<double> random_values(std::size_t n, std::uint64_t seed, double low = -1.0,
-                                  double high = 1.0) {
-  std::mt19937_64 engine(seed);
-  std::uniform_real_distribution<double> dist(low, high);
-  std::vector<double> v(n);
-  for (auto& x : v) x = dist(engine);
-  return v;
-}
+using tg::testing::random_values;
 
 /// y = 3x. Saves a residual of its own making (held by nothing but the record) and reports
 /// the saved handle through `watch`, so a test can see when the record lets go of it.

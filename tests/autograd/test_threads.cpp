@@ -11,18 +11,13 @@
 #include <catch2/catch.hpp>
 #include <tapegrad/tapegrad.hpp>
 
+#include "support/numeric.hpp"
+
 namespace tg = tapegrad;
 
 namespace {
 
-std::vector<double> random_values(std::size_t n, std::uint64_t seed, double low = -1.0,
-                                  double high = 1.0) {
-  std::mt19937_64 engine(seed);
-  std::uniform_real_distribution<double> dist(low, high);
-  std::vector<double> v(n);
-  for (auto& x : v) x = dist(engine);
-  return v;
-}
+using tg::testing::random_values;
 
 struct TrainResult {
   std::vector<double> losses;

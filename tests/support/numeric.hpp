@@ -34,14 +34,21 @@ inline Tensor i64(const std::vector<std::int64_t>& values, const Shape& shape) {
 }
 
 /// Uniform values in [low, high) from a private generator seeded with `seed`.
+inline std::vector<double> random_values(std::size_t n, std::uint64_t seed, double low = -1.0,
+                                         double high = 1.0) {
+  std::mt19937_64 engine(seed);
+  std::uniform_real_distribution<double> dist(low, high);
+  std::vector<double> v(n);
+  for (auto& x : v) x = dist(engine);
+  return v;
+}
+
+/// A tensor of random_values.
 inline Tensor random_tensor(const Shape& shape, std::uint64_t seed, double low = -1.0,
                             double high = 1.0, DType dtype = DType::f64,
                             bool requires_grad = false) {
-  std::mt19937_64 engine(seed);
-  std::uniform_real_distribution<double> dist(low, high);
-  std::vector<double> v(static_cast<std::size_t>(shape.numel()));
-  for (auto& x : v) x = dist(engine);
-  Tensor t = from_vector(v, shape, dtype);
+  Tensor t = from_vector(random_values(static_cast<std::size_t>(shape.numel()), seed, low, high),
+                         shape, dtype);
   if (requires_grad) t.set_requires_grad(true);
   return t;
 }
