@@ -377,10 +377,10 @@ int main(int argc, char** argv) try {
   std::vector<EpochMetrics> history;
   std::int64_t first_epoch = 0;
   if (!args.resume.empty()) {
-    const nn::NamedTensors saved = nn::load_checkpoint(args.resume);
+    const tg::NamedTensors saved = nn::load_checkpoint(args.resume);
     nn::assign_named(model->named_state(), nn::strip_prefix(saved, "model."), args.resume);
     optimizer->load_state(nn::strip_prefix(saved, "optimizer."));
-    const nn::NamedTensors meta = nn::strip_prefix(saved, "meta.");
+    const tg::NamedTensors meta = nn::strip_prefix(saved, "meta.");
     for (const auto& [name, t] : meta) {
       if (name == "epoch") first_epoch = t.item<std::int64_t>();
       if (name == "history") history = history_from(t);
@@ -425,7 +425,7 @@ int main(int argc, char** argv) try {
                seconds);
     schedule.step();
 
-    nn::NamedTensors state = nn::add_prefix(model->named_state(), "model.");
+    tg::NamedTensors state = nn::add_prefix(model->named_state(), "model.");
     for (auto& entry : nn::add_prefix(optimizer->state(), "optimizer.")) state.push_back(entry);
     state.emplace_back("meta.epoch", tg::scalar_tensor(static_cast<double>(epoch + 1), tg::DType::i64));
     state.emplace_back("meta.history", history_tensor(history));

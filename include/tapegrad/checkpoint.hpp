@@ -38,8 +38,6 @@
 
 namespace tapegrad::nn {
 
-/// Tensors with dotted names ("features.0.weight"), in a meaningful order.
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 /// Writes `tensors` to `path` atomically. Throws ValueError on an undefined tensor, an empty
 /// or duplicate name, and IoError (naming the file and the system's reason) when writing

@@ -30,8 +30,6 @@
 
 namespace tapegrad::nn {
 
-/// Tensors with dotted names ("features.0.weight"), in registration order.
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 // ---- Module ----------------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@
 
 namespace tapegrad::nn {
 
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 /// Base of the optimizers: one group of parameters and one learning rate.
 class Optimizer {

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tapegrad/error.hpp"
@@ -131,6 +132,10 @@ const T* Tensor::data() const {
   check_dtype_for(dtype_of<T>(), "data");
   return static_cast<const T*>(raw_data());
 }
+
+/// Tensors with names, in order: a model's state ("features.0.weight", ...), an
+/// optimizer's state, the content of a checkpoint.
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 // ---- factories ---------------------------------------------------------------------------
 /// A tensor holding `values` (converted to `dtype`), which must have shape.numel() elements.

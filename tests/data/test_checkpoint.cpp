@@ -39,7 +39,7 @@ bool same_bits(const tg::Tensor& a, const tg::Tensor& b) {
   return false;
 }
 
-nn::NamedTensors sample_tensors() {
+tg::NamedTensors sample_tensors() {
   tg::manual_seed(7);
   const double inf = std::numeric_limits<double>::infinity();
   return {
@@ -60,20 +60,20 @@ nn::NamedTensors sample_tensors() {
 }
 
 /// Fresh tensors of the same names, shapes and dtypes, filled with `value`.
-nn::NamedTensors like(const nn::NamedTensors& tensors, double value) {
-  nn::NamedTensors out;
+tg::NamedTensors like(const tg::NamedTensors& tensors, double value) {
+  tg::NamedTensors out;
   for (const auto& [name, t] : tensors) out.emplace_back(name, tg::full(t.shape(), value, t.dtype()));
   return out;
 }
 
 /// Deep copies, to compare against after a failed load.
-nn::NamedTensors snapshot(const nn::NamedTensors& tensors) {
-  nn::NamedTensors out;
+tg::NamedTensors snapshot(const tg::NamedTensors& tensors) {
+  tg::NamedTensors out;
   for (const auto& [name, t] : tensors) out.emplace_back(name, t.detach().clone());
   return out;
 }
 
-void require_same(const nn::NamedTensors& a, const nn::NamedTensors& b) {
+void require_same(const tg::NamedTensors& a, const tg::NamedTensors& b) {
   REQUIRE(a.size() == b.size());
   for (std::size_t i = 0; i < a.size(); ++i) {
     INFO(a[i].first);
@@ -158,14 +158,14 @@ TEST_CASE("load_into copies into existing tensors, parameters included", "[check
 TEST_CASE("load_into rejects missing, extra, mis-shaped and wrong-dtype tensors and loads nothing",
           "[checkpoint][errors]") {
   TempDir dir;
-  const nn::NamedTensors saved{{"fc.weight", tg::ones({3, 2})},
+  const tg::NamedTensors saved{{"fc.weight", tg::ones({3, 2})},
                                {"fc.bias", tg::ones({3})},
                                {"bn.num_batches", tg::scalar_tensor(4, tg::DType::i64)}};
   nn::save_checkpoint(dir / "m.tgc", saved);
-  nn::NamedTensors targets{{"fc.weight", tg::zeros({3, 2})},
+  tg::NamedTensors targets{{"fc.weight", tg::zeros({3, 2})},
                            {"fc.bias", tg::zeros({3})},
                            {"bn.num_batches", tg::scalar_tensor(0, tg::DType::i64)}};
-  auto check_untouched = [&](nn::NamedTensors t) {
+  auto check_untouched = [&](tg::NamedTensors t) {
     for (const auto& [name, tensor] : t) {
       INFO(name);
       for (double v : tensor.to_vector<double>()) REQUIRE(v == 0.0);
@@ -209,13 +209,13 @@ TEST_CASE("load_into rejects missing, extra, mis-shaped and wrong-dtype tensors 
 TEST_CASE("every truncation and every flipped byte gives an IoError and loads nothing",
           "[checkpoint][errors]") {
   TempDir dir;
-  const nn::NamedTensors saved{{"w", tg::from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {2, 3})},
+  const tg::NamedTensors saved{{"w", tg::from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {2, 3})},
                                {"b", tg::scalar_tensor(7, tg::DType::i64)},
                                {"e", tg::zeros({0}, tg::DType::f64)}};
   nn::save_checkpoint(dir / "good.tgc", saved);
   const auto good = read_bytes(dir / "good.tgc");
   REQUIRE(good.size() > 36);
-  nn::NamedTensors targets = like(saved, 0.0);
+  tg::NamedTensors targets = like(saved, 0.0);
   const auto before = snapshot(targets);
 
   for (std::size_t length = 0; length < good.size(); ++length) {
@@ -318,10 +318,10 @@ TEST_CASE("damaged checkpoints give messages that name the file and the values",
 TEST_CASE("a failed save leaves the previous checkpoint intact", "[checkpoint][atomic]") {
   TempDir dir;
   const std::string path = dir / "model.tgc";
-  const nn::NamedTensors old_tensors{{"w", tg::full({2}, 1.0)}};
+  const tg::NamedTensors old_tensors{{"w", tg::full({2}, 1.0)}};
   nn::save_checkpoint(path, old_tensors);
   const auto old_bytes = read_bytes(path);
-  const nn::NamedTensors new_tensors{{"w", tg::full({2}, 2.0)}};
+  const tg::NamedTensors new_tensors{{"w", tg::full({2}, 2.0)}};
 
   SECTION("the temporary file cannot be created") {
     std::filesystem::create_directory(path + ".tmp");  // open(O_WRONLY) on it fails
@@ -369,9 +369,9 @@ TEST_CASE("a failed save leaves the previous checkpoint intact", "[checkpoint][a
 }
 
 TEST_CASE("prefixes group a model and an optimizer in one checkpoint", "[checkpoint]") {
-  const nn::NamedTensors model{{"fc.weight", tg::ones({2})}, {"fc.bias", tg::zeros({1})}};
-  const nn::NamedTensors optim{{"step", tg::scalar_tensor(3, tg::DType::i64)}};
-  nn::NamedTensors all = nn::add_prefix(model, "model.");
+  const tg::NamedTensors model{{"fc.weight", tg::ones({2})}, {"fc.bias", tg::zeros({1})}};
+  const tg::NamedTensors optim{{"step", tg::scalar_tensor(3, tg::DType::i64)}};
+  tg::NamedTensors all = nn::add_prefix(model, "model.");
   for (auto& p : nn::add_prefix(optim, "optimizer.")) all.push_back(p);
   REQUIRE(all[0].first == "model.fc.weight");
   REQUIRE(all[2].first == "optimizer.step");

@@ -7,7 +7,7 @@ using namespace tapegrad::testing;
 
 namespace {
 
-std::vector<std::string> names(const nn::NamedTensors& list) {
+std::vector<std::string> names(const tg::NamedTensors& list) {
   std::vector<std::string> out;
   for (const auto& [n, _] : list) out.push_back(n);
   return out;

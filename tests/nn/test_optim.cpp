@@ -174,7 +174,7 @@ TEST_CASE("optimizers: state() and load_state() resume exactly", "[nn][optim][st
     opt_a.step();
     feed(a, 20);
     opt_a.step();
-    const nn::NamedTensors state = opt_a.state();
+    const tg::NamedTensors state = opt_a.state();
     std::vector<std::string> keys;
     for (const auto& [k, _] : state) keys.push_back(k);
     CHECK(keys == std::vector<std::string>{"lr", "0.step", "0.exp_avg", "0.exp_avg_sq",
@@ -199,32 +199,32 @@ TEST_CASE("optimizers: state() and load_state() resume exactly", "[nn][optim][st
     CHECK(opt.state().size() == 1);  // no buffers before the first step
     feed(a, 40);
     opt.step();
-    nn::NamedTensors state = opt.state();
+    tg::NamedTensors state = opt.state();
     REQUIRE(state.size() == 3);
     CHECK(state[1].first == "0.momentum_buffer");
     // state() returns copies.
     CHECK_FALSE(state[1].second.shares_storage(a[0].grad()));
 
-    nn::NamedTensors bad_shape = state;
+    tg::NamedTensors bad_shape = state;
     bad_shape[2].second = tg::zeros({5}, tg::DType::f64);
     CHECK_THROWS_AS(opt.load_state(bad_shape), tg::ShapeError);
     CHECK_THROWS_WITH(opt.load_state(bad_shape),
                       Catch::Contains("SGD::load_state") && Catch::Contains("1.momentum_buffer") &&
                           Catch::Contains("[5]") && Catch::Contains("[4]"));
-    nn::NamedTensors bad_dtype = state;
+    tg::NamedTensors bad_dtype = state;
     bad_dtype[2].second = tg::zeros({4}, tg::DType::f32);
     CHECK_THROWS_AS(opt.load_state(bad_dtype), tg::DTypeError);
-    nn::NamedTensors bad_index = state;
+    tg::NamedTensors bad_index = state;
     bad_index.emplace_back("7.momentum_buffer", tg::zeros({4}, tg::DType::f64));
     CHECK_THROWS_AS(opt.load_state(bad_index), tg::ValueError);
-    nn::NamedTensors bad_key = state;
+    tg::NamedTensors bad_key = state;
     bad_key.emplace_back("0.exp_avg", tg::zeros({2, 3}, tg::DType::f64));
     CHECK_THROWS_WITH(opt.load_state(bad_key), Catch::Contains("unexpected entry '0.exp_avg'"));
-    nn::NamedTensors bad_lr = state;
+    tg::NamedTensors bad_lr = state;
     bad_lr[0].second = tg::scalar_tensor(-1.0, tg::DType::f64);
     CHECK_THROWS_AS(opt.load_state(bad_lr), tg::ValueError);
     // Nothing was half-loaded: the state is still the one saved.
-    const nn::NamedTensors after = opt.state();
+    const tg::NamedTensors after = opt.state();
     REQUIRE(after.size() == 3);
     for (std::size_t i = 0; i < after.size(); ++i) CHECK_THAT(after[i].second, AllClose(state[i].second, 0, 0));
   }
@@ -233,7 +233,7 @@ TEST_CASE("optimizers: state() and load_state() resume exactly", "[nn][optim][st
     nn::Adam opt(a);
     feed(a, 50);
     opt.step();
-    nn::NamedTensors state = opt.state();
+    tg::NamedTensors state = opt.state();
     state.erase(state.begin() + 2);  // drop 0.exp_avg
     CHECK_THROWS_WITH(opt.load_state(state), Catch::Contains("lacks '0.exp_avg'"));
   }
