@@ -22,6 +22,23 @@ namespace detail {
 namespace {
 constexpr std::align_val_t kAlign{64};
 
+// Blocks that SIMD loops stream through are 64-byte aligned; small ones (scalars, biases)
+// take malloc's fast path instead: an aligned allocation costs several times more, which
+// shows when a program runs many tiny ops.
+constexpr std::size_t kAlignFrom = 512;
+
+void* allocate(std::size_t bytes) {
+  return bytes < kAlignFrom ? ::operator new(bytes) : ::operator new(bytes, kAlign);
+}
+
+void deallocate(void* p, std::size_t bytes) {
+  if (bytes < kAlignFrom) {
+    ::operator delete(p);
+  } else {
+    ::operator delete(p, kAlign);
+  }
+}
+
 std::size_t physical_memory_bytes() {
   const long pages = sysconf(_SC_PHYS_PAGES);
   const long page = sysconf(_SC_PAGESIZE);
@@ -50,7 +67,7 @@ struct BlockCache {
 
   void clear() {
     std::lock_guard lock(mutex);
-    for (auto& [size, p] : free_blocks) ::operator delete(p, kAlign);
+    for (auto& [size, p] : free_blocks) deallocate(p, size);
     free_blocks.clear();
     cached_bytes = 0;
   }
@@ -82,7 +99,7 @@ Storage::Storage(std::size_t bytes) : nbytes(bytes) {
     }
   }
   try {
-    data = ::operator new(capacity, kAlign);
+    data = allocate(capacity);
     nbytes = capacity;
   } catch (const std::bad_alloc&) {
     throw ValueError(fmt::format("tensor: cannot allocate {} bytes", bytes));
@@ -99,7 +116,7 @@ Storage::~Storage() {
       return;
     }
   }
-  ::operator delete(data, kAlign);
+  deallocate(data, nbytes);
 }
 
 Tensor make_tensor(const TensorMeta& meta) {
