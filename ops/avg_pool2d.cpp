@@ -26,7 +26,7 @@ struct AvgPool2d {
   AvgPool2dOptions opt;
   PoolGeometry geom{};  // set by forward, read by the VJP
 
-  std::array<std::int64_t, 2> stride() const { return opt.stride ? *opt.stride : opt.kernel_size; }
+  std::array<std::int64_t, 2> stride() const { return detail::stride_or_kernel(opt.stride, opt.kernel_size); }
   std::string attributes() const {
     const auto s = stride();
     return fmt::format("kernel_size=[{}, {}], stride=[{}, {}], padding=[{}, {}], ceil_mode={}, "
@@ -123,13 +123,13 @@ std::vector<Sample> AvgPool2d::samples() {
   };
   const Case cases[] = {
       {"2x2 stride 2", {2, 3, 6, 8}, {.kernel_size = {2, 2}}},
-      {"3x3 stride 2 pad 1 count_include_pad", {1, 2, 7, 9}, {.kernel_size = {3, 3}, .stride = {{2, 2}}, .padding = {1, 1}}},
+      {"3x3 stride 2 pad 1 count_include_pad", {1, 2, 7, 9}, {.kernel_size = {3, 3}, .stride = {2, 2}, .padding = {1, 1}}},
       {"3x3 stride 2 pad 1 exclude pad, ceil_mode", {1, 2, 6, 7},
-       {.kernel_size = {3, 3}, .stride = {{2, 2}}, .padding = {1, 1}, .ceil_mode = true, .count_include_pad = false}},
+       {.kernel_size = {3, 3}, .stride = {2, 2}, .padding = {1, 1}, .ceil_mode = true, .count_include_pad = false}},
       {"3x2 stride (1, 2) divisor_override 5", {2, 1, 5, 7},
-       {.kernel_size = {3, 2}, .stride = {{1, 2}}, .divisor_override = 5}},
+       {.kernel_size = {3, 2}, .stride = {1, 2}, .divisor_override = 5}},
       {"ceil_mode with padding counted", {1, 1, 5, 5},
-       {.kernel_size = {2, 2}, .stride = {{2, 2}}, .padding = {1, 1}, .ceil_mode = true}},
+       {.kernel_size = {2, 2}, .stride = {2, 2}, .padding = {1, 1}, .ceil_mode = true}},
   };
   std::vector<Sample> out;
   std::uint64_t seed = 400;

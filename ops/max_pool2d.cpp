@@ -19,7 +19,7 @@ namespace {
 using detail::PoolGeometry;
 
 std::array<std::int64_t, 2> stride_or_kernel(const MaxPool2dOptions& o) {
-  return o.stride ? *o.stride : o.kernel_size;
+  return detail::stride_or_kernel(o.stride, o.kernel_size);
 }
 
 struct MaxPool2d {
@@ -132,10 +132,10 @@ std::vector<Sample> MaxPool2d::samples() {
   };
   const Case cases[] = {
       {"2x2 stride 2", {2, 3, 6, 8}, {.kernel_size = {2, 2}}},
-      {"3x3 stride 2 pad 1 (overlapping)", {1, 2, 7, 9}, {.kernel_size = {3, 3}, .stride = {{2, 2}}, .padding = {1, 1}}},
-      {"3x2 stride (1, 2) dilation (2, 1)", {2, 1, 8, 7}, {.kernel_size = {3, 2}, .stride = {{1, 2}}, .dilation = {2, 1}}},
-      {"ceil_mode 3x3 stride 2 on 6x7", {1, 2, 6, 7}, {.kernel_size = {3, 3}, .stride = {{2, 2}}, .ceil_mode = true}},
-      {"unbatched [C, H, W]", {3, 5, 4}, {.kernel_size = {2, 2}, .stride = {{1, 1}}}},
+      {"3x3 stride 2 pad 1 (overlapping)", {1, 2, 7, 9}, {.kernel_size = {3, 3}, .stride = {2, 2}, .padding = {1, 1}}},
+      {"3x2 stride (1, 2) dilation (2, 1)", {2, 1, 8, 7}, {.kernel_size = {3, 2}, .stride = {1, 2}, .dilation = {2, 1}}},
+      {"ceil_mode 3x3 stride 2 on 6x7", {1, 2, 6, 7}, {.kernel_size = {3, 3}, .stride = {2, 2}, .ceil_mode = true}},
+      {"unbatched [C, H, W]", {3, 5, 4}, {.kernel_size = {2, 2}, .stride = {1, 1}}},
   };
   std::vector<Sample> out;
   std::uint64_t seed = 300;

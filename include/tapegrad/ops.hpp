@@ -128,8 +128,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 
 struct MaxPool2dOptions {
   std::array<std::int64_t, 2> kernel_size{2, 2};
-  /// Empty means "= kernel_size" (PyTorch's default).
-  std::optional<std::array<std::int64_t, 2>> stride{};
+  /// Empty ({} or {0, 0}) means "= kernel_size" (PyTorch's default).
+  std::array<std::int64_t, 2> stride{};
   std::array<std::int64_t, 2> padding{0, 0};
   std::array<std::int64_t, 2> dilation{1, 1};
   bool ceil_mode = false;
@@ -147,7 +147,8 @@ MaxPoolResult max_pool2d_with_indices(const Tensor& x, const MaxPool2dOptions& o
 
 struct AvgPool2dOptions {
   std::array<std::int64_t, 2> kernel_size{2, 2};
-  std::optional<std::array<std::int64_t, 2>> stride{};
+  /// Empty ({} or {0, 0}) means "= kernel_size".
+  std::array<std::int64_t, 2> stride{};
   std::array<std::int64_t, 2> padding{0, 0};
   bool ceil_mode = false;
   bool count_include_pad = true;

@@ -78,6 +78,12 @@ inline void resolve_axis(std::string_view op, std::string_view name, Axis& a, bo
 
 namespace tapegrad::detail {
 
+/// A pool's stride: an empty one ({0, 0}) means "= kernel", as PyTorch's default.
+inline std::array<std::int64_t, 2> stride_or_kernel(std::array<std::int64_t, 2> stride,
+                                                    std::array<std::int64_t, 2> kernel) {
+  return stride[0] == 0 && stride[1] == 0 ? kernel : stride;
+}
+
 /// A pooling problem: `planes` independent (n, c) planes of H×W.
 struct PoolGeometry {
   std::int64_t planes = 0;
