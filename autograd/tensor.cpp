@@ -85,6 +85,10 @@ std::size_t capacity_for(std::size_t bytes) {
 }  // namespace
 
 Storage::Storage(std::size_t bytes) : nbytes(bytes) {
+  if (bytes <= kInlineBytes) {
+    data = inline_data;
+    return;
+  }
   const std::size_t capacity = capacity_for(bytes);
   if (capacity >= kCacheFrom) {
     auto& cache = block_cache();
@@ -107,6 +111,7 @@ Storage::Storage(std::size_t bytes) : nbytes(bytes) {
 }
 
 Storage::~Storage() {
+  if (data == inline_data) return;
   if (nbytes >= kCacheFrom) {
     auto& cache = block_cache();
     std::lock_guard lock(cache.mutex);

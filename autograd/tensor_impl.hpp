@@ -1,5 +1,6 @@
 #pragma once
 // Internal representation of tensors and graph nodes. Included by autograd/ and ops/.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -12,6 +13,10 @@ namespace tapegrad::detail {
 
 /// A block of 64-byte aligned memory shared by a tensor and its views.
 struct Storage {
+  /// Data of at most this many bytes lives inside the Storage object itself: a scalar or a
+  /// small bias then costs no allocation of its own.
+  static constexpr std::size_t kInlineBytes = 64;
+
   explicit Storage(std::size_t bytes);
   ~Storage();
   Storage(const Storage&) = delete;
@@ -20,6 +25,7 @@ struct Storage {
   void* data = nullptr;
   std::size_t nbytes = 0;  ///< capacity, at least the requested size
   std::uint64_t version = 0;  ///< bumped by every in-place change
+  alignas(alignof(std::max_align_t)) std::byte inline_data[kInlineBytes];
 };
 
 struct TensorImpl {
