@@ -12,7 +12,8 @@
 // are unfolded in chunks side by side, so one GEMM covers several of them instead of many
 // tiny GEMMs; a chunk's workspace is bounded (about 1 MiB, or one image), never N images.
 // Chunks are split across OpenMP threads when the work is large enough, each thread
-// reusing its own workspaces.
+// reusing its own workspaces. When the weight needs a gradient and the batch's unfolded
+// input is at most 16 MiB, the forward keeps it for the VJP instead of x.
 #include <exception>
 #include <omp.h>
 
@@ -60,6 +61,9 @@ bool worth_parallel(const ConvGeometry& g) {
                       static_cast<double>(g.plane_out()) * static_cast<double>(g.col_rows());
   return g.batch > 1 && omp_get_max_threads() > 1 && macs > 2e5;
 }
+
+/// The forward keeps the whole batch's unfolded input for the VJP up to this size.
+constexpr std::int64_t kKeepUnfoldedBytes = std::int64_t{16} << 20;
 
 /// A chunk's unfolded inputs stay within about this many bytes (roughly an L2 cache).
 constexpr std::int64_t kChunkBytes = std::int64_t{1} << 20;
@@ -157,8 +161,18 @@ struct Conv2d {
     const Tensor& b = in[2];
     geom = geometry(x, w, b);
     const ConvGeometry& g = geom;
-    ctx.save(ctx.needs_input_grad(1) ? x : Tensor());
+    // When the weight needs a gradient and the whole unfolded input is small, it is kept
+    // for the VJP (in place of x), which then needs no second im2col.
+    const bool depthwise = g.group_in() == 1 && g.groups > 1;
+    const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() *
+                                        static_cast<std::int64_t>(dtype_size(x.dtype()));
+    const bool keep = ctx.needs_input_grad(1) && !g.pointwise() && !depthwise &&
+                      unfolded_bytes <= kKeepUnfoldedBytes;
+    Tensor kept = keep ? detail::make_tensor({{g.groups, g.col_rows(), g.batch * g.plane_out()}, x.dtype()})
+                       : Tensor();
+    ctx.save(ctx.needs_input_grad(1) && !keep ? x : Tensor());
     ctx.save(ctx.needs_input_grad(0) ? w : Tensor());
+    ctx.save(kept);
     Tensor out = detail::make_tensor({{g.batch, g.out_channels, g.h.out, g.w.out}, x.dtype()});
     detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
@@ -172,19 +186,24 @@ struct Conv2d {
       const Chunks chunks(g, parallel, sizeof(T));
       for_batch(chunks.count, parallel, [&](std::int64_t c) {
         const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
-        if (g.group_in() == 1 && g.groups > 1) {
+        if (depthwise) {
           for (std::int64_t n = n0; n < n0 + cb; ++n) detail::depthwise_forward(px + n * x_image, pw, g, py + n * y_image);
         } else {
-          T* col = g.pointwise() ? nullptr : workspace<T>(0, rows * ld);
+          // The chunk's unfolded input: in the kept tensor (all images side by side, one
+          // block per group) or in this thread's workspace.
+          const std::int64_t col_ld = keep ? g.batch * plane : ld;
+          T* col_base = keep ? kept.data<T>() + n0 * plane : g.pointwise() ? nullptr : workspace<T>(0, rows * ld);
           T* chunk_out = cb > 1 ? workspace<T>(1, go * ld) : nullptr;
           for (std::int64_t gi = 0; gi < g.groups; ++gi) {
             const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
+            T* col = keep ? col_base + gi * rows * col_ld : col_base;
             for (std::int64_t j = 0; col != nullptr && j < cb; ++j) {
-              detail::im2col(px + (n0 + j) * x_image + x_off, g, g.group_in(), col + j * plane, ld);
+              detail::im2col(px + (n0 + j) * x_image + x_off, g, g.group_in(), col + j * plane, col_ld);
             }
             const T* unfolded = col != nullptr ? col : px + n0 * x_image + x_off;
             T* dst = chunk_out != nullptr ? chunk_out : py + n0 * y_image + y_off;
-            detail::gemm(false, false, go, ld, rows, T(1), pw + gi * go * rows, rows, unfolded, ld, T(0), dst, ld);
+            detail::gemm(false, false, go, ld, rows, T(1), pw + gi * go * rows, rows, unfolded,
+                         col != nullptr ? col_ld : ld, T(0), dst, ld);
             for (std::int64_t j = 0; chunk_out != nullptr && j < cb; ++j) {  // [go, cb, plane] -> NCHW
               for (std::int64_t o = 0; o < go; ++o) {
                 std::copy_n(chunk_out + o * ld + j * plane, plane, py + (n0 + j) * y_image + y_off + o * plane);
@@ -204,8 +223,9 @@ struct Conv2d {
   }
 
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    const Tensor& x = ctx.saved(0);  // defined when the weight needs a gradient
-    const Tensor& w = ctx.saved(1);  // defined when the input needs a gradient
+    const Tensor& x = ctx.saved(0);     // defined when the weight needs a gradient...
+    const Tensor& w = ctx.saved(1);     // defined when the input needs a gradient
+    const Tensor& kept = ctx.saved(2);  // ...unless its unfolded input was kept instead
     const TensorMeta& mx = ctx.input(0);
     const TensorMeta& mw = ctx.input(1);
     const ConvGeometry& g = geom;
@@ -226,7 +246,8 @@ struct Conv2d {
       const std::int64_t slots = parallel ? omp_get_max_threads() : 1;
       const std::int64_t wsize = mw.shape.numel();
       std::vector<T> partial(need_w ? static_cast<std::size_t>(slots * wsize) : 0, T(0));
-      const T* px = need_w ? x.data<T>() : nullptr;
+      const T* px = need_w && !kept.defined() ? x.data<T>() : nullptr;
+      const T* pkept = kept.defined() ? kept.data<T>() : nullptr;
       const T* pw = need_x ? w.data<T>() : nullptr;
       T* gx = need_x ? grad_x.data<T>() : nullptr;
       if (need_x || need_w) {
@@ -262,11 +283,15 @@ struct Conv2d {
               }
             }
             if (need_w) {  // grad_W_g += grad_y · unfoldedᵀ
-              for (std::int64_t j = 0; col != nullptr && j < cb; ++j) {
+              const std::int64_t kept_ld = g.batch * plane;
+              for (std::int64_t j = 0; pkept == nullptr && col != nullptr && j < cb; ++j) {
                 detail::im2col(px + (n0 + j) * x_image + x_off, g, g.group_in(), col + j * plane, ld);
               }
-              const T* unfolded = col != nullptr ? col : px + n0 * x_image + x_off;
-              detail::gemm(false, true, go, rows, ld, T(1), gyc, ld, unfolded, ld, T(1), gw + gi * go * rows, rows);
+              const T* unfolded = pkept != nullptr  ? pkept + gi * rows * kept_ld + n0 * plane
+                                  : col != nullptr ? col
+                                                   : px + n0 * x_image + x_off;
+              detail::gemm(false, true, go, rows, ld, T(1), gyc, ld, unfolded, pkept != nullptr ? kept_ld : ld,
+                           T(1), gw + gi * go * rows, rows);
             }
           }
         });
