@@ -134,6 +134,7 @@ struct Conv2d {
     if (opt.padding_mode != ConvPadding::explicit_sizes) {
       for (detail::Axis* a : {&r.h, &r.w}) {
         a->pad_begin = a->pad_end = 0;
+        detail::check_window_params(name, a == &r.h ? "height" : "width", *a);
         if (opt.padding_mode == ConvPadding::same) {
           if (a->stride != 1) {
             throw ValueError(fmt::format("conv2d: padding='same' needs stride 1, got stride {}",

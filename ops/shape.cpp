@@ -23,8 +23,8 @@ Shape resolve_shape(const Shape& from, const Shape& to) {
       infer_at = d;
     } else if (to[d] < 0) {
       throw ShapeError(fmt::format("reshape: invalid size {} in {}", to[d], to));
-    } else {
-      known *= to[d];
+    } else if (__builtin_mul_overflow(known, to[d], &known)) {
+      throw ShapeError(fmt::format("reshape: the sizes of {} multiply past int64", to));
     }
   }
   const std::int64_t numel = from.numel();

@@ -55,7 +55,13 @@ inline std::int64_t window_count(const Axis& a, bool ceil_mode) {
 
 /// Validates kernel, stride, dilation and padding of one axis ("height"/"width") and
 /// fills a.out; throws with the arithmetic when no window fits.
-inline void resolve_axis(std::string_view op, std::string_view name, Axis& a, bool ceil_mode) {
+/// The largest kernel, stride, dilation or padding accepted: with it every window
+/// computation stays far inside int64 (no overflow for any input size a tensor can have).
+inline constexpr std::int64_t kMaxWindowParam = (std::int64_t{1} << 31) - 1;
+
+/// Checks that kernel, stride and dilation are positive and padding non-negative, all
+/// at most kMaxWindowParam.
+inline void check_window_params(std::string_view op, std::string_view name, const Axis& a) {
   if (a.kernel <= 0 || a.stride <= 0 || a.dilation <= 0) {
     throw ValueError(fmt::format("{}: kernel, stride and dilation must be positive, got {}: "
                                  "kernel={} stride={} dilation={}", op, name, a.kernel, a.stride,
@@ -65,6 +71,15 @@ inline void resolve_axis(std::string_view op, std::string_view name, Axis& a, bo
     throw ValueError(fmt::format("{}: padding must be non-negative, got {} padding {}", op, name,
                                  a.pad_begin < 0 ? a.pad_begin : a.pad_end));
   }
+  if (std::max({a.kernel, a.stride, a.dilation, a.pad_begin, a.pad_end}) > kMaxWindowParam) {
+    throw ValueError(fmt::format("{}: {} kernel={} stride={} dilation={} padding={}+{}: each must "
+                                 "be at most {}", op, name, a.kernel, a.stride, a.dilation,
+                                 a.pad_begin, a.pad_end, kMaxWindowParam));
+  }
+}
+
+inline void resolve_axis(std::string_view op, std::string_view name, Axis& a, bool ceil_mode) {
+  check_window_params(op, name, a);
   a.out = window_count(a, ceil_mode);
   if (a.out <= 0) {
     throw ShapeError(fmt::format(
