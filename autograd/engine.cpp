@@ -10,6 +10,7 @@
 // with recording off; the engine checks it returned one gradient per input with that
 // input's exact shape and dtype before routing the gradients on.
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <unordered_map>
 #include <utility>
@@ -18,6 +19,7 @@
 #include <boost/graph/topological_sort.hpp>
 #include <fmt/format.h>
 
+#include "autograd/dispatch.hpp"
 #include "autograd/graph.hpp"
 #include "autograd/tensor_impl.hpp"
 #include "tapegrad/autograd.hpp"
@@ -28,6 +30,7 @@ namespace detail {
 
 namespace {
 thread_local bool grad_enabled = true;
+thread_local bool anomaly_enabled = false;
 thread_local bool keep_inputs = false;
 std::atomic<std::int64_t> live_nodes{0};
 
@@ -186,6 +189,33 @@ std::string describe(const Node& n) {
   return attrs.empty() ? std::string(n.op->name()) : fmt::format("{}({})", n.op->name(), attrs);
 }
 
+/// "NaN" or "Inf" for the first non-finite element of a floating tensor, "" when all are finite.
+std::string_view first_non_finite(const Tensor& t) {
+  return dispatch_floating(t.dtype(), "backward", [&](auto tag) -> std::string_view {
+    using T = decltype(tag);
+    const T* p = t.data<T>();
+    for (std::int64_t i = 0; i < t.numel(); ++i) {
+      if (std::isnan(p[i])) return "NaN";
+      if (std::isinf(p[i])) return "Inf";
+    }
+    return "";
+  });
+}
+
+/// Under an AnomalyGuard: throws at the first gradient with a NaN or Inf.
+void check_finite(const Node& n, const std::vector<Tensor>& grads) {
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    if (!grads[i].defined() || !n.inputs[i].needs_grad) continue;
+    const std::string_view bad = first_non_finite(grads[i]);
+    if (bad.empty()) continue;
+    const auto& in = n.inputs[i];
+    throw GraphError(fmt::format(
+        "backward (anomaly detection): the VJP of {} produced {} in the gradient of its input {} "
+        "({} {}), which was made by {}", describe(n), bad, i, in.meta.shape, in.meta.dtype,
+        in.producer ? describe(*in.producer) : std::string("a leaf tensor")));
+  }
+}
+
 void check_vjp_result(const Node& n, const std::vector<Tensor>& grads) {
   if (grads.size() != n.inputs.size()) {
     throw GraphError(fmt::format("{}: VJP returned {} gradients for {} inputs", describe(n),
@@ -307,6 +337,7 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     OpContext ctx(&n);
     std::vector<Tensor> grads = n.op->vjp(ctx, grad_out);
     check_vjp_result(n, grads);
+    if (anomaly_enabled) check_finite(n, grads);
     if (!retain_graph) {
       n.saved.clear();
       n.released = true;
@@ -399,6 +430,9 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
 bool is_grad_enabled() { return detail::grad_enabled; }
 
 NoGradGuard::NoGradGuard() : previous_(detail::grad_enabled) { detail::grad_enabled = false; }
+AnomalyGuard::AnomalyGuard() : previous_(detail::anomaly_enabled) { detail::anomaly_enabled = true; }
+AnomalyGuard::~AnomalyGuard() { detail::anomaly_enabled = previous_; }
+bool is_anomaly_enabled() { return detail::anomaly_enabled; }
 NoGradGuard::~NoGradGuard() { detail::grad_enabled = previous_; }
 
 std::int64_t live_tape_records() { return detail::live_nodes.load(); }

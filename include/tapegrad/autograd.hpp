@@ -35,6 +35,24 @@ class NoGradGuard {
   bool previous_;
 };
 
+/// Anomaly detection: inside its scope (on this thread), backward checks every gradient a
+/// VJP returns and throws GraphError at the first NaN or Inf, naming the op whose VJP
+/// produced it and the op that made the input it belongs to. Costs one pass over every
+/// gradient: for debugging, not for training.
+class AnomalyGuard {
+ public:
+  AnomalyGuard();
+  ~AnomalyGuard();
+  AnomalyGuard(const AnomalyGuard&) = delete;
+  AnomalyGuard& operator=(const AnomalyGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+/// True inside an AnomalyGuard on this thread.
+bool is_anomaly_enabled();
+
 /// Number of op records alive on all tapes (each recorded op is one record until the
 /// tensors that can reach it are gone). A training loop must keep this flat.
 std::int64_t live_tape_records();
