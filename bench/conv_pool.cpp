@@ -13,6 +13,7 @@ int main() {
   for (int threads : {1, 2}) {
     omp_set_num_threads(threads);
     for (const auto& c : bench::kConvCases) {
+      if (!bench::wanted(c.name)) continue;
       tg::Tensor x = tg::randn({c.n, c.c, c.h, c.w});
       tg::Tensor w = tg::randn({c.o, c.c / c.groups, c.k, c.k});
       tg::Tensor b = tg::randn({c.o});
@@ -32,6 +33,7 @@ int main() {
                    "\"gflops\":" + std::to_string(3 * gflop / both.median_ms * 1e3));
     }
     for (const auto& p : bench::kPoolCases) {
+      if (!bench::wanted(p.name)) continue;
       tg::Tensor x = tg::randn({p.n, p.c, p.h, p.w});
       const tg::MaxPool2dOptions opt{.kernel_size = {p.k, p.k}, .stride = {{p.stride, p.stride}}, .padding = {p.pad, p.pad}};
       const double gb = static_cast<double>(x.numel()) * 4e-9;

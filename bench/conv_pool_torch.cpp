@@ -13,6 +13,7 @@ int main() {
   for (int threads : {1, 2}) {
     torch::set_num_threads(threads);
     for (const auto& c : bench::kConvCases) {
+      if (!bench::wanted(c.name)) continue;
       auto x = torch::randn({c.n, c.c, c.h, c.w});
       auto w = torch::randn({c.o, c.c / c.groups, c.k, c.k});
       auto b = torch::randn({c.o});
@@ -31,6 +32,7 @@ int main() {
                    "\"gflops\":" + std::to_string(3 * gflop / both.median_ms * 1e3));
     }
     for (const auto& p : bench::kPoolCases) {
+      if (!bench::wanted(p.name)) continue;
       auto x = torch::randn({p.n, p.c, p.h, p.w});
       const auto opt = F::MaxPool2dFuncOptions(p.k).stride(p.stride).padding(p.pad);
       const double gb = static_cast<double>(x.numel()) * 4e-9;

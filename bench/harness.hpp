@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,12 @@ Stats measure(F&& f, int reps = 20, int warmup = 3, double min_total_ms = 300.0)
   }
   std::sort(ms.begin(), ms.end());
   return {ms[ms.size() / 2], ms.front(), ms.back(), static_cast<int>(ms.size())};
+}
+
+/// False when BENCH_FILTER is set and `name` does not contain it (to time a few rows).
+inline bool wanted(const std::string& name) {
+  const char* filter = std::getenv("BENCH_FILTER");
+  return filter == nullptr || name.find(filter) != std::string::npos;
 }
 
 /// Peak resident set size of this process so far, in MB.

@@ -6,11 +6,9 @@
 // VJP: grad_x[winner(p, q)] += grad_y[p, q]; every other element gets 0 (a small change of
 // a non-maximum does not move the output). An element that wins several overlapping
 // windows receives the sum.
-#include <limits>
-
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
-#include "ops/kernels/window.hpp"
+#include "ops/kernels/pool.hpp"
 #include "ops/registration.hpp"
 
 namespace tapegrad {
@@ -33,17 +31,17 @@ struct MaxPool2d {
                        "ceil_mode={}", opt.kernel_size[0], opt.kernel_size[1], s[0], s[1],
                        opt.padding[0], opt.padding[1], opt.dilation[0], opt.dilation[1], opt.ceil_mode);
   }
-  PoolGeometry geometry(const Tensor& x) const {
-    detail::check_floating(name, x);
-    return detail::pool_geometry(name, x.shape(), opt.kernel_size, stride_or_kernel(opt),
-                                 opt.padding, opt.dilation, opt.ceil_mode);
+  PoolGeometry geometry(const Shape& x) const {
+    return detail::pool_geometry(name, x, opt.kernel_size, stride_or_kernel(opt), opt.padding,
+                                 opt.dilation, opt.ceil_mode);
   }
   TensorMeta infer(std::span<const Tensor> in) const {
-    return {detail::pool_output_shape(in[0].shape(), geometry(in[0])), in[0].dtype()};
+    detail::check_floating(name, in[0]);
+    return {detail::pool_output_shape(in[0].shape(), geometry(in[0].shape())), in[0].dtype()};
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
     const Tensor& x = in[0];
-    const PoolGeometry g = geometry(x);
+    const PoolGeometry g = geometry(x.shape());
     const Shape out_shape = detail::pool_output_shape(x.shape(), g);
     Tensor out = detail::make_tensor(out_shape, x.dtype());
     Tensor indices = detail::make_tensor(out_shape, DType::i64);
@@ -53,37 +51,9 @@ struct MaxPool2d {
       T* py = out.data<T>();
       std::int64_t* pi = indices.data<std::int64_t>();
       const std::int64_t plane_in = g.h.in * g.w.in, plane_out = g.h.out * g.w.out;
-      // Taps outermost, output columns innermost: the inner loop is a branch-free select
-      // over a row of windows. Visiting the taps in row-major order with a strict > keeps
-      // the first maximum of each window; a NaN always takes over.
-      std::vector<detail::TapRange> cols(static_cast<std::size_t>(g.w.kernel));
-      for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) cols[static_cast<std::size_t>(kj)] = detail::tap_range(g.w, kj);
-      const std::int64_t sw = g.w.stride;
-#pragma omp parallel for schedule(static) if (g.planes * plane_out > (1 << 16))
+#pragma omp parallel for schedule(static) if (g.planes * plane_in > (1 << 16))
       for (std::int64_t p = 0; p < g.planes; ++p) {
-        const T* src = px + p * plane_in;
-        for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
-          T* best = py + p * plane_out + oh * g.w.out;
-          std::int64_t* at = pi + p * plane_out + oh * g.w.out;
-          std::fill_n(best, g.w.out, -std::numeric_limits<T>::infinity());
-          std::fill_n(at, g.w.out, std::int64_t{-1});
-          for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
-            const std::int64_t ih = g.h.start(oh) + ki * g.h.dilation;
-            if (ih < 0 || ih >= g.h.in) continue;
-            for (const detail::TapRange& r : cols) {
-              const std::int64_t base = ih * g.w.in + r.offset, lo = r.lo, hi = r.hi;
-              for (std::int64_t ow = lo; ow < hi; ++ow) {
-                const std::int64_t idx = base + ow * sw;
-                const T v = src[idx], b = best[ow];
-                const std::int64_t a = at[ow];
-                // Bitwise ors: no short-circuit branches to mispredict on random data.
-                const bool take = (v > b) | (v != v) | (a < 0);
-                best[ow] = take ? v : b;
-                at[ow] = take ? idx : a;
-              }
-            }
-          }
-        }
+        detail::max_pool_forward(px + p * plane_in, g, py + p * plane_out, pi + p * plane_out);
       }
     });
     ctx.save(indices);
@@ -93,22 +63,17 @@ struct MaxPool2d {
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
     const TensorMeta& mx = ctx.input(0);
     const Tensor& indices = ctx.saved(0);
-    const std::size_t r = mx.shape.size();
-    const std::int64_t plane_in = mx.shape[r - 2] * mx.shape[r - 1];
-    const std::int64_t plane_out = grad_out.shape()[r - 2] * grad_out.shape()[r - 1];
-    const std::int64_t planes = plane_in == 0 ? 0 : mx.shape.numel() / plane_in;
-    Tensor grad_x = zeros(mx.shape, mx.dtype);
+    const PoolGeometry g = geometry(mx.shape);
+    const std::int64_t plane_in = g.h.in * g.w.in, plane_out = g.h.out * g.w.out;
+    Tensor grad_x = detail::make_tensor(mx.shape, mx.dtype);
     detail::dispatch_floating(mx.dtype, name, [&](auto tag) {
       using T = decltype(tag);
-      const T* g = grad_out.data<T>();
+      const T* pg = grad_out.data<T>();
       const std::int64_t* pi = indices.data<std::int64_t>();
       T* gx = grad_x.data<T>();
-#pragma omp parallel for schedule(static) if (planes * plane_out > (1 << 16))
-      for (std::int64_t p = 0; p < planes; ++p) {
-        for (std::int64_t o = 0; o < plane_out; ++o) {
-          const std::int64_t at = pi[p * plane_out + o];
-          if (at >= 0) gx[p * plane_in + at] += g[p * plane_out + o];
-        }
+#pragma omp parallel for schedule(static) if (g.planes * plane_in > (1 << 16))
+      for (std::int64_t p = 0; p < g.planes; ++p) {
+        detail::max_pool_backward(pg + p * plane_out, pi + p * plane_out, g, gx + p * plane_in);
       }
     });
     return {grad_x};

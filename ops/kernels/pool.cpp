@@ -1,0 +1,190 @@
+// The loops behind max_pool2d, compiled for several instruction-set levels (see simd.hpp).
+// The forward sweeps the kernel taps in row-major order over a whole row of windows at a
+// time, keeping each window's best value and index in a branch-free select, so a row of
+// windows is one vector loop per tap.
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define TAPEGRAD_AVX512_POOL 1
+#endif
+
+#include "ops/kernels/pool.hpp"
+#include "ops/kernels/simd.hpp"
+
+namespace tapegrad::detail {
+namespace {
+
+/// The forward with indices of type I (int32 when the plane allows: the select then works
+/// on lanes as wide as float's) and the column stride S known at compile time (0: g.w.stride).
+template <class T, class I, std::int64_t S>
+void max_pool_forward_impl(const T* x, const PoolGeometry& g, T* out, std::int64_t* indices) {
+  const std::int64_t sw = S != 0 ? S : g.w.stride, ow_n = g.w.out;
+  thread_local std::vector<I> scratch;
+  I* at = nullptr;
+  if constexpr (std::is_same_v<I, std::int64_t>) {
+    (void)scratch;
+  } else {
+    scratch.resize(static_cast<std::size_t>(ow_n));
+    at = scratch.data();
+  }
+  for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
+    T* best = out + oh * ow_n;
+    if constexpr (std::is_same_v<I, std::int64_t>) at = indices + oh * ow_n;
+    std::fill_n(best, ow_n, -std::numeric_limits<T>::infinity());
+    std::fill_n(at, ow_n, I(-1));
+    for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
+      const std::int64_t ih = g.h.start(oh) + ki * g.h.dilation;
+      if (ih < 0 || ih >= g.h.in) continue;
+      for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) {
+        const TapRange r = tap_range(g.w, kj);
+        const I base = static_cast<I>(ih * g.w.in + r.offset);
+        const T* row = x + base;
+        for (std::int64_t ow = r.lo; ow < r.hi; ++ow) {
+          const T v = row[ow * sw], b = best[ow];
+          const I a = at[ow];
+          // A strict > keeps the first maximum; v != v lets NaN take over; a < 0 takes the
+          // window's first element even when it is -inf.
+          const bool take = (v > b) | (v != v) | (a < 0);
+          best[ow] = take ? v : b;
+          at[ow] = take ? static_cast<I>(base + ow * sw) : a;
+        }
+      }
+    }
+    if constexpr (!std::is_same_v<I, std::int64_t>) std::copy_n(at, ow_n, indices + oh * ow_n);
+  }
+}
+
+template <class T, class I>
+void max_pool_forward_dispatch(const T* x, const PoolGeometry& g, T* out, std::int64_t* indices) {
+  switch (g.w.stride) {
+    case 1: return max_pool_forward_impl<T, I, 1>(x, g, out, indices);
+    case 2: return max_pool_forward_impl<T, I, 2>(x, g, out, indices);
+    default: return max_pool_forward_impl<T, I, 0>(x, g, out, indices);
+  }
+}
+
+template <class T>
+void max_pool_forward_plane(const T* x, const PoolGeometry& g, T* out, std::int64_t* indices) {
+  if (g.h.in * g.w.in <= std::numeric_limits<std::int32_t>::max()) {
+    max_pool_forward_dispatch<T, std::int32_t>(x, g, out, indices);
+  } else {
+    max_pool_forward_dispatch<T, std::int64_t>(x, g, out, indices);
+  }
+}
+
+#ifdef TAPEGRAD_AVX512_POOL
+/// The f32 forward with AVX-512: 16 windows of a row at a time, their best value and index
+/// kept in registers over all taps; masks cover row ends and taps that fall in the padding.
+/// Needs plane_in < 2^31 (int32 lanes).
+__attribute__((target("avx512f"))) void max_pool_forward_avx512(const float* x, const PoolGeometry& g,
+                                                                 float* out, std::int64_t* indices) {
+  const std::int64_t ow_n = g.w.out, sw = g.w.stride;
+  thread_local std::vector<TapRange> cols;
+  cols.resize(static_cast<std::size_t>(g.w.kernel));
+  for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) cols[static_cast<std::size_t>(kj)] = tap_range(g.w, kj);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  // Lane l of a block reads column offset l * sw (wraps only in lanes that are masked off).
+  const __m512i lane_offset = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<std::int32_t>(sw)));
+  const auto lanes = [](std::int64_t a, std::int64_t b) {  // lanes [a, b), 0 <= a < b <= 16
+    return static_cast<__mmask16>(((1u << b) - 1) & ~((1u << a) - 1));
+  };
+  for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
+    for (std::int64_t o0 = 0; o0 < ow_n; o0 += 16) {
+      const std::int64_t n = std::min<std::int64_t>(16, ow_n - o0);
+      __m512 best = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+      __m512i at = _mm512_set1_epi32(-1);
+      for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
+        const std::int64_t ih = g.h.start(oh) + ki * g.h.dilation;
+        if (ih < 0 || ih >= g.h.in) continue;
+        for (const TapRange& r : cols) {
+          const std::int64_t a = std::max(r.lo, o0) - o0, b = std::min(r.hi, o0 + n) - o0;
+          if (a >= b) continue;
+          const __mmask16 m = lanes(a, b);
+          // Element l of this block is x[first + l * sw]; first may lie in the left padding,
+          // but only lanes inside the input are loaded.
+          const std::int64_t first = ih * g.w.in + r.offset + o0 * sw;
+          const float* p = x + first;
+          __m512 v;
+          if (sw == 1) {
+            v = _mm512_maskz_loadu_ps(m, p);
+          } else if (sw == 2) {  // the even elements of 32 consecutive floats
+            const std::uint64_t need = ((std::uint64_t{1} << (2 * b - 1)) - 1) & ~((std::uint64_t{1} << (2 * a)) - 1);
+            const __m512 lo = _mm512_maskz_loadu_ps(static_cast<__mmask16>(need), p);
+            const __m512 hi = _mm512_maskz_loadu_ps(static_cast<__mmask16>(need >> 16), p + 16);
+            v = _mm512_permutex2var_ps(lo, evens, hi);
+          } else {
+            v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, lane_offset, p, 4);
+          }
+          const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<std::int32_t>(first)), lane_offset);
+          // > keeps the first maximum, unordered lets NaN take over, at < 0 takes a window's
+          // first element even when it is -inf.
+          const __mmask16 take = m & (_mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                                      _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) |
+                                      _mm512_cmplt_epi32_mask(at, _mm512_setzero_si512()));
+          best = _mm512_mask_mov_ps(best, take, v);
+          at = _mm512_mask_mov_epi32(at, take, idx);
+        }
+      }
+      const __mmask16 valid = lanes(0, n);
+      _mm512_mask_storeu_ps(out + oh * ow_n + o0, valid, best);
+      std::int64_t* dst = indices + oh * ow_n + o0;
+      // (The maskz_ forms: the plain ones start from an "undefined" vector that GCC 12
+      // reports as maybe-uninitialized.)
+      const __m256i at_lo = _mm512_maskz_extracti64x4_epi64(0xF, at, 0);
+      const __m256i at_hi = _mm512_maskz_extracti64x4_epi64(0xF, at, 1);
+      _mm512_mask_storeu_epi64(dst, static_cast<__mmask8>(valid), _mm512_maskz_cvtepi32_epi64(0xFF, at_lo));
+      _mm512_mask_storeu_epi64(dst + 8, static_cast<__mmask8>(valid >> 8), _mm512_maskz_cvtepi32_epi64(0xFF, at_hi));
+    }
+  }
+}
+
+bool has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+#endif
+
+template <class T>
+void max_pool_backward_plane(const T* grad_out, const std::int64_t* indices, const PoolGeometry& g,
+                             T* grad_x) {
+  std::fill_n(grad_x, g.h.in * g.w.in, T(0));
+  const std::int64_t n = g.h.out * g.w.out;
+  for (std::int64_t o = 0; o < n; ++o) {
+    if (indices[o] >= 0) grad_x[indices[o]] += grad_out[o];  // -1: a window of padding only
+  }
+}
+
+}  // namespace
+
+#define TAPEGRAD_POOL_KERNELS(T)                                                                    \
+  TAPEGRAD_MULTIVERSION void max_pool_forward_portable(const T* x, const PoolGeometry& g, T* out,  \
+                                                       std::int64_t* indices) {                     \
+    max_pool_forward_plane(x, g, out, indices);                                                     \
+  }                                                                                                 \
+  TAPEGRAD_MULTIVERSION void max_pool_backward(const T* grad_out, const std::int64_t* indices,     \
+                                               const PoolGeometry& g, T* grad_x) {                  \
+    max_pool_backward_plane(grad_out, indices, g, grad_x);                                          \
+  }
+
+TAPEGRAD_POOL_KERNELS(float)
+TAPEGRAD_POOL_KERNELS(double)
+
+void max_pool_forward(const float* x, const PoolGeometry& g, float* out, std::int64_t* indices) {
+#ifdef TAPEGRAD_AVX512_POOL
+  if (has_avx512() && g.h.in * g.w.in <= std::numeric_limits<std::int32_t>::max()) {
+    return max_pool_forward_avx512(x, g, out, indices);
+  }
+#endif
+  max_pool_forward_portable(x, g, out, indices);
+}
+
+void max_pool_forward(const double* x, const PoolGeometry& g, double* out, std::int64_t* indices) {
+  max_pool_forward_portable(x, g, out, indices);
+}
+
+}  // namespace tapegrad::detail
