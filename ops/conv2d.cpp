@@ -164,7 +164,7 @@ struct Conv2d {
     const ConvGeometry& g = geom;
     // When the weight needs a gradient and the whole unfolded input is small, it is kept
     // for the VJP (in place of x), which then needs no second im2col.
-    const bool depthwise = g.group_in() == 1 && g.groups > 1;
+    const bool depthwise = g.depthwise();
     const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() *
                                         static_cast<std::int64_t>(dtype_size(x.dtype()));
     const bool keep = ctx.needs_input_grad(1) && !g.pointwise() && !depthwise &&
@@ -188,7 +188,8 @@ struct Conv2d {
       for_batch(chunks.count, parallel, [&](std::int64_t c) {
         const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
         if (depthwise) {
-          for (std::int64_t n = n0; n < n0 + cb; ++n) detail::depthwise_forward(px + n * x_image, pw, g, py + n * y_image);
+          // (adds the bias itself)
+          for (std::int64_t n = n0; n < n0 + cb; ++n) detail::depthwise_forward(px + n * x_image, pw, pb, g, py + n * y_image);
         } else {
           // The chunk's unfolded input: in the kept tensor (all images side by side, one
           // block per group) or in this thread's workspace.
@@ -212,7 +213,7 @@ struct Conv2d {
             }
           }
         }
-        for (std::int64_t n = n0; pb != nullptr && n < n0 + cb; ++n) {
+        for (std::int64_t n = n0; pb != nullptr && !depthwise && n < n0 + cb; ++n) {
           for (std::int64_t o = 0; o < g.out_channels; ++o) {
             T* dst = py + n * y_image + o * plane;
             for (std::int64_t i = 0; i < plane; ++i) dst[i] += pb[o];
@@ -231,7 +232,9 @@ struct Conv2d {
     const TensorMeta& mw = ctx.input(1);
     const ConvGeometry& g = geom;
     const bool need_x = ctx.needs_input_grad(0), need_w = ctx.needs_input_grad(1);
-    Tensor grad_x = need_x ? zeros(mx.shape, mx.dtype) : Tensor();
+    const bool depthwise = g.depthwise();
+    // col2im adds into grad_x; the depthwise kernel writes every element.
+    Tensor grad_x = !need_x ? Tensor() : depthwise ? detail::make_tensor(mx.shape, mx.dtype) : zeros(mx.shape, mx.dtype);
     Tensor grad_w = need_w ? zeros(mw.shape, mw.dtype) : Tensor();
     Tensor grad_b;
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
@@ -239,7 +242,6 @@ struct Conv2d {
       const T* gy = grad_out.data<T>();
       const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
       const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
-      const bool depthwise = g.group_in() == 1 && g.groups > 1;
       const bool parallel = worth_parallel(g);
       const Chunks chunks(g, parallel, sizeof(T));
       // Each thread sums its chunks' weight gradients in its own slot; the slots are added
@@ -306,14 +308,7 @@ struct Conv2d {
       if (ctx.needs_input_grad(2)) {
         grad_b = zeros(ctx.input(2).shape, grad_out.dtype());
         T* pb = grad_b.data<T>();
-        for (std::int64_t n = 0; n < g.batch; ++n) {
-          for (std::int64_t o = 0; o < g.out_channels; ++o) {
-            const T* src = gy + n * y_image + o * plane;
-            T acc = 0;
-            for (std::int64_t i = 0; i < plane; ++i) acc += src[i];
-            pb[o] += acc;
-          }
-        }
+        for (std::int64_t n = 0; n < g.batch; ++n) detail::bias_grad(gy + n * y_image, g.out_channels, plane, pb);
       }
     });
     return {grad_x, grad_w, grad_b};

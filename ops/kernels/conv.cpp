@@ -1,8 +1,10 @@
 // The loops behind conv2d, compiled for several instruction-set levels (see simd.hpp):
 // short contiguous rows vectorise with AVX-512 or AVX2 where the CPU has them.
 #include <algorithm>
+#include <limits>
 #include <vector>
 
+#include "ops/kernels/avx512.hpp"
 #include "ops/kernels/conv.hpp"
 #include "ops/kernels/simd.hpp"
 
@@ -69,13 +71,13 @@ void col2im_impl(const T* col, std::int64_t ld, const ConvGeometry& g, std::int6
 /// Depthwise (one input channel per group): out[o] = Σ_taps x[o / mult] * w[o] directly,
 /// for one image. `mult` = output channels per input channel.
 template <class T>
-void depthwise_forward_impl(const T* x, const T* w, const ConvGeometry& g, T* out) {
+void depthwise_forward_impl(const T* x, const T* w, const T* bias, const ConvGeometry& g, T* out) {
   const std::int64_t mult = g.group_out(), sw = g.w.stride;
   for (std::int64_t o = 0; o < g.out_channels; ++o) {
     const T* plane = x + (o / mult) * g.plane_in();
     const T* k = w + o * g.h.kernel * g.w.kernel;
     T* dst = out + o * g.plane_out();
-    std::fill_n(dst, g.plane_out(), T(0));
+    std::fill_n(dst, g.plane_out(), bias != nullptr ? bias[o] : T(0));
     for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
       const TapRange rh = tap_range(g.h, ki);
       for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) {
@@ -101,6 +103,7 @@ template <class T>
 void depthwise_backward_impl(const T* x, const T* w, const T* grad_out, const ConvGeometry& g,
                              T* grad_x, T* grad_w) {
   const std::int64_t mult = g.group_out(), sw = g.w.stride;
+  if (grad_x != nullptr) std::fill_n(grad_x, g.channels * g.plane_in(), T(0));
   // grad_w's sums are kept per output column and added up at the end: a running scalar sum
   // would not vectorise (float addition is not reassociated).
   thread_local std::vector<T> partial;
@@ -148,6 +151,229 @@ void depthwise_backward_impl(const T* x, const T* w, const T* grad_out, const Co
   }
 }
 
+/// grad_b[o] += Σ_plane grad_out[o]; 16 running sums so that the loop vectorises.
+template <class T>
+void bias_grad_impl(const T* grad_out, std::int64_t channels, std::int64_t plane, T* grad_b) {
+  constexpr std::int64_t L = 16;
+  for (std::int64_t o = 0; o < channels; ++o) {
+    const T* src = grad_out + o * plane;
+    T sums[L] = {};
+    std::int64_t i = 0;
+    for (; i + L <= plane; i += L) {
+      for (std::int64_t l = 0; l < L; ++l) sums[l] += src[i + l];
+    }
+    for (; i < plane; ++i) sums[0] += src[i];
+    T total = 0;
+    for (T v : sums) total += v;
+    grad_b[o] += total;
+  }
+}
+
+#ifdef TAPEGRAD_HAVE_AVX512
+/// One plane of a depthwise window sum with AVX-512: out[oh, ow] = init (or its value when
+/// accumulating) + Σ k[ki, kj] * in[h.start(oh) + ki d, w.start(ow) + kj d] over the taps
+/// inside `in`. Four rows of 16 outputs at a time, each in a register over all taps (four
+/// independent FMA chains); a row outside the input is loaded as zeros. `taps` =
+/// avx512::lane_taps(w); S as in avx512::load_tap; K > 0: the kernel is K×K (unrolled, its
+/// weights held in registers), 0: any size.
+template <int S, int K, bool Edge>
+TAPEGRAD_AVX512 inline void window_sum_rows(const float* in, const Axis& h, const Axis& w,
+                                            const avx512::LaneTap* taps, const float* k, float init,
+                                            float* out, bool accumulate, std::int64_t oh0,
+                                            std::int64_t rows, __m512i offsets) {
+  constexpr std::int64_t R = 4;
+  const std::int64_t kh = K > 0 ? K : h.kernel, kw = K > 0 ? K : w.kernel;
+  for (std::int64_t o0 = 0, blk = 0; o0 < w.out; o0 += 16, ++blk) {
+    const __mmask16 valid = avx512::lanes(0, std::min<std::int64_t>(16, w.out - o0));
+    const avx512::LaneTap* t = taps + blk * kw;
+    __m512 acc[R];
+    for (std::int64_t r = 0; r < R; ++r) {
+      acc[r] = accumulate && r < rows ? _mm512_maskz_loadu_ps(valid, out + (oh0 + r) * w.out + o0)
+                                      : _mm512_set1_ps(init);
+    }
+    for (std::int64_t ki = 0; ki < kh; ++ki) {
+      const float* row[R];
+      __mmask16 keep[R];
+      for (std::int64_t r = 0; r < R; ++r) {
+        const std::int64_t ih = h.start(oh0 + r) + ki * h.dilation;
+        const bool inside = !Edge || (r < rows && ih >= 0 && ih < h.in);
+        keep[r] = inside ? 0xFFFF : 0;
+        row[r] = in + (inside ? ih : 0) * w.in;
+      }
+      for (std::int64_t kj = 0; kj < kw; ++kj) {
+        const __m512 kv = _mm512_set1_ps(k[ki * kw + kj]);
+        for (std::int64_t r = 0; r < R; ++r) {
+          acc[r] = _mm512_fmadd_ps(kv, avx512::load_tap<S>(row[r], t[kj], offsets, keep[r]), acc[r]);
+        }
+      }
+    }
+    for (std::int64_t r = 0; r < R; ++r) {  // (a constant trip count keeps acc in registers)
+      if (r < rows) _mm512_mask_storeu_ps(out + (oh0 + r) * w.out + o0, valid, acc[r]);
+    }
+  }
+}
+
+/// One plane of a depthwise window sum with AVX-512: out[oh, ow] = init (or its value when
+/// accumulating) + Σ k[ki, kj] * in[h.start(oh) + ki d, w.start(ow) + kj d] over the taps
+/// inside `in`. Four rows of 16 outputs at a time, each in a register over all taps (four
+/// independent FMA chains); near the top and bottom edges a row outside the input is
+/// loaded as zeros. `taps` = avx512::lane_taps(w); S as in avx512::load_tap; K > 0: the
+/// kernel is K×K (unrolled, its weights held in registers), 0: any size.
+template <int S, int K>
+TAPEGRAD_AVX512 void window_sum_plane(const float* in, const Axis& h, const Axis& w,
+                                      const avx512::LaneTap* taps, const float* k, float init,
+                                      float* out, bool accumulate) {
+  constexpr std::int64_t R = 4;
+  const __m512i offsets = avx512::lane_offsets(w.stride);
+  for (std::int64_t oh0 = 0; oh0 < h.out; oh0 += R) {
+    const std::int64_t rows = std::min(R, h.out - oh0);
+    const bool interior = rows == R && h.start(oh0) >= 0 && h.start(oh0 + R - 1) + h.span() <= h.in;
+    if (interior) {
+      window_sum_rows<S, K, false>(in, h, w, taps, k, init, out, accumulate, oh0, rows, offsets);
+    } else {
+      window_sum_rows<S, K, true>(in, h, w, taps, k, init, out, accumulate, oh0, rows, offsets);
+    }
+  }
+}
+
+/// The sum of a vector's 16 lanes. (Not _mm512_reduce_add_ps: GCC 12 reports its
+/// "undefined" vectors as uninitialized.)
+TAPEGRAD_AVX512 float lane_sum(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  float total = 0;
+  for (float e : lanes) total += e;
+  return total;
+}
+
+/// One plane of the depthwise weight gradient: grad_k[ki, kj] += Σ gy[oh, ow] *
+/// in[h.start(oh) + ki d, ...], over the rows whose tap ki reads inside. K > 0 (a K×K
+/// kernel): per kernel row, each block of grad_out is loaded once and multiplied into K
+/// accumulators; K = 0: one tap at a time, four rows in four accumulators.
+template <int S, int K>
+TAPEGRAD_AVX512 void window_dot_plane(const float* in, const Axis& h, const Axis& w,
+                                      const avx512::LaneTap* taps, const float* gy, float* grad_k) {
+  constexpr std::int64_t R = K > 0 ? K : 4;
+  const __m512i offsets = avx512::lane_offsets(w.stride);
+  for (std::int64_t ki = 0; ki < h.kernel; ++ki) {
+    const TapRange rows = tap_range(h, ki);  // the outputs whose tap ki reads inside
+    if constexpr (K > 0) {
+      __m512 acc[K];
+      for (__m512& a : acc) a = _mm512_setzero_ps();
+      for (std::int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+        const float* row = in + (oh * h.stride + rows.offset) * w.in;
+        for (std::int64_t o0 = 0, blk = 0; o0 < w.out; o0 += 16, ++blk) {
+          const avx512::LaneTap* t = taps + blk * K;
+          const __m512 gv = _mm512_maskz_loadu_ps(avx512::lanes(0, std::min<std::int64_t>(16, w.out - o0)),
+                                                  gy + oh * w.out + o0);
+          for (int kj = 0; kj < K; ++kj) acc[kj] = _mm512_fmadd_ps(gv, avx512::load_tap<S>(row, t[kj], offsets), acc[kj]);
+        }
+      }
+      for (int kj = 0; kj < K; ++kj) grad_k[ki * K + kj] += lane_sum(acc[kj]);
+    } else {
+      for (std::int64_t kj = 0; kj < w.kernel; ++kj) {
+        __m512 acc[R] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (std::int64_t oh0 = rows.lo; oh0 < rows.hi; oh0 += R) {
+          for (std::int64_t o0 = 0, blk = 0; o0 < w.out; o0 += 16, ++blk) {
+            const avx512::LaneTap& t = taps[blk * w.kernel + kj];
+            for (std::int64_t r = 0; r < R; ++r) {
+              const bool inside = oh0 + r < rows.hi;
+              const std::int64_t oh = inside ? oh0 + r : oh0;
+              const __mmask16 keep = inside ? 0xFFFF : 0;
+              const __m512 gv = _mm512_maskz_loadu_ps(t.mask & keep, gy + oh * w.out + o0);
+              const float* row = in + (oh * h.stride + rows.offset) * w.in;
+              acc[r] = _mm512_fmadd_ps(gv, avx512::load_tap<S>(row, t, offsets, keep), acc[r]);
+            }
+          }
+        }
+        grad_k[ki * w.kernel + kj] += lane_sum(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+      }
+    }
+  }
+}
+
+template <int S, int K>
+struct WindowSum {
+  static void run(const Axis& h, const Axis& w, const float* in, const avx512::LaneTap* taps,
+                  const float* k, float init, float* out, bool accumulate) {
+    window_sum_plane<S, K>(in, h, w, taps, k, init, out, accumulate);
+  }
+};
+
+template <int S, int K>
+struct WindowDot {
+  static void run(const Axis& h, const Axis& w, const float* in, const avx512::LaneTap* taps,
+                  const float* gy, float* grad_k) {
+    window_dot_plane<S, K>(in, h, w, taps, gy, grad_k);
+  }
+};
+
+/// Kernel<S, K>::run(h, w, args...) instantiated for the geometry: stride 1, 2 or any; a
+/// 3×3 kernel unrolled, or any size.
+template <template <int, int> class Kernel, class... Args>
+void dispatch_window(const Axis& h, const Axis& w, Args... args) {
+  const bool k3 = h.kernel == 3 && w.kernel == 3;
+  switch (w.stride) {
+    case 1: return k3 ? Kernel<1, 3>::run(h, w, args...) : Kernel<1, 0>::run(h, w, args...);
+    case 2: return k3 ? Kernel<2, 3>::run(h, w, args...) : Kernel<2, 0>::run(h, w, args...);
+    default: return k3 ? Kernel<0, 3>::run(h, w, args...) : Kernel<0, 0>::run(h, w, args...);
+  }
+}
+
+/// The axis of the stride-1 depthwise input gradient seen as a window sum over grad_out:
+/// input row i reads grad_out rows i - (d (k-1) - p) + ki d with the kernel reversed.
+Axis transposed(const Axis& a) {
+  return {a.out, a.kernel, 1, a.dilation * (a.kernel - 1) - a.pad_begin,
+          a.dilation * (a.kernel - 1) - a.pad_end, a.dilation, a.in};
+}
+
+bool avx512_depthwise(const ConvGeometry& g) {
+  return avx512::available() && g.w.in <= std::numeric_limits<std::int32_t>::max() &&
+         g.w.out <= std::numeric_limits<std::int32_t>::max();
+}
+
+void depthwise_forward_avx512(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                              float* out) {
+  thread_local std::vector<avx512::LaneTap> taps;
+  avx512::lane_taps(g.w, taps);
+  const std::int64_t mult = g.group_out(), k = g.h.kernel * g.w.kernel;
+  for (std::int64_t o = 0; o < g.out_channels; ++o) {
+    dispatch_window<WindowSum>(g.h, g.w, x + (o / mult) * g.plane_in(), taps.data(), w + o * k,
+                               bias != nullptr ? bias[o] : 0.0f, out + o * g.plane_out(), false);
+  }
+}
+
+/// grad_w always; grad_x for stride 1 (a window sum over grad_out with the kernel
+/// reversed). Returns false when grad_x is wanted at another stride.
+bool depthwise_backward_avx512(const float* x, const float* w, const float* grad_out,
+                               const ConvGeometry& g, float* grad_x, float* grad_w) {
+  const bool unit_stride = g.h.stride == 1 && g.w.stride == 1;
+  if (grad_x != nullptr && !unit_stride) return false;
+  thread_local std::vector<avx512::LaneTap> taps;
+  thread_local std::vector<float> reversed;
+  const std::int64_t mult = g.group_out(), k = g.h.kernel * g.w.kernel;
+  if (grad_w != nullptr) {
+    avx512::lane_taps(g.w, taps);
+    for (std::int64_t o = 0; o < g.out_channels; ++o) {
+      dispatch_window<WindowDot>(g.h, g.w, x + (o / mult) * g.plane_in(), taps.data(), grad_out + o * g.plane_out(),
+                                 grad_w + o * k);
+    }
+  }
+  if (grad_x != nullptr) {
+    const Axis th = transposed(g.h), tw = transposed(g.w);
+    avx512::lane_taps(tw, taps);
+    reversed.resize(static_cast<std::size_t>(k));
+    for (std::int64_t o = 0; o < g.out_channels; ++o) {
+      std::reverse_copy(w + o * k, w + (o + 1) * k, reversed.begin());
+      // The first output channel of an input channel writes its gradient, the others add.
+      dispatch_window<WindowSum>(th, tw, grad_out + o * g.plane_out(), taps.data(), reversed.data(), 0.0f,
+                                 grad_x + (o / mult) * g.plane_in(), o % mult != 0);
+    }
+  }
+  return true;
+}
+#endif
+
 }  // namespace
 
 #define TAPEGRAD_CONV_KERNELS(T)                                                                     \
@@ -159,15 +385,45 @@ void depthwise_backward_impl(const T* x, const T* w, const T* grad_out, const Co
                                     std::int64_t channels, T* x) {                                   \
     col2im_impl(col, ld, g, channels, x);                                                            \
   }                                                                                                  \
-  TAPEGRAD_MULTIVERSION void depthwise_forward(const T* x, const T* w, const ConvGeometry& g, T* out) { \
-    depthwise_forward_impl(x, w, g, out);                                                            \
+  TAPEGRAD_MULTIVERSION void depthwise_forward_portable(const T* x, const T* w, const T* bias,       \
+                                                        const ConvGeometry& g, T* out) {             \
+    depthwise_forward_impl(x, w, bias, g, out);                                                      \
   }                                                                                                  \
-  TAPEGRAD_MULTIVERSION void depthwise_backward(const T* x, const T* w, const T* grad_out,           \
-                                                const ConvGeometry& g, T* grad_x, T* grad_w) {       \
+  TAPEGRAD_MULTIVERSION void depthwise_backward_portable(const T* x, const T* w, const T* grad_out,  \
+                                                         const ConvGeometry& g, T* grad_x, T* grad_w) { \
     depthwise_backward_impl(x, w, grad_out, g, grad_x, grad_w);                                      \
+  }                                                                                                  \
+  TAPEGRAD_MULTIVERSION void bias_grad(const T* grad_out, std::int64_t channels, std::int64_t plane,  \
+                                       T* grad_b) {                                                  \
+    bias_grad_impl(grad_out, channels, plane, grad_b);                                               \
   }
 
 TAPEGRAD_CONV_KERNELS(float)
 TAPEGRAD_CONV_KERNELS(double)
+
+void depthwise_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g, float* out) {
+#ifdef TAPEGRAD_HAVE_AVX512
+  if (avx512_depthwise(g)) return depthwise_forward_avx512(x, w, bias, g, out);
+#endif
+  depthwise_forward_portable(x, w, bias, g, out);
+}
+
+void depthwise_forward(const double* x, const double* w, const double* bias, const ConvGeometry& g,
+                       double* out) {
+  depthwise_forward_portable(x, w, bias, g, out);
+}
+
+void depthwise_backward(const float* x, const float* w, const float* grad_out, const ConvGeometry& g,
+                        float* grad_x, float* grad_w) {
+#ifdef TAPEGRAD_HAVE_AVX512
+  if (avx512_depthwise(g) && depthwise_backward_avx512(x, w, grad_out, g, grad_x, grad_w)) return;
+#endif
+  depthwise_backward_portable(x, w, grad_out, g, grad_x, grad_w);
+}
+
+void depthwise_backward(const double* x, const double* w, const double* grad_out, const ConvGeometry& g,
+                        double* grad_x, double* grad_w) {
+  depthwise_backward_portable(x, w, grad_out, g, grad_x, grad_w);
+}
 
 }  // namespace tapegrad::detail

@@ -16,6 +16,8 @@ struct ConvGeometry {
   std::int64_t plane_out() const { return h.out * w.out; }
   /// Rows of the unfolded input of one group: (c, ki, kj) triples.
   std::int64_t col_rows() const { return group_in() * h.kernel * w.kernel; }
+  /// One input channel per group (the direct depthwise kernels).
+  bool depthwise() const { return group_in() == 1 && groups > 1; }
   /// 1×1 kernel, stride 1, no padding: the input already is its own im2col.
   bool pointwise() const {
     return h.kernel == 1 && w.kernel == 1 && h.stride == 1 && w.stride == 1 &&
@@ -33,16 +35,31 @@ void im2col(const double* x, const ConvGeometry& g, std::int64_t channels, doubl
 void col2im(const float* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, float* x);
 void col2im(const double* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, double* x);
 
-/// Depthwise (one input channel per group): out[o] = Σ_taps x[o / mult] * w[o] directly,
-/// for one image. `mult` = output channels per input channel.
-void depthwise_forward(const float* x, const float* w, const ConvGeometry& g, float* out);
-void depthwise_forward(const double* x, const double* w, const ConvGeometry& g, double* out);
+/// Depthwise (one input channel per group): out[o] = bias[o] + Σ_taps x[o / mult] * w[o]
+/// directly, for one image (bias may be null). `mult` = output channels per input channel.
+void depthwise_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g, float* out);
+void depthwise_forward(const double* x, const double* w, const double* bias, const ConvGeometry& g, double* out);
 
-/// Depthwise VJP for one image: grad_x (if non-null) += Σ grad_out * w, and grad_w
-/// (if non-null) += Σ grad_out * x.
+/// The same without explicit AVX-512 (compiled per x86-64 level): what the two functions
+/// above and below run on CPUs without AVX-512, and for f64. Tests compare both.
+void depthwise_forward_portable(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                                float* out);
+void depthwise_forward_portable(const double* x, const double* w, const double* bias, const ConvGeometry& g,
+                                double* out);
+
+/// Depthwise VJP for one image: grad_x (if non-null) = Σ grad_out * w (overwritten), and
+/// grad_w (if non-null) += Σ grad_out * x.
 void depthwise_backward(const float* x, const float* w, const float* grad_out, const ConvGeometry& g,
                         float* grad_x, float* grad_w);
 void depthwise_backward(const double* x, const double* w, const double* grad_out, const ConvGeometry& g,
                         double* grad_x, double* grad_w);
+void depthwise_backward_portable(const float* x, const float* w, const float* grad_out, const ConvGeometry& g,
+                                 float* grad_x, float* grad_w);
+void depthwise_backward_portable(const double* x, const double* w, const double* grad_out,
+                                 const ConvGeometry& g, double* grad_x, double* grad_w);
+
+/// The bias gradient of one image: grad_b[o] += Σ_plane grad_out[o] for `channels` planes.
+void bias_grad(const float* grad_out, std::int64_t channels, std::int64_t plane, float* grad_b);
+void bias_grad(const double* grad_out, std::int64_t channels, std::int64_t plane, double* grad_b);
 
 }  // namespace tapegrad::detail

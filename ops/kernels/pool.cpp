@@ -7,11 +7,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define TAPEGRAD_AVX512_POOL 1
-#endif
-
+#include "ops/kernels/avx512.hpp"
 #include "ops/kernels/pool.hpp"
 #include "ops/kernels/simd.hpp"
 
@@ -76,61 +72,38 @@ void max_pool_forward_plane(const T* x, const PoolGeometry& g, T* out, std::int6
   }
 }
 
-#ifdef TAPEGRAD_AVX512_POOL
+#ifdef TAPEGRAD_HAVE_AVX512
 /// The f32 forward with AVX-512: 16 windows of a row at a time, their best value and index
-/// kept in registers over all taps; masks cover row ends and taps that fall in the padding.
-/// Needs plane_in < 2^31 (int32 lanes).
-__attribute__((target("avx512f"))) void max_pool_forward_avx512(const float* x, const PoolGeometry& g,
-                                                                 float* out, std::int64_t* indices) {
-  const std::int64_t ow_n = g.w.out, sw = g.w.stride;
-  thread_local std::vector<TapRange> cols;
-  cols.resize(static_cast<std::size_t>(g.w.kernel));
-  for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) cols[static_cast<std::size_t>(kj)] = tap_range(g.w, kj);
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  // Lane l of a block reads column offset l * sw (wraps only in lanes that are masked off).
-  const __m512i lane_offset = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<std::int32_t>(sw)));
-  const auto lanes = [](std::int64_t a, std::int64_t b) {  // lanes [a, b), 0 <= a < b <= 16
-    return static_cast<__mmask16>(((1u << b) - 1) & ~((1u << a) - 1));
-  };
+/// kept in registers over all taps. Needs plane_in < 2^31 (int32 lanes).
+template <int S>
+TAPEGRAD_AVX512 void max_pool_forward_avx512(const float* x, const PoolGeometry& g, float* out,
+                                             std::int64_t* indices) {
+  const std::int64_t ow_n = g.w.out, sw = g.w.stride, kw = g.w.kernel;
+  thread_local std::vector<avx512::LaneTap> taps;
+  avx512::lane_taps(g.w, taps);
+  const __m512i offsets = avx512::lane_offsets(sw);
   for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
-    for (std::int64_t o0 = 0; o0 < ow_n; o0 += 16) {
-      const std::int64_t n = std::min<std::int64_t>(16, ow_n - o0);
+    for (std::int64_t o0 = 0, blk = 0; o0 < ow_n; o0 += 16, ++blk) {
       __m512 best = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
       __m512i at = _mm512_set1_epi32(-1);
       for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
         const std::int64_t ih = g.h.start(oh) + ki * g.h.dilation;
         if (ih < 0 || ih >= g.h.in) continue;
-        for (const TapRange& r : cols) {
-          const std::int64_t a = std::max(r.lo, o0) - o0, b = std::min(r.hi, o0 + n) - o0;
-          if (a >= b) continue;
-          const __mmask16 m = lanes(a, b);
-          // Element l of this block is x[first + l * sw]; first may lie in the left padding,
-          // but only lanes inside the input are loaded.
-          const std::int64_t first = ih * g.w.in + r.offset + o0 * sw;
-          const float* p = x + first;
-          __m512 v;
-          if (sw == 1) {
-            v = _mm512_maskz_loadu_ps(m, p);
-          } else if (sw == 2) {  // the even elements of 32 consecutive floats
-            const std::uint64_t need = ((std::uint64_t{1} << (2 * b - 1)) - 1) & ~((std::uint64_t{1} << (2 * a)) - 1);
-            const __m512 lo = _mm512_maskz_loadu_ps(static_cast<__mmask16>(need), p);
-            const __m512 hi = _mm512_maskz_loadu_ps(static_cast<__mmask16>(need >> 16), p + 16);
-            v = _mm512_permutex2var_ps(lo, evens, hi);
-          } else {
-            v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, lane_offset, p, 4);
-          }
-          const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<std::int32_t>(first)), lane_offset);
+        for (std::int64_t kj = 0; kj < kw; ++kj) {
+          const avx512::LaneTap& t = taps[static_cast<std::size_t>(blk * kw + kj)];
+          if (t.mask == 0) continue;
+          const __m512 v = avx512::load_tap<S>(x + ih * g.w.in, t, offsets);
+          const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<std::int32_t>(ih * g.w.in + t.offset)), offsets);
           // > keeps the first maximum, unordered lets NaN take over, at < 0 takes a window's
           // first element even when it is -inf.
-          const __mmask16 take = m & (_mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
-                                      _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) |
-                                      _mm512_cmplt_epi32_mask(at, _mm512_setzero_si512()));
+          const __mmask16 take = t.mask & (_mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                                           _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) |
+                                           _mm512_cmplt_epi32_mask(at, _mm512_setzero_si512()));
           best = _mm512_mask_mov_ps(best, take, v);
           at = _mm512_mask_mov_epi32(at, take, idx);
         }
       }
-      const __mmask16 valid = lanes(0, n);
+      const __mmask16 valid = avx512::lanes(0, std::min<std::int64_t>(16, ow_n - o0));
       _mm512_mask_storeu_ps(out + oh * ow_n + o0, valid, best);
       std::int64_t* dst = indices + oh * ow_n + o0;
       // (The maskz_ forms: the plain ones start from an "undefined" vector that GCC 12
@@ -141,11 +114,6 @@ __attribute__((target("avx512f"))) void max_pool_forward_avx512(const float* x, 
       _mm512_mask_storeu_epi64(dst + 8, static_cast<__mmask8>(valid >> 8), _mm512_maskz_cvtepi32_epi64(0xFF, at_hi));
     }
   }
-}
-
-bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
 }
 #endif
 
@@ -175,9 +143,13 @@ TAPEGRAD_POOL_KERNELS(float)
 TAPEGRAD_POOL_KERNELS(double)
 
 void max_pool_forward(const float* x, const PoolGeometry& g, float* out, std::int64_t* indices) {
-#ifdef TAPEGRAD_AVX512_POOL
-  if (has_avx512() && g.h.in * g.w.in <= std::numeric_limits<std::int32_t>::max()) {
-    return max_pool_forward_avx512(x, g, out, indices);
+#ifdef TAPEGRAD_HAVE_AVX512
+  if (avx512::available() && g.h.in * g.w.in <= std::numeric_limits<std::int32_t>::max()) {
+    switch (g.w.stride) {
+      case 1: return max_pool_forward_avx512<1>(x, g, out, indices);
+      case 2: return max_pool_forward_avx512<2>(x, g, out, indices);
+      default: return max_pool_forward_avx512<0>(x, g, out, indices);
+    }
   }
 #endif
   max_pool_forward_portable(x, g, out, indices);

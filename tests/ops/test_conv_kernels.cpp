@@ -1,0 +1,123 @@
+// The depthwise conv kernels (the AVX-512 ones where the CPU has them, and the portable ones
+// every other CPU and f64 run) against naive loops, forward and both gradients, on random
+// geometries: strides, dilation, uneven padding, channel multipliers, rows of 1 to 3
+// vector widths.
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <tapegrad/error.hpp>
+
+#include "ops/kernels/conv.hpp"
+
+namespace td = tapegrad::detail;
+
+namespace {
+
+struct Naive {
+  std::vector<double> out, grad_x, grad_w;
+};
+
+/// The definitions, one output and one tap at a time.
+Naive naive_depthwise(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& gy,
+                      const td::ConvGeometry& g) {
+  Naive r;
+  const std::int64_t mult = g.group_out(), k = g.h.kernel * g.w.kernel;
+  r.out.assign(static_cast<std::size_t>(g.out_channels * g.plane_out()), 0.0);
+  r.grad_x.assign(x.size(), 0.0);
+  r.grad_w.assign(w.size(), 0.0);
+  for (std::int64_t o = 0; o < g.out_channels; ++o) {
+    for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
+      for (std::int64_t ow = 0; ow < g.w.out; ++ow) {
+        const auto y = static_cast<std::size_t>(o * g.plane_out() + oh * g.w.out + ow);
+        for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
+          for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) {
+            const std::int64_t ih = g.h.start(oh) + ki * g.h.dilation, iw = g.w.start(ow) + kj * g.w.dilation;
+            if (ih < 0 || ih >= g.h.in || iw < 0 || iw >= g.w.in) continue;
+            const auto xi = static_cast<std::size_t>((o / mult) * g.plane_in() + ih * g.w.in + iw);
+            const auto wi = static_cast<std::size_t>(o * k + ki * g.w.kernel + kj);
+            r.out[y] += double{w[wi]} * x[xi];
+            r.grad_x[xi] += double{gy[y]} * w[wi];
+            r.grad_w[wi] += double{gy[y]} * x[xi];
+          }
+        }
+      }
+    }
+  }
+  return r;
+}
+
+template <class T>
+void require_close(const std::vector<T>& got, const std::vector<double>& want, const char* what) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    INFO(what << "[" << i << "]");
+    REQUIRE(std::abs(static_cast<double>(got[i]) - want[i]) <= 1e-4 * (1 + std::abs(want[i])));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("depthwise kernels agree with the naive loops on random geometries", "[conv][kernels]") {
+  std::mt19937_64 rng(1126);
+  auto pick = [&](std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
+  };
+  std::uniform_real_distribution<float> value(-1, 1);
+  int checked = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    td::ConvGeometry g;
+    const std::int64_t channels = pick(1, 3), mult = pick(1, 2);
+    g.batch = 1;
+    g.channels = g.groups = channels;
+    g.out_channels = channels * mult;
+    g.h = {pick(1, 10), pick(1, 4), pick(1, 3), pick(0, 2), pick(0, 2), pick(1, 2), 0};
+    g.w = {pick(1, 40), pick(1, 5), pick(1, 3), pick(0, 3), pick(0, 3), pick(1, 2), 0};
+    try {
+      td::resolve_axis("conv2d", "height", g.h, false);
+      td::resolve_axis("conv2d", "width", g.w, false);
+    } catch (const tapegrad::ShapeError&) {
+      continue;
+    }
+    auto random_vector = [&](std::int64_t n) {
+      std::vector<float> v(static_cast<std::size_t>(n));
+      for (float& e : v) e = value(rng);
+      return v;
+    };
+    const auto x = random_vector(channels * g.plane_in());
+    const auto w = random_vector(g.out_channels * g.h.kernel * g.w.kernel);
+    const auto gy = random_vector(g.out_channels * g.plane_out());
+    const auto bias = random_vector(g.out_channels);
+    const Naive want = naive_depthwise(x, w, gy, g);
+    INFO("H=" << g.h.in << " W=" << g.w.in << " kernel=" << g.h.kernel << "x" << g.w.kernel << " stride="
+              << g.h.stride << "," << g.w.stride << " pad=" << g.h.pad_begin << "+" << g.h.pad_end << ","
+              << g.w.pad_begin << "+" << g.w.pad_end << " dilation=" << g.h.dilation << "," << g.w.dilation
+              << " channels=" << channels << " mult=" << mult);
+    for (bool portable : {false, true}) {
+      INFO((portable ? "portable" : "dispatched") << " f32 kernels");
+      // grad_x starts as garbage: the kernels overwrite it.
+      std::vector<float> out(want.out.size()), gx(x.size(), 7.0f), gw(w.size(), 0.0f);
+      using Forward = void (*)(const float*, const float*, const float*, const td::ConvGeometry&, float*);
+      using Backward = void (*)(const float*, const float*, const float*, const td::ConvGeometry&, float*, float*);
+      const Forward forward = portable ? Forward{td::depthwise_forward_portable} : Forward{td::depthwise_forward};
+      const Backward backward = portable ? Backward{td::depthwise_backward_portable} : Backward{td::depthwise_backward};
+      forward(x.data(), w.data(), nullptr, g, out.data());
+      require_close(out, want.out, "out");
+      forward(x.data(), w.data(), bias.data(), g, out.data());
+      for (std::size_t i = 0; i < out.size(); ++i) out[i] -= bias[i / static_cast<std::size_t>(g.plane_out())];
+      require_close(out, want.out, "out with bias, minus the bias");
+      backward(x.data(), w.data(), gy.data(), g, gx.data(), gw.data());
+      require_close(gx, want.grad_x, "grad_x");
+      require_close(gw, want.grad_w, "grad_w");
+      std::fill(gx.begin(), gx.end(), -3.0f);  // each gradient alone, as conv2d asks for it
+      backward(x.data(), w.data(), gy.data(), g, gx.data(), nullptr);
+      require_close(gx, want.grad_x, "grad_x alone");
+      std::fill(gw.begin(), gw.end(), 0.0f);
+      backward(x.data(), w.data(), gy.data(), g, nullptr, gw.data());
+      require_close(gw, want.grad_w, "grad_w alone");
+    }
+    ++checked;
+  }
+  CHECK(checked > 150);
+}
