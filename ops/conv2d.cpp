@@ -8,7 +8,8 @@
 //   grad_W_g = Σ_n grad_y_g · im2col(x_g)ᵀ
 //   grad_b   = Σ_{n, p, q} grad_y
 // Paths: 1×1/stride 1/no padding uses x itself as the unfolded input; depthwise (one
-// input channel per group) uses a direct loop; everything else im2col + GEMM. Small images
+// input channel per group, which includes a single input channel) uses direct loops;
+// everything else im2col + GEMM. Small images
 // are unfolded in chunks side by side, so one GEMM covers several of them instead of many
 // tiny GEMMs; a chunk's workspace is bounded (about 1 MiB, or one image), never N images.
 // Chunks are split across OpenMP threads when the work is large enough, each thread

@@ -292,6 +292,68 @@ TAPEGRAD_AVX512 void window_dot_plane(const float* in, const Axis& h, const Axis
   }
 }
 
+/// The axis of the stride-1 depthwise input gradient seen as a window sum over grad_out:
+/// input row i reads grad_out rows i - (d (k-1) - p) + ki d with the kernel reversed.
+Axis transposed(const Axis& a) {
+  return {a.out, a.kernel, 1, a.dilation * (a.kernel - 1) - a.pad_begin,
+          a.dilation * (a.kernel - 1) - a.pad_end, a.dilation, a.in};
+}
+
+/// im2col with AVX-512: each row of the unfolded input is 16-lane masked loads (zeros in
+/// the padding) and stores. `taps` = avx512::lane_taps(g.w).
+template <int S>
+TAPEGRAD_AVX512 void im2col_avx512(const float* x, const ConvGeometry& g, std::int64_t channels,
+                                   float* col, std::int64_t ld, const avx512::LaneTap* taps) {
+  const __m512i offsets = avx512::lane_offsets(g.w.stride);
+  const std::int64_t ow_n = g.w.out;
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const float* plane = x + c * g.plane_in();
+    for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
+      for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) {
+        float* row = col + ((c * g.h.kernel + ki) * g.w.kernel + kj) * ld;
+        for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
+          const std::int64_t ih = g.h.start(oh) + ki * g.h.dilation;
+          const bool inside = ih >= 0 && ih < g.h.in;
+          const float* src = plane + (inside ? ih : 0) * g.w.in;
+          for (std::int64_t o0 = 0, blk = 0; o0 < ow_n; o0 += 16, ++blk) {
+            const __m512 v = avx512::load_tap<S>(src, taps[blk * g.w.kernel + kj], offsets, inside ? 0xFFFF : 0);
+            _mm512_mask_storeu_ps(row + oh * ow_n + o0, avx512::lanes(0, std::min<std::int64_t>(16, ow_n - o0)), v);
+          }
+        }
+      }
+    }
+  }
+}
+
+/// col2im with AVX-512 for stride 1: each block of 16 elements of a row of x sums, in a
+/// register, what every (ki, kj) row of col gives it (the window sum of the transposed
+/// axes, as for depthwise), then adds that to x once. `taps` = avx512::lane_taps of the
+/// transposed width axis.
+TAPEGRAD_AVX512 void col2im_avx512(const float* col, std::int64_t ld, const ConvGeometry& g,
+                                   std::int64_t channels, float* x, const avx512::LaneTap* taps) {
+  const Axis th = transposed(g.h);
+  const std::int64_t kh = g.h.kernel, kw = g.w.kernel, ow_n = g.w.out;
+  const __m512i offsets = avx512::lane_offsets(1);
+  for (std::int64_t c = 0; c < channels; ++c) {
+    for (std::int64_t ih = 0; ih < g.h.in; ++ih) {
+      float* dst = x + c * g.plane_in() + ih * g.w.in;
+      for (std::int64_t i0 = 0, blk = 0; i0 < g.w.in; i0 += 16, ++blk) {
+        const __mmask16 valid = avx512::lanes(0, std::min<std::int64_t>(16, g.w.in - i0));
+        __m512 acc = _mm512_maskz_loadu_ps(valid, dst + i0);
+        for (std::int64_t r = 0; r < kh; ++r) {  // r: the transposed (reversed) kernel row
+          const std::int64_t oh = th.start(ih) + r * th.dilation;
+          if (oh < 0 || oh >= g.h.out) continue;
+          const float* rows = col + ((c * kh + (kh - 1 - r)) * kw + (kw - 1)) * ld + oh * ow_n;
+          for (std::int64_t q = 0; q < kw; ++q) {  // q: reversed kernel column, kj = kw - 1 - q
+            acc = _mm512_add_ps(acc, avx512::load_tap<1>(rows - q * ld, taps[blk * kw + q], offsets));
+          }
+        }
+        _mm512_mask_storeu_ps(dst + i0, valid, acc);
+      }
+    }
+  }
+}
+
 template <int S, int K>
 struct WindowSum {
   static void run(const Axis& h, const Axis& w, const float* in, const avx512::LaneTap* taps,
@@ -308,26 +370,27 @@ struct WindowDot {
   }
 };
 
-/// Kernel<S, K>::run(h, w, args...) instantiated for the geometry: stride 1, 2 or any; a
-/// 3×3 kernel unrolled, or any size.
-template <template <int, int> class Kernel, class... Args>
-void dispatch_window(const Axis& h, const Axis& w, Args... args) {
-  const bool k3 = h.kernel == 3 && w.kernel == 3;
+/// Kernel<S, K>::run(h, w, args...) for stride S = 1, 2 or any (0).
+template <template <int, int> class Kernel, int K, class... Args>
+void dispatch_stride(const Axis& h, const Axis& w, Args... args) {
   switch (w.stride) {
-    case 1: return k3 ? Kernel<1, 3>::run(h, w, args...) : Kernel<1, 0>::run(h, w, args...);
-    case 2: return k3 ? Kernel<2, 3>::run(h, w, args...) : Kernel<2, 0>::run(h, w, args...);
-    default: return k3 ? Kernel<0, 3>::run(h, w, args...) : Kernel<0, 0>::run(h, w, args...);
+    case 1: return Kernel<1, K>::run(h, w, args...);
+    case 2: return Kernel<2, K>::run(h, w, args...);
+    default: return Kernel<0, K>::run(h, w, args...);
   }
 }
 
-/// The axis of the stride-1 depthwise input gradient seen as a window sum over grad_out:
-/// input row i reads grad_out rows i - (d (k-1) - p) + ki d with the kernel reversed.
-Axis transposed(const Axis& a) {
-  return {a.out, a.kernel, 1, a.dilation * (a.kernel - 1) - a.pad_begin,
-          a.dilation * (a.kernel - 1) - a.pad_end, a.dilation, a.in};
+/// Kernel<S, K>::run(h, w, args...) instantiated for the geometry: a 3×3 or 5×5 kernel
+/// unrolled (K = 3, 5), or any size (K = 0).
+template <template <int, int> class Kernel, class... Args>
+void dispatch_window(const Axis& h, const Axis& w, Args... args) {
+  if (h.kernel == 3 && w.kernel == 3) return dispatch_stride<Kernel, 3>(h, w, args...);
+  if (h.kernel == 5 && w.kernel == 5) return dispatch_stride<Kernel, 5>(h, w, args...);
+  dispatch_stride<Kernel, 0>(h, w, args...);
 }
 
-bool avx512_depthwise(const ConvGeometry& g) {
+/// The AVX-512 window kernels index a row with int32 lanes.
+bool avx512_windows(const ConvGeometry& g) {
   return avx512::available() && g.w.in <= std::numeric_limits<std::int32_t>::max() &&
          g.w.out <= std::numeric_limits<std::int32_t>::max();
 }
@@ -377,11 +440,12 @@ bool depthwise_backward_avx512(const float* x, const float* w, const float* grad
 }  // namespace
 
 #define TAPEGRAD_CONV_KERNELS(T)                                                                     \
-  TAPEGRAD_MULTIVERSION void im2col(const T* x, const ConvGeometry& g, std::int64_t channels, T* col, \
+  TAPEGRAD_MULTIVERSION void im2col_portable(const T* x, const ConvGeometry& g, std::int64_t channels, \
+                                             T* col,                                                 \
                                     std::int64_t ld) {                                               \
     im2col_impl(x, g, channels, col, ld);                                                            \
   }                                                                                                  \
-  TAPEGRAD_MULTIVERSION void col2im(const T* col, std::int64_t ld, const ConvGeometry& g,            \
+  TAPEGRAD_MULTIVERSION void col2im_portable(const T* col, std::int64_t ld, const ConvGeometry& g,   \
                                     std::int64_t channels, T* x) {                                   \
     col2im_impl(col, ld, g, channels, x);                                                            \
   }                                                                                                  \
@@ -401,9 +465,43 @@ bool depthwise_backward_avx512(const float* x, const float* w, const float* grad
 TAPEGRAD_CONV_KERNELS(float)
 TAPEGRAD_CONV_KERNELS(double)
 
+void im2col(const float* x, const ConvGeometry& g, std::int64_t channels, float* col, std::int64_t ld) {
+#ifdef TAPEGRAD_HAVE_AVX512
+  if (avx512_windows(g)) {
+    thread_local std::vector<avx512::LaneTap> taps;
+    avx512::lane_taps(g.w, taps);
+    switch (g.w.stride) {
+      case 1: return im2col_avx512<1>(x, g, channels, col, ld, taps.data());
+      case 2: return im2col_avx512<2>(x, g, channels, col, ld, taps.data());
+      default: return im2col_avx512<0>(x, g, channels, col, ld, taps.data());
+    }
+  }
+#endif
+  im2col_portable(x, g, channels, col, ld);
+}
+
+void im2col(const double* x, const ConvGeometry& g, std::int64_t channels, double* col, std::int64_t ld) {
+  im2col_portable(x, g, channels, col, ld);
+}
+
+void col2im(const float* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, float* x) {
+#ifdef TAPEGRAD_HAVE_AVX512
+  if (avx512_windows(g) && g.h.stride == 1 && g.w.stride == 1) {
+    thread_local std::vector<avx512::LaneTap> taps;
+    avx512::lane_taps(transposed(g.w), taps);
+    return col2im_avx512(col, ld, g, channels, x, taps.data());
+  }
+#endif
+  col2im_portable(col, ld, g, channels, x);
+}
+
+void col2im(const double* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, double* x) {
+  col2im_portable(col, ld, g, channels, x);
+}
+
 void depthwise_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g, float* out) {
 #ifdef TAPEGRAD_HAVE_AVX512
-  if (avx512_depthwise(g)) return depthwise_forward_avx512(x, w, bias, g, out);
+  if (avx512_windows(g)) return depthwise_forward_avx512(x, w, bias, g, out);
 #endif
   depthwise_forward_portable(x, w, bias, g, out);
 }
@@ -416,7 +514,7 @@ void depthwise_forward(const double* x, const double* w, const double* bias, con
 void depthwise_backward(const float* x, const float* w, const float* grad_out, const ConvGeometry& g,
                         float* grad_x, float* grad_w) {
 #ifdef TAPEGRAD_HAVE_AVX512
-  if (avx512_depthwise(g) && depthwise_backward_avx512(x, w, grad_out, g, grad_x, grad_w)) return;
+  if (avx512_windows(g) && depthwise_backward_avx512(x, w, grad_out, g, grad_x, grad_w)) return;
 #endif
   depthwise_backward_portable(x, w, grad_out, g, grad_x, grad_w);
 }

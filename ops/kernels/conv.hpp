@@ -16,8 +16,9 @@ struct ConvGeometry {
   std::int64_t plane_out() const { return h.out * w.out; }
   /// Rows of the unfolded input of one group: (c, ki, kj) triples.
   std::int64_t col_rows() const { return group_in() * h.kernel * w.kernel; }
-  /// One input channel per group (the direct depthwise kernels).
-  bool depthwise() const { return group_in() == 1 && groups > 1; }
+  /// One input channel per group: depthwise, or a single input channel (the direct
+  /// depthwise kernels, with output channels per input channel = group_out()).
+  bool depthwise() const { return group_in() == 1; }
   /// 1×1 kernel, stride 1, no padding: the input already is its own im2col.
   bool pointwise() const {
     return h.kernel == 1 && w.kernel == 1 && h.stride == 1 && w.stride == 1 &&
@@ -34,6 +35,13 @@ void im2col(const double* x, const ConvGeometry& g, std::int64_t channels, doubl
 /// reading (ih, iw). Elements no window reads are left untouched.
 void col2im(const float* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, float* x);
 void col2im(const double* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, double* x);
+
+/// The same without explicit AVX-512 (compiled per x86-64 level): what im2col and col2im
+/// run on CPUs without AVX-512, and for f64. Tests compare both.
+void im2col_portable(const float* x, const ConvGeometry& g, std::int64_t channels, float* col, std::int64_t ld);
+void im2col_portable(const double* x, const ConvGeometry& g, std::int64_t channels, double* col, std::int64_t ld);
+void col2im_portable(const float* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, float* x);
+void col2im_portable(const double* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, double* x);
 
 /// Depthwise (one input channel per group): out[o] = bias[o] + Σ_taps x[o / mult] * w[o]
 /// directly, for one image (bias may be null). `mult` = output channels per input channel.
