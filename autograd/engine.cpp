@@ -93,7 +93,7 @@ void check_forward_output(std::string_view op, const Tensor& out, const TensorMe
 
 Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
               const TensorMeta& meta, std::vector<Tensor>* extras) {
-  auto node = std::make_shared<Node>();
+  auto node = std::allocate_shared<Node>(PoolAllocator<Node>{});
   node->op = std::move(op);
   node->out_meta = meta;
   node->inputs.reserve(inputs.size());
@@ -103,8 +103,10 @@ Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
       const auto& impl = t.impl();
       in.meta = t.meta();
       in.needs_grad = impl->requires_grad;
-      in.source = impl;
-      in.storage = impl->storage;
+      if (!impl->requires_grad) {  // where explain_no_grad looks for a cut
+        in.source = impl;
+        in.storage = impl->storage;
+      }
       if (impl->grad_fn) in.producer = impl->grad_fn;
       else if (impl->requires_grad) in.leaf = impl;
     }

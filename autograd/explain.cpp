@@ -1,8 +1,8 @@
 // explain_no_grad: why a tensor gets no gradient from a backward of some output.
 //
 // The recorded graph only links tensors that require grad, so the cut itself is found
-// through what the engine notes on the side: every node input remembers the tensor passed
-// in (Node::Input::source), and a tensor made under a NoGradGuard from inputs requiring
+// through what the engine notes on the side: every node input that did not require grad
+// remembers the tensor passed in (Node::Input::source), and a tensor made under a NoGradGuard from inputs requiring
 // grad remembers the op and those inputs (TensorImpl::untracked_*).
 #include <unordered_set>
 
@@ -36,7 +36,9 @@ bool node_derives(const detail::Node* n, const Impl* target,
   if (!seen.insert(n).second) return false;
   for (const auto& in : n->inputs) {
     if (in.leaf.get() == target) return true;
-    if (derives_from(in.source.lock().get(), target, seen)) return true;
+    if (in.producer && in.producer == target->grad_fn) return true;
+    // (source is noted only for inputs that did not require grad.)
+    if (derives_from(in.leaf ? in.leaf.get() : in.source.lock().get(), target, seen)) return true;
     if (in.producer && node_derives(in.producer.get(), target, seen)) return true;
   }
   return false;

@@ -143,15 +143,15 @@ Tensor make_tensor(const TensorMeta& meta) {
         "tensor: shape {} of {} needs {} elements * {} bytes, more than the limit of {} bytes "
         "(see tapegrad::set_max_tensor_bytes)", meta.shape, meta.dtype, numel, elem, limit));
   }
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<std::size_t>(numel) * elem);
+  auto impl = std::allocate_shared<TensorImpl>(PoolAllocator<TensorImpl>{});
+  impl->storage = std::allocate_shared<Storage>(PoolAllocator<Storage>{}, static_cast<std::size_t>(numel) * elem);
   impl->shape = meta.shape;
   impl->dtype = meta.dtype;
   return Tensor(std::move(impl));
 }
 
 Tensor alias(const Tensor& t, const Shape& shape) {
-  auto impl = std::make_shared<TensorImpl>();
+  auto impl = std::allocate_shared<TensorImpl>(PoolAllocator<TensorImpl>{});
   impl->storage = t.impl()->storage;
   impl->shape = shape;
   impl->dtype = t.dtype();

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "autograd/pool.hpp"
 #include "tapegrad/op.hpp"
 #include "tapegrad/tensor.hpp"
 
@@ -54,8 +55,10 @@ struct Node {
     std::shared_ptr<TensorImpl> leaf;      ///< set when the input is a leaf requiring grad
     TensorMeta meta;
     bool needs_grad = false;
-    std::weak_ptr<TensorImpl> source;      ///< the tensor passed in (for explain_no_grad)
-    std::weak_ptr<Storage> storage;        ///< its storage (outlives a temporary detach())
+    /// For an input that did not require grad (where explain_no_grad looks for a cut): the
+    /// tensor passed in, and its storage (which outlives a temporary detach()).
+    std::weak_ptr<TensorImpl> source;
+    std::weak_ptr<Storage> storage;
   };
 
   Node();
@@ -64,8 +67,8 @@ struct Node {
   Node& operator=(const Node&) = delete;
 
   std::unique_ptr<OpHolder> op;
-  std::vector<Input> inputs;
-  std::vector<SavedTensor> saved;
+  std::vector<Input, PoolAllocator<Input>> inputs;
+  std::vector<SavedTensor, PoolAllocator<SavedTensor>> saved;
   TensorMeta out_meta;
   /// Copies of the input values, kept only under a RecordInputsGuard (for check_graph).
   std::vector<Tensor> kept_inputs;

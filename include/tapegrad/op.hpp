@@ -93,6 +93,9 @@ namespace detail {
 /// Type-erased view of an op held by a graph node.
 struct OpHolder {
   virtual ~OpHolder() = default;
+  /// Holders come from the per-thread caches of small blocks that records use.
+  static void* operator new(std::size_t bytes);
+  static void operator delete(void* p, std::size_t bytes) noexcept;
   virtual std::string_view name() const = 0;
   virtual std::string attributes() const = 0;
   /// Where the op is not smooth; empty for a smooth op.
