@@ -3,7 +3,7 @@
 // The recorded graph only links tensors that require grad, so the cut itself is found
 // through what the engine notes on the side: every node input that did not require grad
 // remembers the tensor passed in (Node::Input::source), and a tensor made under a NoGradGuard from inputs requiring
-// grad remembers the op and those inputs (TensorImpl::untracked_*).
+// grad remembers the op and those inputs (TensorImpl::untracked).
 #include <unordered_set>
 
 #include <fmt/format.h>
@@ -25,8 +25,10 @@ bool derives_from(const Impl* t, const Impl* target, std::unordered_set<const vo
   if (t == nullptr) return false;
   if (t == target) return true;
   if (!seen.insert(t).second) return false;
-  for (const auto& w : t->untracked_from) {
-    if (derives_from(w.lock().get(), target, seen)) return true;
+  if (t->untracked) {
+    for (const auto& w : t->untracked->from) {
+      if (derives_from(w.lock().get(), target, seen)) return true;
+    }
   }
   return t->grad_fn && node_derives(t->grad_fn.get(), target, seen);
 }
@@ -38,7 +40,7 @@ bool node_derives(const detail::Node* n, const Impl* target,
     if (in.leaf.get() == target) return true;
     if (in.producer && in.producer == target->grad_fn) return true;
     // (source is noted only for inputs that did not require grad.)
-    if (derives_from(in.leaf ? in.leaf.get() : in.source.lock().get(), target, seen)) return true;
+    if (derives_from(in.leaf ? in.leaf.get() : in.source().get(), target, seen)) return true;
     if (in.producer && node_derives(in.producer.get(), target, seen)) return true;
   }
   return false;
@@ -60,9 +62,9 @@ std::string explain_no_grad(const Tensor& output, const Tensor& tensor) {
                        tensor.dtype());
   }
   if (!output.requires_grad()) {
-    if (!output.impl()->untracked_op.empty()) {
+    if (output.impl()->untracked) {
       return fmt::format("the output was computed by {} under a NoGradGuard (recording was "
-                         "off), so nothing was recorded for it", output.impl()->untracked_op);
+                         "off), so nothing was recorded for it", output.impl()->untracked->op);
     }
     return "the output does not require grad: no input of the ops that made it required grad";
   }
@@ -91,8 +93,9 @@ std::string explain_no_grad(const Tensor& output, const Tensor& tensor) {
         continue;
       }
       if (!cut.empty() || in.needs_grad) continue;
-      const auto src = in.source.lock();
-      if (in.storage.lock() == tensor.impl()->storage && src.get() != target) {
+      if (!in.unrecorded) continue;
+      const auto src = in.source();
+      if (in.unrecorded->storage.lock() == tensor.impl()->storage && src.get() != target) {
         cut = fmt::format("{} used a detached copy of the tensor as input {} (same storage, "
                           "does not require grad): detach() cut the path", node_name(*n), i);
         continue;
@@ -104,12 +107,12 @@ std::string explain_no_grad(const Tensor& output, const Tensor& tensor) {
                           tensor.requires_grad()
                               ? " yet (set_requires_grad(true) must come before the forward)"
                               : " (call set_requires_grad(true) on it before the forward)");
-      } else if (!src->untracked_op.empty()) {
+      } else if (src->untracked) {
         std::unordered_set<const void*> seen;
         if (derives_from(src.get(), target, seen)) {
           cut = fmt::format("input {} of {} was computed from the tensor by {} under a "
                             "NoGradGuard, which cut the path", i, node_name(*n),
-                            src->untracked_op);
+                            src->untracked->op);
         }
       } else {
         std::unordered_set<const void*> seen;
@@ -122,9 +125,9 @@ std::string explain_no_grad(const Tensor& output, const Tensor& tensor) {
   }
   if (!cut.empty()) return cut;
   if (!tensor.requires_grad()) {
-    if (!tensor.impl()->untracked_op.empty()) {
+    if (tensor.impl()->untracked) {
       return fmt::format("the tensor was computed by {} under a NoGradGuard, so it does not "
-                         "require grad", tensor.impl()->untracked_op);
+                         "require grad", tensor.impl()->untracked->op);
     }
     return "the tensor does not require grad: call set_requires_grad(true) on it (a leaf) "
            "before the forward; a detach()ed copy never requires grad";

@@ -15,8 +15,8 @@ namespace tapegrad::detail {
 /// A block of 64-byte aligned memory shared by a tensor and its views.
 struct Storage {
   /// Data of at most this many bytes lives inside the Storage object itself: a scalar or a
-  /// small bias then costs no allocation of its own.
-  static constexpr std::size_t kInlineBytes = 64;
+  /// few values then cost no allocation of their own (and a record stays small).
+  static constexpr std::size_t kInlineBytes = 16;
 
   explicit Storage(std::size_t bytes);
   ~Storage();
@@ -36,10 +36,13 @@ struct TensorImpl {
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;      ///< the record that produced this tensor, if any
   std::shared_ptr<TensorImpl> grad;   ///< accumulated gradient of a leaf
-  /// Set when an op made this tensor from inputs requiring grad while recording was off
-  /// (NoGradGuard): the op's name and those inputs, for explain_no_grad.
-  std::string_view untracked_op;
-  std::vector<std::weak_ptr<TensorImpl>> untracked_from;
+  /// An op that made a tensor from inputs requiring grad while recording was off
+  /// (NoGradGuard): its name and those inputs, for explain_no_grad.
+  struct Untracked {
+    std::string_view op;
+    std::vector<std::weak_ptr<TensorImpl>> from;
+  };
+  std::unique_ptr<Untracked> untracked;  ///< rare: kept out of line
 };
 
 /// A tensor saved for backward with the storage version it had then.
@@ -57,8 +60,12 @@ struct Node {
     bool needs_grad = false;
     /// For an input that did not require grad (where explain_no_grad looks for a cut): the
     /// tensor passed in, and its storage (which outlives a temporary detach()).
-    std::weak_ptr<TensorImpl> source;
-    std::weak_ptr<Storage> storage;
+    struct Unrecorded {
+      std::weak_ptr<TensorImpl> source;
+      std::weak_ptr<Storage> storage;
+    };
+    std::unique_ptr<Unrecorded> unrecorded;  ///< out of line: most inputs require grad
+    std::shared_ptr<TensorImpl> source() const { return unrecorded ? unrecorded->source.lock() : nullptr; }
   };
 
   Node();
