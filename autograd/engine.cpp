@@ -5,8 +5,9 @@
 // as long as some tensor can reach it, and a training loop's memory stays flat.
 //
 // Backward: the part of the graph reachable from the outputs is laid out as a Boost.Graph
-// adjacency_list (nodes as vertices, an edge from each consumer to the producer of each
-// of its inputs), ordered with topological_sort, and walked consumers-first. Each VJP runs
+// compressed_sparse_row_graph (nodes as vertices, an edge from each consumer to the
+// producer of each of its inputs), ordered with topological_sort, and walked
+// consumers-first. Each VJP runs
 // with recording off; the engine checks it returned one gradient per input with that
 // input's exact shape and dtype before routing the gradients on.
 #include <algorithm>
@@ -15,7 +16,6 @@
 #include <unordered_map>
 #include <utility>
 
-#include <boost/graph/adjacency_list.hpp>
 #include <boost/graph/topological_sort.hpp>
 #include <fmt/format.h>
 
@@ -135,9 +135,11 @@ Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
 TapeGraph build_graph(const std::vector<Node*>& roots) {
   TapeGraph tg;
   std::vector<Node*> stack;
+  std::vector<std::pair<std::size_t, std::size_t>> edges;
+  std::vector<EdgeProps> edge_props;
   auto visit = [&](Node* n) {
     if (n->vertex >= 0) return;
-    n->vertex = static_cast<std::int64_t>(boost::add_vertex(VertexProps{n}, tg.graph));
+    n->vertex = static_cast<std::int64_t>(tg.nodes.size());
     tg.nodes.push_back(n);
     stack.push_back(n);
   };
@@ -149,10 +151,13 @@ TapeGraph build_graph(const std::vector<Node*>& roots) {
       Node* p = n->inputs[i].producer.get();
       if (p == nullptr) continue;
       visit(p);
-      boost::add_edge(static_cast<std::size_t>(n->vertex), static_cast<std::size_t>(p->vertex),
-                      EdgeProps{i}, tg.graph);
+      edges.emplace_back(static_cast<std::size_t>(n->vertex), static_cast<std::size_t>(p->vertex));
+      edge_props.push_back({i});
     }
   }
+  tg.graph = Graph(boost::edges_are_unsorted_multi_pass, edges.begin(), edges.end(), edge_props.begin(),
+                   tg.nodes.size());
+  for (std::size_t v = 0; v < tg.nodes.size(); ++v) tg.graph[v].node = tg.nodes[v];
   return tg;
 }
 
@@ -331,8 +336,10 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     Node& n = *tg.graph[v].node;
     Tensor grad_out = std::move(vertex_grad[v]);
     if (!grad_out.defined()) continue;
-    if (auto it = captured_nodes.find(&n); it != captured_nodes.end()) {
-      for (std::size_t i : it->second) captured[i] = grad_out;
+    if (!captured_nodes.empty()) {
+      if (auto it = captured_nodes.find(&n); it != captured_nodes.end()) {
+        for (std::size_t i : it->second) captured[i] = grad_out;
+      }
     }
     OpContext ctx(&n);
     std::vector<Tensor> grads = n.op->vjp(ctx, grad_out);

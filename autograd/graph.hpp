@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <vector>
 
-#include <boost/graph/adjacency_list.hpp>
+#include <boost/graph/compressed_sparse_row_graph.hpp>
 
 #include "autograd/tensor_impl.hpp"
 
@@ -17,8 +17,9 @@ struct EdgeProps {
   std::size_t input_slot = 0;  ///< which input of the consumer the producer feeds
 };
 /// Vertices are op records; an edge runs from a consumer to the producer of its input.
-using Graph = boost::adjacency_list<boost::vecS, boost::vecS, boost::directedS, VertexProps,
-                                    EdgeProps>;
+/// Compressed sparse rows: the graph is built once per pass from its edge list, in a few
+/// arrays (an adjacency_list would allocate an edge list per vertex).
+using Graph = boost::compressed_sparse_row_graph<boost::directedS, VertexProps, EdgeProps>;
 
 /// The part of the tape reachable from some roots. While it lives, each node's `vertex`
 /// field holds its vertex id.
