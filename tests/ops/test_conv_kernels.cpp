@@ -3,10 +3,13 @@
 // geometries: strides, dilation, uneven padding, channel multipliers, rows of 1 to 3
 // vector widths.
 #include <cmath>
+#include <optional>
+#include <string>
 #include <random>
 #include <vector>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <tapegrad/error.hpp>
 
 #include "ops/kernels/conv.hpp"
@@ -57,6 +60,34 @@ void require_close(const std::vector<T>& got, const std::vector<double>& want, c
   }
 }
 
+/// A random window geometry for one image: sizes, kernel, stride, uneven padding and
+/// dilation per axis; nullopt when no window fits.
+template <class Pick>
+std::optional<td::ConvGeometry> random_geometry(Pick& pick, std::int64_t channels, std::int64_t groups,
+                                                std::int64_t out_channels) {
+  td::ConvGeometry g;
+  g.batch = 1;
+  g.channels = channels;
+  g.groups = groups;
+  g.out_channels = out_channels;
+  g.h = {pick(1, 10), pick(1, 4), pick(1, 3), pick(0, 2), pick(0, 2), pick(1, 2), 0};
+  g.w = {pick(1, 40), pick(1, 5), pick(1, 4), pick(0, 3), pick(0, 3), pick(1, 2), 0};
+  try {
+    td::resolve_axis("conv2d", "height", g.h, false);
+    td::resolve_axis("conv2d", "width", g.w, false);
+  } catch (const tapegrad::ShapeError&) {
+    return std::nullopt;
+  }
+  return g;
+}
+
+std::string describe(const td::ConvGeometry& g) {
+  return fmt::format("H={} W={} kernel={}x{} stride={},{} pad={}+{},{}+{} dilation={},{} channels={} out={}",
+                     g.h.in, g.w.in, g.h.kernel, g.w.kernel, g.h.stride, g.w.stride, g.h.pad_begin,
+                     g.h.pad_end, g.w.pad_begin, g.w.pad_end, g.h.dilation, g.w.dilation, g.channels,
+                     g.out_channels);
+}
+
 }  // namespace
 
 TEST_CASE("depthwise kernels agree with the naive loops on random geometries", "[conv][kernels]") {
@@ -67,19 +98,10 @@ TEST_CASE("depthwise kernels agree with the naive loops on random geometries", "
   std::uniform_real_distribution<float> value(-1, 1);
   int checked = 0;
   for (int trial = 0; trial < 300; ++trial) {
-    td::ConvGeometry g;
     const std::int64_t channels = pick(1, 3), mult = pick(1, 2);
-    g.batch = 1;
-    g.channels = g.groups = channels;
-    g.out_channels = channels * mult;
-    g.h = {pick(1, 10), pick(1, 4), pick(1, 3), pick(0, 2), pick(0, 2), pick(1, 2), 0};
-    g.w = {pick(1, 40), pick(1, 5), pick(1, 3), pick(0, 3), pick(0, 3), pick(1, 2), 0};
-    try {
-      td::resolve_axis("conv2d", "height", g.h, false);
-      td::resolve_axis("conv2d", "width", g.w, false);
-    } catch (const tapegrad::ShapeError&) {
-      continue;
-    }
+    const auto geometry = random_geometry(pick, channels, channels, channels * mult);
+    if (!geometry) continue;
+    const td::ConvGeometry& g = *geometry;
     auto random_vector = [&](std::int64_t n) {
       std::vector<float> v(static_cast<std::size_t>(n));
       for (float& e : v) e = value(rng);
@@ -90,10 +112,7 @@ TEST_CASE("depthwise kernels agree with the naive loops on random geometries", "
     const auto gy = random_vector(g.out_channels * g.plane_out());
     const auto bias = random_vector(g.out_channels);
     const Naive want = naive_depthwise(x, w, gy, g);
-    INFO("H=" << g.h.in << " W=" << g.w.in << " kernel=" << g.h.kernel << "x" << g.w.kernel << " stride="
-              << g.h.stride << "," << g.w.stride << " pad=" << g.h.pad_begin << "+" << g.h.pad_end << ","
-              << g.w.pad_begin << "+" << g.w.pad_end << " dilation=" << g.h.dilation << "," << g.w.dilation
-              << " channels=" << channels << " mult=" << mult);
+    INFO(describe(g));
     for (bool portable : {false, true}) {
       INFO((portable ? "portable" : "dispatched") << " f32 kernels");
       // grad_x starts as garbage: the kernels overwrite it.
@@ -130,28 +149,16 @@ TEST_CASE("im2col and col2im: the dispatched kernels equal the portable ones", "
   std::uniform_real_distribution<float> value(-1, 1);
   int checked = 0;
   for (int trial = 0; trial < 300; ++trial) {
-    td::ConvGeometry g;
     const std::int64_t channels = pick(1, 3);
-    g.batch = 1;
-    g.channels = channels;
-    g.out_channels = 1;
-    g.h = {pick(1, 9), pick(1, 4), pick(1, 3), pick(0, 2), pick(0, 2), pick(1, 2), 0};
-    g.w = {pick(1, 40), pick(1, 5), pick(1, 4), pick(0, 3), pick(0, 3), pick(1, 2), 0};
-    try {
-      td::resolve_axis("conv2d", "height", g.h, false);
-      td::resolve_axis("conv2d", "width", g.w, false);
-    } catch (const tapegrad::ShapeError&) {
-      continue;
-    }
+    const auto geometry = random_geometry(pick, channels, 1, 1);
+    if (!geometry) continue;
+    const td::ConvGeometry& g = *geometry;
     const std::int64_t rows = g.col_rows(), ld = g.plane_out() + pick(0, 5);
     std::vector<float> x(static_cast<std::size_t>(channels * g.plane_in()));
     std::vector<float> col(static_cast<std::size_t>(rows * ld));
     for (float& v : x) v = value(rng);
     for (float& v : col) v = value(rng);
-    INFO("H=" << g.h.in << " W=" << g.w.in << " kernel=" << g.h.kernel << "x" << g.w.kernel << " stride="
-              << g.h.stride << "," << g.w.stride << " pad=" << g.h.pad_begin << "+" << g.h.pad_end << ","
-              << g.w.pad_begin << "+" << g.w.pad_end << " dilation=" << g.h.dilation << "," << g.w.dilation
-              << " channels=" << channels << " ld=" << ld);
+    INFO(describe(g) << " ld=" << ld);
     std::vector<float> got(col.size(), 5.0f), want(col.size(), 5.0f);  // gaps between rows stay 5
     td::im2col(x.data(), g, channels, got.data(), ld);
     td::im2col_portable(x.data(), g, channels, want.data(), ld);
