@@ -258,18 +258,25 @@ TAPEGRAD_AVX512 void window_dot_plane(const float* in, const Axis& h, const Axis
   for (std::int64_t ki = 0; ki < h.kernel; ++ki) {
     const TapRange rows = tap_range(h, ki);  // the outputs whose tap ki reads inside
     if constexpr (K > 0) {
-      __m512 acc[K];
-      for (__m512& a : acc) a = _mm512_setzero_ps();
-      for (std::int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+      // Two rows at a time into two sets of accumulators: twice the independent FMA chains.
+      __m512 even[K], odd[K];
+      for (int kj = 0; kj < K; ++kj) even[kj] = odd[kj] = _mm512_setzero_ps();
+      for (std::int64_t oh = rows.lo; oh < rows.hi; oh += 2) {
+        const bool pair = oh + 1 < rows.hi;
         const float* row = in + (oh * h.stride + rows.offset) * w.in;
+        const float* next = row + (pair ? h.stride * w.in : 0);
         for (std::int64_t o0 = 0, blk = 0; o0 < w.out; o0 += 16, ++blk) {
           const avx512::LaneTap* t = taps + blk * K;
-          const __m512 gv = _mm512_maskz_loadu_ps(avx512::lanes(0, std::min<std::int64_t>(16, w.out - o0)),
-                                                  gy + oh * w.out + o0);
-          for (int kj = 0; kj < K; ++kj) acc[kj] = _mm512_fmadd_ps(gv, avx512::load_tap<S>(row, t[kj], offsets), acc[kj]);
+          const __mmask16 valid = avx512::lanes(0, std::min<std::int64_t>(16, w.out - o0));
+          const __m512 g0 = _mm512_maskz_loadu_ps(valid, gy + oh * w.out + o0);
+          const __m512 g1 = _mm512_maskz_loadu_ps(pair ? valid : 0, gy + (oh + (pair ? 1 : 0)) * w.out + o0);
+          for (int kj = 0; kj < K; ++kj) {
+            even[kj] = _mm512_fmadd_ps(g0, avx512::load_tap<S>(row, t[kj], offsets), even[kj]);
+            odd[kj] = _mm512_fmadd_ps(g1, avx512::load_tap<S>(next, t[kj], offsets), odd[kj]);
+          }
         }
       }
-      for (int kj = 0; kj < K; ++kj) grad_k[ki * K + kj] += lane_sum(acc[kj]);
+      for (int kj = 0; kj < K; ++kj) grad_k[ki * K + kj] += lane_sum(_mm512_add_ps(even[kj], odd[kj]));
     } else {
       for (std::int64_t kj = 0; kj < w.kernel; ++kj) {
         __m512 acc[R] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
