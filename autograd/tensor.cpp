@@ -453,6 +453,12 @@ Tensor from_vector(const std::vector<std::int64_t>& values, const Shape& shape, 
 Tensor empty(const Shape& shape, DType dtype) { return detail::make_tensor(shape, dtype); }
 
 Tensor full(const Shape& shape, double value, DType dtype) {
+  // Converting a double outside int64's range (or NaN) to int64 is undefined: refuse it, as
+  // PyTorch does ("value cannot be converted to type int64_t without overflow").
+  if (dtype == DType::i64 && !(value >= -0x1p63 && value < 0x1p63)) {
+    throw ValueError(fmt::format("full: value {} cannot be converted to i64 without overflow",
+                                 value));
+  }
   Tensor t = detail::make_tensor(shape, dtype);
   detail::dispatch_all(dtype, [&](auto tag) {
     using T = decltype(tag);

@@ -215,7 +215,7 @@ std::vector<Sample> BatchNorm2d::samples() {
       {"eval, running statistics, [2, 3, 3, 2]",
        {sample_tensor({2, 3, 3, 2}, -2, 2, 325), sample_tensor({3}, 0.5, 1.5, 326),
         sample_tensor({3}, -1, 1, 327)},
-       [rm, rv](const std::vector<Tensor>& in) {
+       [rm = rm, rv = rv](const std::vector<Tensor>& in) {
          return batch_norm2d(in[0], rm, rv, in[1], in[2], false);
        }},
   };

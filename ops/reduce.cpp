@@ -163,7 +163,7 @@ struct Max {
     Tensor values = detail::make_tensor(meta);
     Tensor indices = detail::make_tensor(meta.shape, DType::i64);
     auto* pi = indices.data<std::int64_t>();
-    detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
+    detail::dispatch_floating(x.dtype(), name, [&, outer = outer, n = n, inner = inner](auto tag) {
       using T = decltype(tag);
       const T* px = x.data<T>();
       T* pv = values.data<T>();
@@ -189,7 +189,7 @@ struct Max {
     const auto [outer, n, inner] = detail::DimSplit(in_shape, detail::normalize_dim(name, dim, in_shape.size()));
     const Tensor& idx = ctx.saved(0);
     Tensor grad_input = zeros(in_shape, grad_out.dtype());
-    detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
+    detail::dispatch_floating(grad_out.dtype(), name, [&, outer = outer, n = n, inner = inner](auto tag) {
       using T = decltype(tag);
       const T* pg = grad_out.data<T>();
       const std::int64_t* pi = idx.data<std::int64_t>();

@@ -25,6 +25,7 @@ inline bool available() {
 
 /// Lanes [a, b) of a 16-lane mask, 0 <= a <= b <= 16.
 inline __mmask16 lanes(std::int64_t a, std::int64_t b) {
+  if (a >= b) return 0;
   return static_cast<__mmask16>(((1u << b) - 1) & ~((1u << a) - 1));
 }
 

@@ -1,5 +1,6 @@
 // Errors that teach: the right exception type, and a message naming the function and the
 // values involved. Impossible sizes and huge allocations are refused, never a crash.
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -142,4 +143,15 @@ TEST_CASE("undefined tensors and bad set_grad", "[errors]") {
   REQUIRE_THROWS_AS(x.set_grad(tg::zeros({3, 2}, tg::DType::f64)), tg::ShapeError);
   REQUIRE_THROWS_WITH(x.set_grad(tg::zeros({2, 3}, tg::DType::f32)),
                       Contains("set_grad") && Contains("f32") && Contains("f64"));
+}
+
+TEST_CASE("full with a value outside i64 is a ValueError and not an overflow", "[errors]") {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double v : {inf, -inf, std::nan(""), 0x1p63, -0x1p64}) {
+    REQUIRE_THROWS_AS(tg::full({2}, v, tg::DType::i64), tg::ValueError);
+  }
+  REQUIRE_THROWS_WITH(tg::full({2}, inf, tg::DType::i64),
+                      "full: value inf cannot be converted to i64 without overflow");
+  REQUIRE(tg::full({1}, -0x1p63, tg::DType::i64).to_vector<std::int64_t>()[0] == INT64_MIN);
+  REQUIRE(std::isinf(tg::full({1}, -inf, tg::DType::f32).item<double>()));  // floats take it
 }

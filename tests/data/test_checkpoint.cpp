@@ -149,7 +149,7 @@ TEST_CASE("load_into copies into existing tensors, parameters included", "[check
     nn::load_into(dir / "a.tgc", reversed);
     for (const auto& [name, t] : reversed) {
       const auto it = std::find_if(tensors.begin(), tensors.end(),
-                                   [&](const auto& p) { return p.first == name; });
+                                   [&, name = name](const auto& p) { return p.first == name; });
       REQUIRE(same_bits(t, it->second));
     }
   }
