@@ -293,7 +293,11 @@ NamedTensors load_checkpoint(const std::string& path) {
                                 "more than {}",
                                 path, r.name, rank, Shape::kMaxRank));
     }
-    std::size_t numel = 1;
+    // The sizes follow the rule of every tensor shape: each partial product fits in int64,
+    // so [2^62, 2^62, 0] is refused here although it multiplies to 0 (empty() would refuse
+    // it later with a ValueError that does not name the file).
+    std::int64_t numel = 1;
+    bool overflow = false;
     for (std::uint8_t d = 0; d < rank; ++d) {
       const auto size = reader.get<std::int64_t>(fmt::format("the sizes of '{}'", r.name));
       r.sizes.push_back(size);
@@ -301,17 +305,20 @@ NamedTensors load_checkpoint(const std::string& path) {
         throw IoError(fmt::format("load_checkpoint: '{}' is malformed: tensor '{}' has shape {}",
                                   path, r.name, shape_string(r.sizes)));
       }
-      // Sizes must multiply to a count of bytes that fits in the payload.
-      const auto usize = static_cast<std::size_t>(size);
-      if (usize != 0 && numel > bytes.size() / usize) numel = bytes.size() + 1;
-      else numel *= usize;
+      if (size != 0 && numel > std::numeric_limits<std::int64_t>::max() / size) overflow = true;
+      else numel *= size;
     }
-    if (numel > bytes.size()) {
+    if (overflow) {
+      throw IoError(fmt::format("load_checkpoint: '{}' is malformed: tensor '{}' has shape {}, "
+                                "whose sizes multiply past int64",
+                                path, r.name, shape_string(r.sizes)));
+    }
+    if (static_cast<std::uint64_t>(numel) > bytes.size()) {
       throw IoError(fmt::format("load_checkpoint: '{}' is malformed: tensor '{}' of shape {} is "
                                 "larger than the file",
                                 path, r.name, shape_string(r.sizes)));
     }
-    r.data_bytes = numel * dtype_size(r.dtype);
+    r.data_bytes = static_cast<std::size_t>(numel) * dtype_size(r.dtype);
     r.data = reader.take(r.data_bytes, fmt::format("the data of '{}' ({} {}, shape {})", r.name,
                                                    r.dtype, numel, shape_string(r.sizes)));
     records.push_back(std::move(r));

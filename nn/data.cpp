@@ -116,7 +116,12 @@ IdxArray read_idx(const std::string& path) {
         path, magic[0], magic[1], magic[2], magic[3], Shape::kMaxRank));
   }
   IdxArray out;
+  // The count stops growing at the limit instead of wrapping: sizes [65536, 65536, 65536,
+  // 65536] would wrap to 0 values and pass for a file that holds none.
+  const std::size_t limit = max_tensor_bytes();
   std::size_t count = 1;
+  bool has_zero = false;
+  bool over_limit = false;
   for (unsigned d = 0; d < magic[3]; ++d) {
     unsigned char size[4];
     if (file.read(size, 4) < 4) {
@@ -124,17 +129,28 @@ IdxArray read_idx(const std::string& path) {
                                 "announced, {} sizes present)",
                                 path, magic[3], d));
     }
-    out.sizes.push_back(big_endian_u32(size));
-    count *= big_endian_u32(size);  // at most 8 factors below 2^32: checked against the file
+    const std::uint32_t n = big_endian_u32(size);
+    out.sizes.push_back(n);
+    if (n == 0) has_zero = true;
+    else if (count > limit / n) over_limit = true;
+    else count *= n;
   }
-  const std::size_t limit = max_tensor_bytes();
-  if (count > limit) {
-    throw IoError(fmt::format("read_idx: '{}' announces sizes {} ({} values), more than the {} "
-                              "bytes a tensor may use",
-                              path, sizes_string(out.sizes), count, limit));
+  if (over_limit && !has_zero) {
+    throw IoError(fmt::format("read_idx: '{}' announces sizes {}, more values than the {} bytes "
+                              "a tensor may use",
+                              path, sizes_string(out.sizes), limit));
   }
-  out.values.resize(count);
-  const std::size_t read = file.read(out.values.data(), count);
+  if (has_zero) count = 0;
+  // The buffer grows only as data arrives (doubling from 1 MiB), never ahead of it on the
+  // header's word: 16 bytes may announce gigabytes, and a short file must cost what it holds.
+  std::size_t read = 0;
+  while (read < count) {
+    const std::size_t chunk = std::min(count - read, std::max<std::size_t>(read, 1 << 20));
+    out.values.resize(read + chunk);
+    const std::size_t arrived = file.read(out.values.data() + read, chunk);
+    read += arrived;
+    if (arrived < chunk) break;
+  }
   if (read < count) {
     throw IoError(fmt::format("read_idx: '{}' is truncated: sizes {} need {} values, the file "
                               "holds {}",
