@@ -142,3 +142,55 @@ TEST_CASE("Dataset and DataLoader check their arguments", "[dataloader][errors]"
   REQUIRE(head.images().at({3, 1, 0}) == 33.0);
   REQUIRE(numbered(2).head(5).size() == 2);
 }
+
+TEST_CASE("a Dataset kept as bytes batches like its f32 images", "[data]") {
+  // 7 samples of [1, 2, 3] bytes; value = byte / 4.
+  std::vector<std::uint8_t> bytes(7 * 6);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>((i * 37) % 256);
+  std::vector<std::int64_t> label_values{3, 1, 4, 1, 5, 9, 2};
+  const tg::Tensor labels = tg::from_vector(label_values, {7});
+  const nn::Dataset compact = nn::Dataset::from_bytes(bytes, {7, 1, 2, 3}, 0.25, labels);
+  REQUIRE(compact.size() == 7);
+  REQUIRE(compact.images_shape() == tg::Shape{7, 1, 2, 3});
+  REQUIRE(compact.images_dtype() == tg::DType::f32);
+  const tg::Tensor images = compact.images();
+  REQUIRE(images.at({2, 0, 1, 2}) == static_cast<double>(bytes[2 * 6 + 5]) * 0.25);
+  const nn::Dataset plain(images, labels);
+  for (bool normalise : {false, true}) {
+    nn::DataLoaderOptions opt{.batch_size = 3, .shuffle = true, .seed = 5};
+    if (normalise) {
+      opt.mean = 10.0;
+      opt.std = 20.0;
+    }
+    nn::DataLoader a(compact, opt), b(plain, opt);
+    std::vector<nn::Batch> from_a, from_b;
+    for (const nn::Batch& batch : a.epoch(1)) from_a.push_back(batch);
+    for (const nn::Batch& batch : b.epoch(1)) from_b.push_back(batch);
+    REQUIRE(from_a.size() == 3);
+    REQUIRE(from_a.size() == from_b.size());
+    for (std::size_t i = 0; i < from_a.size(); ++i) {
+      REQUIRE(from_a[i].labels.to_vector<std::int64_t>() == from_b[i].labels.to_vector<std::int64_t>());
+      const auto x = from_a[i].images.to_vector<float>(), y = from_b[i].images.to_vector<float>();
+      REQUIRE(x.size() == y.size());
+      for (std::size_t k = 0; k < x.size(); ++k) REQUIRE(x[k] == Approx(y[k]).epsilon(1e-6));
+    }
+  }
+  const nn::Dataset head = compact.head(2);
+  REQUIRE(head.images_shape() == tg::Shape{2, 1, 2, 3});
+  const auto all = images.to_vector<float>();
+  REQUIRE(head.images().to_vector<float>() == std::vector<float>(all.begin(), all.begin() + 12));
+  REQUIRE(head.labels().to_vector<std::int64_t>() == std::vector<std::int64_t>{3, 1});
+}
+
+TEST_CASE("Dataset::from_bytes rejects bytes that do not fill the images", "[data][errors]") {
+  const tg::Tensor labels = tg::from_vector(std::vector<std::int64_t>{0, 1}, {2});
+  REQUIRE_THROWS_MATCHES(nn::Dataset::from_bytes(std::vector<std::uint8_t>(11), {2, 1, 2, 3}, 1.0, labels),
+                         tg::ShapeError, Catch::Matchers::Message(
+                             "Dataset::from_bytes: 11 bytes for images [2, 1, 2, 3] and labels [2]: "
+                             "the bytes must fill the images [N, ...] and labels be [N]"));
+  REQUIRE_THROWS_AS(nn::Dataset::from_bytes(std::vector<std::uint8_t>(18), {3, 1, 2, 3}, 1.0, labels),
+                    tg::ShapeError);
+  REQUIRE_THROWS_AS(nn::Dataset::from_bytes(std::vector<std::uint8_t>(12), {2, 1, 2, 3}, 1.0,
+                                            tg::zeros({2})),
+                    tg::DTypeError);
+}
