@@ -77,7 +77,7 @@ void note_untracked(std::string_view op, std::span<const Tensor> inputs, const T
     if (t.impl()->requires_grad) from.push_back(t.impl());
   }
   if (from.empty()) return;
-  out.impl()->untracked = std::make_unique<TensorImpl::Untracked>(op, std::move(from));
+  out.impl()->untracked = std::make_unique<TensorImpl::Untracked>(TensorImpl::Untracked{op, std::move(from)});
 }
 
 void check_forward_output(std::string_view op, const Tensor& out, const TensorMeta& meta) {
@@ -103,7 +103,7 @@ Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
       in.meta = t.meta();
       in.needs_grad = impl->requires_grad;
       if (!impl->requires_grad) {  // where explain_no_grad looks for a cut
-        in.unrecorded = std::make_unique<Node::Input::Unrecorded>(impl, impl->storage);
+        in.unrecorded = std::make_unique<Node::Input::Unrecorded>(Node::Input::Unrecorded{impl, impl->storage});
       }
       if (impl->grad_fn) in.producer = impl->grad_fn;
       else if (impl->requires_grad) in.leaf = impl;
