@@ -79,8 +79,10 @@ template <int S>
 TAPEGRAD_AVX512 void max_pool_forward_avx512(const float* x, const PoolGeometry& g, float* out,
                                              std::int64_t* indices) {
   const std::int64_t ow_n = g.w.out, sw = g.w.stride, kw = g.w.kernel;
-  thread_local std::vector<avx512::LaneTap> taps;
-  avx512::lane_taps(g.w, taps);
+  thread_local std::vector<avx512::LaneTap> tap_storage;
+  avx512::lane_taps(g.w, tap_storage);
+  // (A plain pointer: each access to a thread_local can be a call to __tls_get_addr.)
+  const avx512::LaneTap* taps = tap_storage.data();
   const __m512i offsets = avx512::lane_offsets(sw);
   for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
     for (std::int64_t o0 = 0, blk = 0; o0 < ow_n; o0 += 16, ++blk) {
@@ -90,7 +92,7 @@ TAPEGRAD_AVX512 void max_pool_forward_avx512(const float* x, const PoolGeometry&
         const std::int64_t ih = g.h.start(oh) + ki * g.h.dilation;
         if (ih < 0 || ih >= g.h.in) continue;
         for (std::int64_t kj = 0; kj < kw; ++kj) {
-          const avx512::LaneTap& t = taps[static_cast<std::size_t>(blk * kw + kj)];
+          const avx512::LaneTap& t = taps[blk * kw + kj];
           if (t.mask == 0) continue;
           const __m512 v = avx512::load_tap<S>(x + ih * g.w.in, t, offsets);
           const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<std::int32_t>(ih * g.w.in + t.offset)), offsets);
