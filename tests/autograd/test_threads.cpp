@@ -1,5 +1,6 @@
 // Threads: tapes and grad mode are per thread, so independent training loops on two
 // threads give exactly the results they give one after the other.
+#include <cmath>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -164,6 +165,27 @@ TEST_CASE("a new thread starts with grad mode on whatever the caller's mode", "[
   REQUIRE(enabled);
   REQUIRE(recorded);
   REQUIRE_FALSE(tg::is_grad_enabled());
+}
+
+// Records and tensors come from per-thread caches of small blocks: ones made on a thread
+// that has ended, freed on another, must be freed safely (ASan checks the blocks).
+TEST_CASE("a graph made on one thread is backpropagated and freed on another", "[threads][memory]") {
+  const auto base = tg::live_tape_records();
+  tg::Tensor x = tg::ones({4}, tg::DType::f64).set_requires_grad(true);
+  tg::Tensor y;
+  Worker maker([&] {
+    tg::Tensor h = x;
+    for (int i = 0; i < 2000; ++i) h = h * 1.0001 + 0.0001;
+    y = tg::sum(h);
+  });
+  maker.join();  // the thread that allocated the records has ended
+  Worker user([&] {
+    y.backward();
+    y = tg::Tensor();  // its records are freed here, on this thread
+  });
+  user.join();
+  REQUIRE(x.grad().at({0}) == Approx(std::pow(1.0001, 2000)));
+  REQUIRE(tg::live_tape_records() == base);
 }
 
 // A graph that a thread_local (or a global) still holds when its thread ends is destroyed
