@@ -1,5 +1,6 @@
-// The loops behind conv2d, compiled for several instruction-set levels (see simd.hpp):
-// short contiguous rows vectorise with AVX-512 or AVX2 where the CPU has them.
+// The loops behind conv2d. f32 on a CPU with AVX-512 runs the explicit AVX-512 kernels
+// (blocks of 16 outputs with masked loads, see avx512.hpp); every other case runs the
+// portable loops, compiled for several instruction-set levels (see simd.hpp).
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -170,12 +171,8 @@ void bias_grad_impl(const T* grad_out, std::int64_t channels, std::int64_t plane
 }
 
 #ifdef TAPEGRAD_HAVE_AVX512
-/// One plane of a depthwise window sum with AVX-512: out[oh, ow] = init (or its value when
-/// accumulating) + Σ k[ki, kj] * in[h.start(oh) + ki d, w.start(ow) + kj d] over the taps
-/// inside `in`. Four rows of 16 outputs at a time, each in a register over all taps (four
-/// independent FMA chains); a row outside the input is loaded as zeros. `taps` =
-/// avx512::lane_taps(w); S as in avx512::load_tap; K > 0: the kernel is K×K (unrolled, its
-/// weights held in registers), 0: any size.
+/// Rows [oh0, oh0 + rows) of window_sum_plane (rows <= 4). Edge: some of their windows
+/// reach above or below the input (those rows are masked to zeros); otherwise none does.
 template <int S, int K, bool Edge>
 TAPEGRAD_AVX512 inline void window_sum_rows(const float* in, const Axis& h, const Axis& w,
                                             const avx512::LaneTap* taps, const float* k, float init,

@@ -1,7 +1,8 @@
-// The loops behind max_pool2d, compiled for several instruction-set levels (see simd.hpp).
-// The forward sweeps the kernel taps in row-major order over a whole row of windows at a
-// time, keeping each window's best value and index in a branch-free select, so a row of
-// windows is one vector loop per tap.
+// The loops behind max_pool2d. The forward sweeps the kernel taps in row-major order,
+// keeping each window's best value and index in a branch-free select: f32 on a CPU with
+// AVX-512 holds 16 windows in registers over all taps (avx512.hpp); the portable version,
+// compiled for several instruction-set levels (simd.hpp), runs one vector loop per tap over
+// a row of windows.
 #include <algorithm>
 #include <limits>
 #include <type_traits>
