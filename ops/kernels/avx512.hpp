@@ -37,6 +37,13 @@ struct LaneTap {
   __mmask16 even_lo, even_hi;  ///< stride 2: the elements of the two 16-float loads needed
 };
 
+/// Whether lane_taps(a) stays a small table (at most 65,536 entries, 1.5 MiB): kernels
+/// fall back to their portable loops for the rare axes (huge kernels over huge rows) where
+/// it would not.
+inline bool small_lane_table(const Axis& a) {
+  return a.kernel <= (std::int64_t{1} << 16) && (a.out + 15) / 16 <= (std::int64_t{1} << 16) / a.kernel;
+}
+
 /// The LaneTaps of a row along axis a, indexed [block * a.kernel + tap]; blocks of 16
 /// outputs, the last one partial.
 inline void lane_taps(const Axis& a, std::vector<LaneTap>& out) {

@@ -393,10 +393,12 @@ void dispatch_window(const Axis& h, const Axis& w, Args... args) {
   dispatch_stride<Kernel, 0>(h, w, args...);
 }
 
-/// The AVX-512 window kernels index a row with int32 lanes.
+/// The AVX-512 window kernels index a row with int32 lanes and precompute a small per-row
+/// table of lane masks.
 bool avx512_windows(const ConvGeometry& g) {
   return avx512::available() && g.w.in <= std::numeric_limits<std::int32_t>::max() &&
-         g.w.out <= std::numeric_limits<std::int32_t>::max();
+         g.w.out <= std::numeric_limits<std::int32_t>::max() && avx512::small_lane_table(g.w) &&
+         avx512::small_lane_table(transposed(g.w));
 }
 
 void depthwise_forward_avx512(const float* x, const float* w, const float* bias, const ConvGeometry& g,

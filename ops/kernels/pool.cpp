@@ -147,7 +147,8 @@ TAPEGRAD_POOL_KERNELS(double)
 
 void max_pool_forward(const float* x, const PoolGeometry& g, float* out, std::int64_t* indices) {
 #ifdef TAPEGRAD_HAVE_AVX512
-  if (avx512::available() && g.h.in * g.w.in <= std::numeric_limits<std::int32_t>::max()) {
+  if (avx512::available() && g.h.in * g.w.in <= std::numeric_limits<std::int32_t>::max() &&
+      avx512::small_lane_table(g.w)) {
     switch (g.w.stride) {
       case 1: return max_pool_forward_avx512<1>(x, g, out, indices);
       case 2: return max_pool_forward_avx512<2>(x, g, out, indices);

@@ -1,6 +1,7 @@
 // The max-pool forward kernels (the AVX-512 one where the CPU has it, and the portable one
 // every other CPU and f64 run) against a naive loop that states the rules, on random
 // geometries: ties, NaN and -inf, padding, dilation, ceil_mode, rows of 1 to 3 vector widths.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -94,4 +95,18 @@ TEST_CASE("max-pool kernels agree with the naive rules on random geometries", "[
     ++checked;
   }
   CHECK(checked > 300);
+}
+
+TEST_CASE("max-pool kernels: a kernel too wide for the lane table takes the portable path", "[pool][kernels]") {
+  // 70,000 taps in one window: the AVX-512 kernel's per-row table would need 70,000 entries.
+  const td::PoolGeometry g = td::pool_geometry("max_pool2d", tapegrad::Shape{1, 1, 1, 70000}, {1, 70000},
+                                               {1, 1}, {0, 0}, {1, 1}, false);
+  std::vector<float> x(70000);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 70001);
+  float out = 0;
+  std::int64_t index = -2;
+  td::max_pool_forward(x.data(), g, &out, &index);
+  const auto best = std::max_element(x.begin(), x.end());
+  REQUIRE(out == *best);
+  REQUIRE(index == best - x.begin());
 }
