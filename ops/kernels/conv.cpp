@@ -304,7 +304,8 @@ Axis transposed(const Axis& a) {
 }
 
 /// im2col with AVX-512: each row of the unfolded input is 16-lane masked loads (zeros in
-/// the padding) and stores. `taps` = avx512::lane_taps(g.w).
+/// the padding) and stores, a block column at a time so that the lane masks stay in
+/// registers. `taps` = avx512::lane_taps(g.w).
 template <int S>
 TAPEGRAD_AVX512 void im2col_avx512(const float* x, const ConvGeometry& g, std::int64_t channels,
                                    float* col, std::int64_t ld, const avx512::LaneTap* taps) {
@@ -313,15 +314,20 @@ TAPEGRAD_AVX512 void im2col_avx512(const float* x, const ConvGeometry& g, std::i
   for (std::int64_t c = 0; c < channels; ++c) {
     const float* plane = x + c * g.plane_in();
     for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
+      const TapRange rh = tap_range(g.h, ki);  // the output rows whose tap ki reads inside
       for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) {
         float* row = col + ((c * g.h.kernel + ki) * g.w.kernel + kj) * ld;
-        for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
-          const std::int64_t ih = g.h.start(oh) + ki * g.h.dilation;
-          const bool inside = ih >= 0 && ih < g.h.in;
-          const float* src = plane + (inside ? ih : 0) * g.w.in;
-          for (std::int64_t o0 = 0, blk = 0; o0 < ow_n; o0 += 16, ++blk) {
-            const __m512 v = avx512::load_tap<S>(src, taps[blk * g.w.kernel + kj], offsets, inside ? 0xFFFF : 0);
-            _mm512_mask_storeu_ps(row + oh * ow_n + o0, avx512::lanes(0, std::min<std::int64_t>(16, ow_n - o0)), v);
+        for (std::int64_t o0 = 0, blk = 0; o0 < ow_n; o0 += 16, ++blk) {
+          const avx512::LaneTap& t = taps[blk * g.w.kernel + kj];
+          const __mmask16 valid = avx512::lanes(0, std::min<std::int64_t>(16, ow_n - o0));
+          float* dst = row + o0;
+          for (std::int64_t oh = 0; oh < rh.lo; ++oh) _mm512_mask_storeu_ps(dst + oh * ow_n, valid, _mm512_setzero_ps());
+          for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh) {
+            const float* src = plane + (oh * g.h.stride + rh.offset) * g.w.in;
+            _mm512_mask_storeu_ps(dst + oh * ow_n, valid, avx512::load_tap<S>(src, t, offsets));
+          }
+          for (std::int64_t oh = rh.hi; oh < g.h.out; ++oh) {
+            _mm512_mask_storeu_ps(dst + oh * ow_n, valid, _mm512_setzero_ps());
           }
         }
       }
