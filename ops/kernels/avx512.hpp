@@ -63,6 +63,15 @@ inline void lane_taps(const Axis& a, std::vector<LaneTap>& out) {
   }
 }
 
+/// lane_taps(a) in this thread's reusable table; the pointer holds until the next call on
+/// this thread. (A plain pointer for the kernels' loops: with -fPIC every access to a
+/// thread_local can be a call to __tls_get_addr that spills the vector registers.)
+inline const LaneTap* lane_table(const Axis& a) {
+  thread_local std::vector<LaneTap> table;
+  lane_taps(a, table);
+  return table.data();
+}
+
 /// lane l = l * stride (wraps only for lanes that no mask lets through).
 TAPEGRAD_AVX512 inline __m512i lane_offsets(std::int64_t stride) {
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);

@@ -409,11 +409,10 @@ bool avx512_windows(const ConvGeometry& g) {
 
 void depthwise_forward_avx512(const float* x, const float* w, const float* bias, const ConvGeometry& g,
                               float* out) {
-  thread_local std::vector<avx512::LaneTap> taps;
-  avx512::lane_taps(g.w, taps);
+  const avx512::LaneTap* taps = avx512::lane_table(g.w);
   const std::int64_t mult = g.group_out(), k = g.h.kernel * g.w.kernel;
   for (std::int64_t o = 0; o < g.out_channels; ++o) {
-    dispatch_window<WindowSum>(g.h, g.w, x + (o / mult) * g.plane_in(), taps.data(), w + o * k,
+    dispatch_window<WindowSum>(g.h, g.w, x + (o / mult) * g.plane_in(), taps, w + o * k,
                                bias != nullptr ? bias[o] : 0.0f, out + o * g.plane_out(), false);
   }
 }
@@ -424,24 +423,23 @@ bool depthwise_backward_avx512(const float* x, const float* w, const float* grad
                                const ConvGeometry& g, float* grad_x, float* grad_w) {
   const bool unit_stride = g.h.stride == 1 && g.w.stride == 1;
   if (grad_x != nullptr && !unit_stride) return false;
-  thread_local std::vector<avx512::LaneTap> taps;
   thread_local std::vector<float> reversed;
   const std::int64_t mult = g.group_out(), k = g.h.kernel * g.w.kernel;
   if (grad_w != nullptr) {
-    avx512::lane_taps(g.w, taps);
+    const avx512::LaneTap* taps = avx512::lane_table(g.w);
     for (std::int64_t o = 0; o < g.out_channels; ++o) {
-      dispatch_window<WindowDot>(g.h, g.w, x + (o / mult) * g.plane_in(), taps.data(), grad_out + o * g.plane_out(),
+      dispatch_window<WindowDot>(g.h, g.w, x + (o / mult) * g.plane_in(), taps, grad_out + o * g.plane_out(),
                                  grad_w + o * k);
     }
   }
   if (grad_x != nullptr) {
     const Axis th = transposed(g.h), tw = transposed(g.w);
-    avx512::lane_taps(tw, taps);
+    const avx512::LaneTap* taps = avx512::lane_table(tw);
     reversed.resize(static_cast<std::size_t>(k));
     for (std::int64_t o = 0; o < g.out_channels; ++o) {
       std::reverse_copy(w + o * k, w + (o + 1) * k, reversed.begin());
       // The first output channel of an input channel writes its gradient, the others add.
-      dispatch_window<WindowSum>(th, tw, grad_out + o * g.plane_out(), taps.data(), reversed.data(), 0.0f,
+      dispatch_window<WindowSum>(th, tw, grad_out + o * g.plane_out(), taps, reversed.data(), 0.0f,
                                  grad_x + (o / mult) * g.plane_in(), o % mult != 0);
     }
   }
@@ -480,12 +478,11 @@ TAPEGRAD_CONV_KERNELS(double)
 void im2col(const float* x, const ConvGeometry& g, std::int64_t channels, float* col, std::int64_t ld) {
 #ifdef TAPEGRAD_HAVE_AVX512
   if (avx512_windows(g)) {
-    thread_local std::vector<avx512::LaneTap> taps;
-    avx512::lane_taps(g.w, taps);
+    const avx512::LaneTap* taps = avx512::lane_table(g.w);
     switch (g.w.stride) {
-      case 1: return im2col_avx512<1>(x, g, channels, col, ld, taps.data());
-      case 2: return im2col_avx512<2>(x, g, channels, col, ld, taps.data());
-      default: return im2col_avx512<0>(x, g, channels, col, ld, taps.data());
+      case 1: return im2col_avx512<1>(x, g, channels, col, ld, taps);
+      case 2: return im2col_avx512<2>(x, g, channels, col, ld, taps);
+      default: return im2col_avx512<0>(x, g, channels, col, ld, taps);
     }
   }
 #endif
@@ -499,9 +496,7 @@ void im2col(const double* x, const ConvGeometry& g, std::int64_t channels, doubl
 void col2im(const float* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, float* x) {
 #ifdef TAPEGRAD_HAVE_AVX512
   if (avx512_windows(g) && g.h.stride == 1 && g.w.stride == 1) {
-    thread_local std::vector<avx512::LaneTap> taps;
-    avx512::lane_taps(transposed(g.w), taps);
-    return col2im_avx512(col, ld, g, channels, x, taps.data());
+    return col2im_avx512(col, ld, g, channels, x, avx512::lane_table(transposed(g.w)));
   }
 #endif
   col2im_portable(col, ld, g, channels, x);

@@ -80,10 +80,7 @@ template <int S>
 TAPEGRAD_AVX512 void max_pool_forward_avx512(const float* x, const PoolGeometry& g, float* out,
                                              std::int64_t* indices) {
   const std::int64_t ow_n = g.w.out, sw = g.w.stride, kw = g.w.kernel;
-  thread_local std::vector<avx512::LaneTap> tap_storage;
-  avx512::lane_taps(g.w, tap_storage);
-  // (A plain pointer: each access to a thread_local can be a call to __tls_get_addr.)
-  const avx512::LaneTap* taps = tap_storage.data();
+  const avx512::LaneTap* taps = avx512::lane_table(g.w);
   const __m512i offsets = avx512::lane_offsets(sw);
   for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
     for (std::int64_t o0 = 0, blk = 0; o0 < ow_n; o0 += 16, ++blk) {
