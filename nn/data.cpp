@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <limits>
 #include <random>
+#include <string_view>
 #include <type_traits>
 
 #include <fmt/format.h>
@@ -165,20 +166,36 @@ IdxArray read_idx(const std::string& path) {
   return out;
 }
 
-Tensor read_idx_images(const std::string& path, PixelScale scale) {
-  const IdxArray idx = read_idx(path);
+namespace {
+
+/// An IDX file of images [N, rows, cols]; `fn` names the caller in the error.
+IdxArray read_image_bytes(const std::string& path, std::string_view fn) {
+  IdxArray idx = read_idx(path);
   if (idx.sizes.size() != 3) {
-    throw IoError(fmt::format("read_idx_images: '{}' holds sizes {}; images need 3 dims [N, "
-                              "rows, cols]",
+    throw IoError(fmt::format("{}: '{}' holds sizes {}; images need 3 dims [N, rows, cols]", fn,
                               path, sizes_string(idx.sizes)));
   }
-  Tensor images = empty({idx.sizes[0], 1, idx.sizes[1], idx.sizes[2]}, DType::f32);
-  float* dst = images.data<float>();
-  const float factor = scale == PixelScale::unit ? 1.0f / 255.0f : 1.0f;
-  for (std::size_t i = 0; i < idx.values.size(); ++i) {
-    dst[i] = static_cast<float>(idx.values[i]) * factor;
-  }
-  return images;
+  return idx;
+}
+
+Shape image_shape(const IdxArray& images) { return {images.sizes[0], 1, images.sizes[1], images.sizes[2]}; }
+
+double pixel_factor(PixelScale scale) { return scale == PixelScale::unit ? 1.0 / 255.0 : 1.0; }
+
+/// An f32 tensor of `shape` holding byte * scale.
+Tensor bytes_to_f32(const std::vector<std::uint8_t>& bytes, const Shape& shape, double scale) {
+  Tensor out = empty(shape, DType::f32);
+  float* dst = out.data<float>();
+  const auto factor = static_cast<float>(scale);
+  for (std::size_t i = 0; i < bytes.size(); ++i) dst[i] = static_cast<float>(bytes[i]) * factor;
+  return out;
+}
+
+}  // namespace
+
+Tensor read_idx_images(const std::string& path, PixelScale scale) {
+  const IdxArray idx = read_image_bytes(path, "read_idx_images");
+  return bytes_to_f32(idx.values, image_shape(idx), pixel_factor(scale));
 }
 
 Tensor read_idx_labels(const std::string& path) {
@@ -231,12 +248,7 @@ Dataset Dataset::from_bytes(std::vector<std::uint8_t> bytes, const Shape& shape,
 }
 
 Tensor Dataset::images() const {
-  if (!bytes_) return images_;
-  Tensor images = empty(bytes_->shape, DType::f32);
-  float* dst = images.data<float>();
-  const auto scale = static_cast<float>(bytes_->scale);
-  for (std::size_t i = 0; i < bytes_->values.size(); ++i) dst[i] = static_cast<float>(bytes_->values[i]) * scale;
-  return images;
+  return bytes_ ? bytes_to_f32(bytes_->values, bytes_->shape, bytes_->scale) : images_;
 }
 
 Shape Dataset::images_shape() const { return bytes_ ? bytes_->shape : images_.defined() ? images_.shape() : Shape{}; }
@@ -281,18 +293,14 @@ Dataset load_mnist(const std::string& dir, MnistSplit split, PixelScale scale) {
   const std::string images_path = find(prefix + "-images-idx3-ubyte");
   const std::string labels_path = find(prefix + "-labels-idx1-ubyte");
   // The pixels stay bytes (47 MB for the training set instead of 188 MB as f32).
-  IdxArray images = read_idx(images_path);
-  if (images.sizes.size() != 3) {
-    throw IoError(fmt::format("load_mnist: '{}' holds sizes {}; images need 3 dims [N, rows, cols]",
-                              images_path, sizes_string(images.sizes)));
-  }
+  IdxArray images = read_image_bytes(images_path, "load_mnist");
   Tensor labels = read_idx_labels(labels_path);
   if (images.sizes[0] != labels.size(0)) {
     throw IoError(fmt::format("load_mnist: '{}' holds {} images but '{}' holds {} labels",
                               images_path, images.sizes[0], labels_path, labels.size(0)));
   }
-  return Dataset::from_bytes(std::move(images.values), {images.sizes[0], 1, images.sizes[1], images.sizes[2]},
-                             scale == PixelScale::unit ? 1.0 / 255.0 : 1.0, labels);
+  const Shape shape = image_shape(images);
+  return Dataset::from_bytes(std::move(images.values), shape, pixel_factor(scale), labels);
 }
 
 // ---- DataLoader ------------------------------------------------------------------------------
