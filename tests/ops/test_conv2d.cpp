@@ -51,6 +51,9 @@ TEST_CASE("conv2d VJPs match finite differences over the issue's geometries", "[
       {"1x1 pointwise", {2, 3, 4, 5}, {2, 3, 1, 1}, true, {}},
       {"1x1 stride 2 (not the pointwise path)", {2, 3, 5, 5}, {2, 3, 1, 1}, true, {.stride = {2, 2}}},
       {"same, even kernel", {1, 2, 5, 6}, {3, 2, 2, 4}, true, {.padding_mode = tg::ConvPadding::same}},
+      // ≥ 16 outputs per group and more unfolded rows: the weight gradient is summed transposed
+      {"16 outputs, stride 2", {2, 3, 6, 7}, {16, 3, 3, 2}, true, {.stride = {2, 1}, .padding = {1, 0}}},
+      {"groups 2 of 17 outputs", {2, 4, 5, 5}, {34, 2, 3, 3}, false, {.padding = {1, 1}, .groups = 2}},
   };
   std::uint64_t seed = 1;
   for (const Case& c : cases) {
