@@ -86,6 +86,59 @@ struct Chunks {
   std::int64_t images(std::int64_t c, std::int64_t batch) const { return std::min(size, batch - c * size); }
 };
 
+/// A band of output rows of one image, as a geometry of its own: its output rows, the
+/// input rows they read (starting x_offset elements into each input plane) and the padding
+/// they see. Its channels stay a whole input plane apart, so it is unfolded and folded one
+/// channel at a time.
+struct Band {
+  ConvGeometry g;
+  std::int64_t x_offset = 0, y_offset = 0, cols = 0;  // within one plane
+};
+
+/// An image whose unfolded input exceeds kChunkBytes is unfolded a band of output rows at a
+/// time, so that each band stays in cache between im2col and its GEMMs (one image of the
+/// 64@56² 3×3 conv unfolds to 7.2 MB). Bands need every output row to read at least one
+/// input row: padding below the kernel's span.
+struct Bands {
+  std::int64_t height = 0, count = 1;  // output rows per band, bands per image
+  Bands(const ConvGeometry& g, std::size_t elem) : height(g.h.out) {
+    const std::int64_t row_bytes = g.col_rows() * g.w.out * static_cast<std::int64_t>(elem);
+    if (!g.pointwise() && g.h.pad_begin < g.h.span() && g.h.pad_end < g.h.span() && row_bytes * g.h.out > kChunkBytes) {
+      height = std::clamp<std::int64_t>(kChunkBytes / row_bytes, 1, g.h.out);
+    }
+    count = (g.h.out + height - 1) / std::max<std::int64_t>(height, 1);
+  }
+  Band operator()(const ConvGeometry& g, std::int64_t i) const {
+    Band b{g, 0, i * height * g.w.out, 0};
+    const std::int64_t rows = std::min(height, g.h.out - i * height);
+    const std::int64_t begin = g.h.start(i * height), end = begin + (rows - 1) * g.h.stride + g.h.span();
+    const std::int64_t first = std::max<std::int64_t>(begin, 0);
+    b.g.h.in = std::min(end, g.h.in) - first;
+    b.g.h.pad_begin = first - begin;
+    b.g.h.pad_end = std::max<std::int64_t>(end - g.h.in, 0);
+    b.g.h.out = rows;
+    b.x_offset = first * g.w.in;
+    b.cols = rows * g.w.out;
+    return b;
+  }
+};
+
+/// im2col / col2im of one group's channels over a band (col's rows are band.cols long).
+template <class T>
+void unfold_band(const T* x, const ConvGeometry& g, const Band& band, T* col) {
+  const std::int64_t taps = g.h.kernel * g.w.kernel;
+  for (std::int64_t c = 0; c < g.group_in(); ++c) {
+    detail::im2col(x + c * g.plane_in() + band.x_offset, band.g, 1, col + c * taps * band.cols, band.cols);
+  }
+}
+template <class T>
+void fold_band(const T* col, const ConvGeometry& g, const Band& band, T* x) {
+  const std::int64_t taps = g.h.kernel * g.w.kernel;
+  for (std::int64_t c = 0; c < g.group_in(); ++c) {
+    detail::col2im(col + c * taps * band.cols, band.cols, band.g, 1, x + c * g.plane_in() + band.x_offset);
+  }
+}
+
 std::string pair(const std::array<std::int64_t, 2>& v) { return fmt::format("[{}, {}]", v[0], v[1]); }
 
 struct Conv2d {
@@ -168,7 +221,8 @@ struct Conv2d {
     const bool depthwise = g.depthwise();
     const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() *
                                         static_cast<std::int64_t>(dtype_size(x.dtype()));
-    const bool keep = ctx.needs_input_grad(1) && !g.pointwise() && !depthwise &&
+    const bool banded = !depthwise && Bands(g, dtype_size(x.dtype())).count > 1;
+    const bool keep = ctx.needs_input_grad(1) && !g.pointwise() && !depthwise && !banded &&
                       unfolded_bytes <= kKeepUnfoldedBytes;
     Tensor kept = keep ? detail::make_tensor({{g.groups, g.col_rows(), g.batch * g.plane_out()}, x.dtype()})
                        : Tensor();
@@ -186,11 +240,23 @@ struct Conv2d {
       const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
       const bool parallel = worth_parallel(g);
       const Chunks chunks(g, parallel, sizeof(T));
+      const Bands bands(g, sizeof(T));
       for_batch(chunks.count, parallel, [&](std::int64_t c) {
         const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
         if (depthwise) {
           // (adds the bias itself)
           for (std::int64_t n = n0; n < n0 + cb; ++n) detail::depthwise_forward(px + n * x_image, pw, pb, g, py + n * y_image);
+        } else if (banded) {  // one image (cb = 1), a band of output rows at a time
+          T* col = workspace<T>(0, rows * bands.height * g.w.out);
+          for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+            const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
+            for (std::int64_t i = 0; i < bands.count; ++i) {
+              const Band band = bands(g, i);
+              unfold_band(px + n0 * x_image + x_off, g, band, col);
+              detail::gemm(false, false, go, band.cols, rows, T(1), pw + gi * go * rows, rows, col, band.cols,
+                           T(0), py + n0 * y_image + y_off + band.y_offset, plane);
+            }
+          }
         } else {
           // The chunk's unfolded input: in the kept tensor (all images side by side, one
           // block per group) or in this thread's workspace.
@@ -251,6 +317,16 @@ struct Conv2d {
       // [rows, go] = unfolded · grad_yᵀ: the GEMM is faster with the long side as its rows
       // (measured: 16×150×1700 45 → 76 GFLOP/s, 64×576×3136 64 → 94; below 16 columns slower).
       const bool transposed = !depthwise && go >= 16 && go < rows;
+      // grad_W_g (or its transpose) += grad_y · unfoldedᵀ over `cols` output elements
+      auto add_weight_grad = [&](const T* unfolded, std::int64_t unfolded_ld, const T* gyc, std::int64_t gy_ld,
+                                 std::int64_t cols, T* gw_g) {
+        if (transposed) {
+          detail::gemm(false, true, rows, go, cols, T(1), unfolded, unfolded_ld, gyc, gy_ld, T(1), gw_g, go);
+        } else {
+          detail::gemm(false, true, go, rows, cols, T(1), gyc, gy_ld, unfolded, unfolded_ld, T(1), gw_g, rows);
+        }
+      };
+      const Bands bands(g, sizeof(T));
       const std::int64_t slots = parallel ? omp_get_max_threads() : 1;
       const std::int64_t wsize = mw.shape.numel();
       std::vector<T> partial(need_w ? static_cast<std::size_t>(slots * wsize) : 0, T(0));
@@ -266,6 +342,26 @@ struct Conv2d {
             for (std::int64_t n = n0; n < n0 + cb; ++n) {
               detail::depthwise_backward(px != nullptr ? px + n * x_image : nullptr, pw, gy + n * y_image, g,
                                          gx != nullptr ? gx + n * x_image : nullptr, gw);
+            }
+            return;
+          }
+          if (bands.count > 1) {  // one image (cb = 1), a band of output rows at a time
+            T* col = workspace<T>(0, rows * bands.height * g.w.out);
+            for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+              const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
+              for (std::int64_t i = 0; i < bands.count; ++i) {
+                const Band band = bands(g, i);
+                const T* gyb = gy + n0 * y_image + y_off + band.y_offset;
+                if (need_x) {
+                  detail::gemm(true, false, rows, band.cols, go, T(1), pw + gi * go * rows, rows, gyb, plane, T(0),
+                               col, band.cols);
+                  fold_band(col, g, band, gx + n0 * x_image + x_off);
+                }
+                if (need_w) {
+                  unfold_band(px + n0 * x_image + x_off, g, band, col);
+                  add_weight_grad(col, band.cols, gyb, plane, band.cols, gw + gi * go * rows);
+                }
+              }
             }
             return;
           }
@@ -298,12 +394,7 @@ struct Conv2d {
               const T* unfolded = pkept != nullptr  ? pkept + gi * rows * kept_ld + n0 * plane
                                   : col != nullptr ? col
                                                    : px + n0 * x_image + x_off;
-              const std::int64_t unfolded_ld = pkept != nullptr ? kept_ld : ld;
-              if (transposed) {
-                detail::gemm(false, true, rows, go, ld, T(1), unfolded, unfolded_ld, gyc, ld, T(1), gw + gi * go * rows, go);
-              } else {
-                detail::gemm(false, true, go, rows, ld, T(1), gyc, ld, unfolded, unfolded_ld, T(1), gw + gi * go * rows, rows);
-              }
+              add_weight_grad(unfolded, pkept != nullptr ? kept_ld : ld, gyc, ld, ld, gw + gi * go * rows);
             }
           }
         });

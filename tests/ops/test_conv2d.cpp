@@ -191,3 +191,55 @@ TEST_CASE("conv2d: keeping the unfolded input for the VJP gives the same gradien
   tg::testing::check_f32_grads_match_f64(fn, {leaf({8, 32, 32, 32}, 51), leaf({8, 32, 3, 3}, 52), leaf({8}, 53)}, 54,
                                          1e-3, 1e-3);
 }
+
+TEST_CASE("conv2d: large images are unfolded a band of output rows at a time, exactly", "[conv]") {
+  // One image's unfolded input above 1 MiB is processed in bands of output rows (each band
+  // with the padding it sees); compared with a direct loop over the definition.
+  struct Case {
+    tg::Shape x, w;
+    tg::Conv2dOptions opt;
+  };
+  const Case cases[] = {
+      // f64 2 bands (1.45 MB unfolded); f32 none
+      {{2, 32, 33, 35}, {5, 32, 3, 3}, {.stride = {2, 1}, .padding = {1, 2}}},
+      // f64 4 bands, f32 2 (1.67 MB)
+      {{1, 24, 61, 40}, {18, 12, 3, 5}, {.padding = {2, 1}, .dilation = {2, 1}, .groups = 2}},
+  };
+  for (const Case& c : cases) {
+    const tg::Tensor x = tg::testing::random_tensor(c.x, 71, -1, 1, tg::DType::f64, true);
+    const tg::Tensor w = tg::testing::random_tensor(c.w, 72, -1, 1, tg::DType::f64, true);
+    const tg::Tensor y = tg::conv2d(x, w, tg::Tensor(), c.opt);
+    const tg::Tensor seed = tg::testing::random_cotangent(y.shape(), tg::DType::f64, 73);
+    const auto grads = tg::grad({y}, {x, w}, {seed});
+    // The definition, with the same loops for the three results.
+    const std::int64_t N = c.x[0], C = c.x[1], H = c.x[2], W = c.x[3], O = c.w[0], cg = c.w[1];
+    const std::int64_t KH = c.w[2], KW = c.w[3], OH = y.shape()[2], OW = y.shape()[3], og = O / c.opt.groups;
+    std::vector<double> ref_y(static_cast<std::size_t>(y.numel()), 0.0), ref_gx(static_cast<std::size_t>(x.numel()), 0.0),
+        ref_gw(static_cast<std::size_t>(w.numel()), 0.0);
+    const double* px = x.data<double>();
+    const double* pw = w.data<double>();
+    const double* ps = seed.data<double>();
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t o = 0; o < O; ++o)
+        for (std::int64_t p = 0; p < OH; ++p)
+          for (std::int64_t q = 0; q < OW; ++q)
+            for (std::int64_t ci = 0; ci < cg; ++ci)
+              for (std::int64_t i = 0; i < KH; ++i)
+                for (std::int64_t j = 0; j < KW; ++j) {
+                  const std::int64_t ih = p * c.opt.stride[0] - c.opt.padding[0] + i * c.opt.dilation[0];
+                  const std::int64_t iw = q * c.opt.stride[1] - c.opt.padding[1] + j * c.opt.dilation[1];
+                  if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                  const std::int64_t xi = ((n * C + (o / og) * cg + ci) * H + ih) * W + iw;
+                  const std::int64_t wi = ((o * cg + ci) * KH + i) * KW + j, yi = ((n * O + o) * OH + p) * OW + q;
+                  ref_y[static_cast<std::size_t>(yi)] += px[xi] * pw[wi];
+                  ref_gx[static_cast<std::size_t>(xi)] += ps[yi] * pw[wi];
+                  ref_gw[static_cast<std::size_t>(wi)] += ps[yi] * px[xi];
+                }
+    CHECK_THAT(y, AllClose(tg::from_vector(ref_y, y.shape(), tg::DType::f64), 1e-12, 1e-12));
+    CHECK_THAT(grads[0], AllClose(tg::from_vector(ref_gx, x.shape(), tg::DType::f64), 1e-12, 1e-12));
+    CHECK_THAT(grads[1], AllClose(tg::from_vector(ref_gw, w.shape(), tg::DType::f64), 1e-12, 1e-12));
+    // f32: the AVX-512 im2col / col2im, over bands in the second case
+    tg::testing::check_f32_grads_match_f64([opt = c.opt](const auto& v) { return tg::conv2d(v[0], v[1], tg::Tensor(), opt); },
+                                           {x, w}, 74, 1e-3, 1e-3);
+  }
+}
