@@ -123,6 +123,20 @@ struct Bands {
   }
 };
 
+/// The weight transposed per group and padded to 16 lanes for the direct kernels:
+/// [groups][col_rows][16], zero beyond group_out.
+template <class T>
+std::vector<T> direct_weight(const T* w, const ConvGeometry& g) {
+  const std::int64_t go = g.group_out(), rows = g.col_rows();
+  std::vector<T> wt(static_cast<std::size_t>(g.groups * rows * 16), T(0));
+  for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+    for (std::int64_t o = 0; o < go; ++o) {
+      for (std::int64_t r = 0; r < rows; ++r) wt[static_cast<std::size_t>((gi * rows + r) * 16 + o)] = w[(gi * go + o) * rows + r];
+    }
+  }
+  return wt;
+}
+
 /// im2col / col2im of one group's channels over a band (col's rows are band.cols long).
 template <class T>
 void unfold_band(const T* x, const ConvGeometry& g, const Band& band, T* col) {
@@ -221,8 +235,9 @@ struct Conv2d {
     const bool depthwise = g.depthwise();
     const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() *
                                         static_cast<std::int64_t>(dtype_size(x.dtype()));
+    const bool direct = x.dtype() == DType::f32 && detail::direct_conv_fits(g);
     const bool banded = !depthwise && Bands(g, dtype_size(x.dtype())).count > 1;
-    const bool keep = ctx.needs_input_grad(1) && !g.pointwise() && !depthwise && !banded &&
+    const bool keep = ctx.needs_input_grad(1) && !g.pointwise() && !depthwise && !direct && !banded &&
                       unfolded_bytes <= kKeepUnfoldedBytes;
     Tensor kept = keep ? detail::make_tensor({{g.groups, g.col_rows(), g.batch * g.plane_out()}, x.dtype()})
                        : Tensor();
@@ -241,11 +256,16 @@ struct Conv2d {
       const bool parallel = worth_parallel(g);
       const Chunks chunks(g, parallel, sizeof(T));
       const Bands bands(g, sizeof(T));
+      const std::vector<T> wt = direct ? direct_weight(pw, g) : std::vector<T>();
       for_batch(chunks.count, parallel, [&](std::int64_t c) {
         const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
         if (depthwise) {
           // (adds the bias itself)
           for (std::int64_t n = n0; n < n0 + cb; ++n) detail::depthwise_forward(px + n * x_image, pw, pb, g, py + n * y_image);
+        } else if (direct) {  // (adds the bias itself)
+          if constexpr (std::is_same_v<T, float>) {
+            for (std::int64_t n = n0; n < n0 + cb; ++n) detail::direct_conv_forward(px + n * x_image, wt.data(), pb, g, py + n * y_image);
+          }
         } else if (banded) {  // one image (cb = 1), a band of output rows at a time
           T* col = workspace<T>(0, rows * bands.height * g.w.out);
           for (std::int64_t gi = 0; gi < g.groups; ++gi) {
@@ -280,7 +300,7 @@ struct Conv2d {
             }
           }
         }
-        for (std::int64_t n = n0; pb != nullptr && !depthwise && n < n0 + cb; ++n) {
+        for (std::int64_t n = n0; pb != nullptr && !depthwise && !direct && n < n0 + cb; ++n) {
           for (std::int64_t o = 0; o < g.out_channels; ++o) {
             T* dst = py + n * y_image + o * plane;
             for (std::int64_t i = 0; i < plane; ++i) dst[i] += pb[o];
@@ -316,7 +336,8 @@ struct Conv2d {
       // more output channels per group and more unfolded rows, the slots hold grad_W_gᵀ
       // [rows, go] = unfolded · grad_yᵀ: the GEMM is faster with the long side as its rows
       // (measured: 16×150×1700 45 → 76 GFLOP/s, 64×576×3136 64 → 94; below 16 columns slower).
-      const bool transposed = !depthwise && go >= 16 && go < rows;
+      const bool direct = std::is_same_v<T, float> && detail::direct_conv_fits(g);
+      const bool transposed = direct || (!depthwise && go >= 16 && go < rows);
       // grad_W_g (or its transpose) += grad_y · unfoldedᵀ over `cols` output elements
       auto add_weight_grad = [&](const T* unfolded, std::int64_t unfolded_ld, const T* gyc, std::int64_t gy_ld,
                                  std::int64_t cols, T* gw_g) {
@@ -365,6 +386,12 @@ struct Conv2d {
             }
             return;
           }
+          if constexpr (std::is_same_v<T, float>) {  // the direct kernel's weight gradient, per image
+            for (std::int64_t n = n0; direct && need_w && n < n0 + cb; ++n) {
+              detail::direct_conv_weight_grad(px + n * x_image, gy + n * y_image, g, gw);
+            }
+          }
+          if (direct && !need_x) return;
           T* col = g.pointwise() ? nullptr : workspace<T>(0, rows * ld);
           T* chunk_gy = cb > 1 ? workspace<T>(1, go * ld) : nullptr;
           for (std::int64_t gi = 0; gi < g.groups; ++gi) {
@@ -386,7 +413,7 @@ struct Conv2d {
                 }
               }
             }
-            if (need_w) {  // grad_W_g += grad_y · unfoldedᵀ
+            if (need_w && !direct) {  // grad_W_g += grad_y · unfoldedᵀ
               const std::int64_t kept_ld = g.batch * plane;
               for (std::int64_t j = 0; pkept == nullptr && col != nullptr && j < cb; ++j) {
                 detail::im2col(px + (n0 + j) * x_image + x_off, g, g.group_in(), col + j * plane, ld);

@@ -171,22 +171,25 @@ void bias_grad_impl(const T* grad_out, std::int64_t channels, std::int64_t plane
 }
 
 #ifdef TAPEGRAD_HAVE_AVX512
-/// Rows [oh0, oh0 + rows) of window_sum_plane (rows <= 4). Edge: some of their windows
-/// reach above or below the input (those rows are masked to zeros); otherwise none does.
-template <int S, int K, bool Edge>
+/// Rows [oh0, oh0 + rows) of window_sum_plane (rows <= 4) for its M channels. Edge: some
+/// of their windows reach above or below the input (those rows are masked to zeros);
+/// otherwise none does.
+template <int S, int K, bool Edge, int M>
 TAPEGRAD_AVX512 inline void window_sum_rows(const float* in, const Axis& h, const Axis& w,
-                                            const avx512::LaneTap* taps, const float* k, float init,
+                                            const avx512::LaneTap* taps, const float* k, const float* init,
                                             float* out, bool accumulate, std::int64_t oh0,
                                             std::int64_t rows, __m512i offsets) {
   constexpr std::int64_t R = 4;
-  const std::int64_t kh = K > 0 ? K : h.kernel, kw = K > 0 ? K : w.kernel;
+  const std::int64_t kh = K > 0 ? K : h.kernel, kw = K > 0 ? K : w.kernel, plane = h.out * w.out;
   for (std::int64_t o0 = 0, blk = 0; o0 < w.out; o0 += 16, ++blk) {
     const __mmask16 valid = avx512::lanes(0, std::min<std::int64_t>(16, w.out - o0));
     const avx512::LaneTap* t = taps + blk * kw;
-    __m512 acc[R];
-    for (std::int64_t r = 0; r < R; ++r) {
-      acc[r] = accumulate && r < rows ? _mm512_maskz_loadu_ps(valid, out + (oh0 + r) * w.out + o0)
-                                      : _mm512_set1_ps(init);
+    __m512 acc[M][R];
+    for (int m = 0; m < M; ++m) {
+      for (std::int64_t r = 0; r < R; ++r) {
+        acc[m][r] = accumulate && r < rows ? _mm512_maskz_loadu_ps(valid, out + m * plane + (oh0 + r) * w.out + o0)
+                                           : _mm512_set1_ps(init != nullptr ? init[m] : 0.0f);
+      }
     }
     for (std::int64_t ki = 0; ki < kh; ++ki) {
       const float* row[R];
@@ -198,27 +201,34 @@ TAPEGRAD_AVX512 inline void window_sum_rows(const float* in, const Axis& h, cons
         row[r] = in + (inside ? ih : 0) * w.in;
       }
       for (std::int64_t kj = 0; kj < kw; ++kj) {
-        const __m512 kv = _mm512_set1_ps(k[ki * kw + kj]);
         for (std::int64_t r = 0; r < R; ++r) {
-          acc[r] = _mm512_fmadd_ps(kv, avx512::load_tap<S>(row[r], t[kj], offsets, keep[r]), acc[r]);
+          const __m512 xv = avx512::load_tap<S>(row[r], t[kj], offsets, keep[r]);  // shared by the M channels
+          for (int m = 0; m < M; ++m) {
+            acc[m][r] = _mm512_fmadd_ps(_mm512_set1_ps(k[m * kh * kw + ki * kw + kj]), xv, acc[m][r]);
+          }
         }
       }
     }
-    for (std::int64_t r = 0; r < R; ++r) {  // (a constant trip count keeps acc in registers)
-      if (r < rows) _mm512_mask_storeu_ps(out + (oh0 + r) * w.out + o0, valid, acc[r]);
+    for (int m = 0; m < M; ++m) {
+      for (std::int64_t r = 0; r < R; ++r) {  // (a constant trip count keeps acc in registers)
+        if (r < rows) _mm512_mask_storeu_ps(out + m * plane + (oh0 + r) * w.out + o0, valid, acc[m][r]);
+      }
     }
   }
 }
 
-/// One plane of a depthwise window sum with AVX-512: out[oh, ow] = init (or its value when
-/// accumulating) + Σ k[ki, kj] * in[h.start(oh) + ki d, w.start(ow) + kj d] over the taps
-/// inside `in`. Four rows of 16 outputs at a time, each in a register over all taps (four
-/// independent FMA chains); near the top and bottom edges a row outside the input is
-/// loaded as zeros. `taps` = avx512::lane_taps(w); S as in avx512::load_tap; K > 0: the
-/// kernel is K×K (unrolled, its weights held in registers), 0: any size.
-template <int S, int K>
+/// One plane of a depthwise window sum with AVX-512, for M output channels that read the
+/// same input plane (a channel multiplier; their kernels k·k apart, their planes one output
+/// plane apart): out[m, oh, ow] = init[m] (0 when init is null; its value when
+/// accumulating) + Σ k[m, ki, kj] * in[h.start(oh) + ki d, w.start(ow) + kj d] over the taps
+/// inside `in`. Four rows of 16 outputs per channel at a time, each in a register over all
+/// taps (4·M independent FMA chains), each input vector loaded once for the M channels;
+/// near the top and bottom edges a row outside the input is loaded as zeros. `taps` =
+/// avx512::lane_taps(w); S as in avx512::load_tap; K > 0: the kernel is K×K (unrolled),
+/// 0: any size.
+template <int S, int K, int M>
 TAPEGRAD_AVX512 void window_sum_plane(const float* in, const Axis& h, const Axis& w,
-                                      const avx512::LaneTap* taps, const float* k, float init,
+                                      const avx512::LaneTap* taps, const float* k, const float* init,
                                       float* out, bool accumulate) {
   constexpr std::int64_t R = 4;
   const __m512i offsets = avx512::lane_offsets(w.stride);
@@ -226,9 +236,9 @@ TAPEGRAD_AVX512 void window_sum_plane(const float* in, const Axis& h, const Axis
     const std::int64_t rows = std::min(R, h.out - oh0);
     const bool interior = rows == R && h.start(oh0) >= 0 && h.start(oh0 + R - 1) + h.span() <= h.in;
     if (interior) {
-      window_sum_rows<S, K, false>(in, h, w, taps, k, init, out, accumulate, oh0, rows, offsets);
+      window_sum_rows<S, K, false, M>(in, h, w, taps, k, init, out, accumulate, oh0, rows, offsets);
     } else {
-      window_sum_rows<S, K, true>(in, h, w, taps, k, init, out, accumulate, oh0, rows, offsets);
+      window_sum_rows<S, K, true, M>(in, h, w, taps, k, init, out, accumulate, oh0, rows, offsets);
     }
   }
 }
@@ -243,18 +253,44 @@ TAPEGRAD_AVX512 float lane_sum(__m512 v) {
   return total;
 }
 
-/// One plane of the depthwise weight gradient: grad_k[ki, kj] += Σ gy[oh, ow] *
-/// in[h.start(oh) + ki d, ...], over the rows whose tap ki reads inside. K > 0 (a K×K
-/// kernel): per kernel row, each block of grad_out is loaded once and multiplied into K
-/// accumulators; K = 0: one tap at a time, four rows in four accumulators.
-template <int S, int K>
+/// One plane of the depthwise weight gradient, for M output channels that read the same
+/// input plane (their grad_out planes and kernels as in window_sum_plane): grad_k[m, ki, kj]
+/// += Σ gy[m, oh, ow] * in[h.start(oh) + ki d, ...], over the rows whose tap ki reads
+/// inside. K > 0 (a K×K kernel): per kernel row, M > 1 loads each block's K input vectors
+/// once for the M channels' M·K accumulators; M = 1 loads each block of grad_out once and
+/// multiplies it into K accumulators, two rows at a time. K = 0 (M = 1): one tap at a
+/// time, four rows in four accumulators.
+template <int S, int K, int M>
 TAPEGRAD_AVX512 void window_dot_plane(const float* in, const Axis& h, const Axis& w,
                                       const avx512::LaneTap* taps, const float* gy, float* grad_k) {
+  static_assert(M == 1 || K > 0);
   constexpr std::int64_t R = K > 0 ? K : 4;
   const __m512i offsets = avx512::lane_offsets(w.stride);
   for (std::int64_t ki = 0; ki < h.kernel; ++ki) {
     const TapRange rows = tap_range(h, ki);  // the outputs whose tap ki reads inside
-    if constexpr (K > 0) {
+    if constexpr (M > 1) {
+      const std::int64_t plane = h.out * w.out;
+      __m512 acc[M][K];
+      for (int m = 0; m < M; ++m) {
+        for (int kj = 0; kj < K; ++kj) acc[m][kj] = _mm512_setzero_ps();
+      }
+      for (std::int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+        const float* row = in + (oh * h.stride + rows.offset) * w.in;
+        for (std::int64_t o0 = 0, blk = 0; o0 < w.out; o0 += 16, ++blk) {
+          const avx512::LaneTap* t = taps + blk * K;
+          const __mmask16 valid = avx512::lanes(0, std::min<std::int64_t>(16, w.out - o0));
+          __m512 xv[K];
+          for (int kj = 0; kj < K; ++kj) xv[kj] = avx512::load_tap<S>(row, t[kj], offsets);
+          for (int m = 0; m < M; ++m) {
+            const __m512 gv = _mm512_maskz_loadu_ps(valid, gy + m * plane + oh * w.out + o0);
+            for (int kj = 0; kj < K; ++kj) acc[m][kj] = _mm512_fmadd_ps(gv, xv[kj], acc[m][kj]);
+          }
+        }
+      }
+      for (int m = 0; m < M; ++m) {
+        for (int kj = 0; kj < K; ++kj) grad_k[m * K * K + ki * K + kj] += lane_sum(acc[m][kj]);
+      }
+    } else if constexpr (K > 0) {
       // Two rows at a time into two sets of accumulators: twice the independent FMA chains.
       __m512 even[K], odd[K];
       for (int kj = 0; kj < K; ++kj) even[kj] = odd[kj] = _mm512_setzero_ps();
@@ -364,19 +400,50 @@ TAPEGRAD_AVX512 void col2im_avx512(const float* col, std::int64_t ld, const Conv
   }
 }
 
+/// Output channels of a depthwise conv that read the same input plane and that the
+/// kernels below take together: 6, 4 or 2 when they divide the channel multiplier `mult`.
+int shared_channels(std::int64_t mult) {
+  for (int m : {6, 4, 2}) {
+    if (mult % m == 0) return m;
+  }
+  return 1;
+}
+
+/// window_sum_plane for `m` channels at once (m from shared_channels).
 template <int S, int K>
 struct WindowSum {
-  static void run(const Axis& h, const Axis& w, const float* in, const avx512::LaneTap* taps,
-                  const float* k, float init, float* out, bool accumulate) {
-    window_sum_plane<S, K>(in, h, w, taps, k, init, out, accumulate);
+  static void run(const Axis& h, const Axis& w, const float* in, const avx512::LaneTap* taps, const float* k,
+                  const float* init, float* out, bool accumulate, int m) {
+    switch (m) {
+      case 6: return window_sum_plane<S, K, 6>(in, h, w, taps, k, init, out, accumulate);
+      case 4: return window_sum_plane<S, K, 4>(in, h, w, taps, k, init, out, accumulate);
+      case 2: return window_sum_plane<S, K, 2>(in, h, w, taps, k, init, out, accumulate);
+      default: return window_sum_plane<S, K, 1>(in, h, w, taps, k, init, out, accumulate);
+    }
   }
 };
 
+/// window_dot_plane for `m` channels at once (m from shared_channels, in passes of at
+/// most 3 for the registers: 3·5 accumulators and 5 input vectors; K = 0 takes one).
 template <int S, int K>
 struct WindowDot {
-  static void run(const Axis& h, const Axis& w, const float* in, const avx512::LaneTap* taps,
-                  const float* gy, float* grad_k) {
-    window_dot_plane<S, K>(in, h, w, taps, gy, grad_k);
+  static void run(const Axis& h, const Axis& w, const float* in, const avx512::LaneTap* taps, const float* gy,
+                  float* grad_k, int m) {
+    const std::int64_t plane = h.out * w.out, k = h.kernel * w.kernel;
+    if constexpr (K > 0) {
+      if (m % 3 == 0 || m % 2 == 0) {
+        const int pass = m % 3 == 0 ? 3 : 2;
+        for (int m0 = 0; m0 < m; m0 += pass) {
+          if (pass == 3) {
+            window_dot_plane<S, K, 3>(in, h, w, taps, gy + m0 * plane, grad_k + m0 * k);
+          } else {
+            window_dot_plane<S, K, 2>(in, h, w, taps, gy + m0 * plane, grad_k + m0 * k);
+          }
+        }
+        return;
+      }
+    }
+    for (int m0 = 0; m0 < m; ++m0) window_dot_plane<S, K, 1>(in, h, w, taps, gy + m0 * plane, grad_k + m0 * k);
   }
 };
 
@@ -411,9 +478,10 @@ void depthwise_forward_avx512(const float* x, const float* w, const float* bias,
                               float* out) {
   const avx512::LaneTap* taps = avx512::lane_table(g.w);
   const std::int64_t mult = g.group_out(), k = g.h.kernel * g.w.kernel;
-  for (std::int64_t o = 0; o < g.out_channels; ++o) {
+  const int m = shared_channels(mult);
+  for (std::int64_t o = 0; o < g.out_channels; o += m) {
     dispatch_window<WindowSum>(g.h, g.w, x + (o / mult) * g.plane_in(), taps, w + o * k,
-                               bias != nullptr ? bias[o] : 0.0f, out + o * g.plane_out(), false);
+                               bias != nullptr ? bias + o : nullptr, out + o * g.plane_out(), false, m);
   }
 }
 
@@ -427,9 +495,10 @@ bool depthwise_backward_avx512(const float* x, const float* w, const float* grad
   const std::int64_t mult = g.group_out(), k = g.h.kernel * g.w.kernel;
   if (grad_w != nullptr) {
     const avx512::LaneTap* taps = avx512::lane_table(g.w);
-    for (std::int64_t o = 0; o < g.out_channels; ++o) {
+    const int m = shared_channels(mult);
+    for (std::int64_t o = 0; o < g.out_channels; o += m) {
       dispatch_window<WindowDot>(g.h, g.w, x + (o / mult) * g.plane_in(), taps, grad_out + o * g.plane_out(),
-                                 grad_w + o * k);
+                                 grad_w + o * k, m);
     }
   }
   if (grad_x != nullptr) {
@@ -439,8 +508,8 @@ bool depthwise_backward_avx512(const float* x, const float* w, const float* grad
     for (std::int64_t o = 0; o < g.out_channels; ++o) {
       std::reverse_copy(w + o * k, w + (o + 1) * k, reversed.begin());
       // The first output channel of an input channel writes its gradient, the others add.
-      dispatch_window<WindowSum>(th, tw, grad_out + o * g.plane_out(), taps, reversed.data(), 0.0f,
-                                 grad_x + (o / mult) * g.plane_in(), o % mult != 0);
+      dispatch_window<WindowSum>(th, tw, grad_out + o * g.plane_out(), taps, reversed.data(), nullptr,
+                                 grad_x + (o / mult) * g.plane_in(), o % mult != 0, 1);
     }
   }
   return true;

@@ -66,6 +66,17 @@ void depthwise_backward_portable(const float* x, const float* w, const float* gr
 void depthwise_backward_portable(const double* x, const double* w, const double* grad_out,
                                  const ConvGeometry& g, double* grad_x, double* grad_w);
 
+/// Direct convolution with the output channels in the vector lanes (AVX-512, f32; see
+/// direct_conv.cpp): whether it serves g (at most 16 outputs per group, width stride and
+/// dilation 1, a 3- or 5-wide kernel, on a CPU with AVX-512).
+bool direct_conv_fits(const ConvGeometry& g);
+/// out = bias + conv(x) for one image (bias may be null); wt is the weight transposed per
+/// group and padded to 16 lanes: [groups][col_rows][16], zero beyond group_out.
+void direct_conv_forward(const float* x, const float* wt, const float* bias, const ConvGeometry& g, float* out);
+/// grad_wt[gi][(c, ki, kj)][o] += Σ grad_out · x for one image: the weight gradient
+/// transposed per group, [groups][col_rows][group_out].
+void direct_conv_weight_grad(const float* x, const float* grad_out, const ConvGeometry& g, float* grad_wt);
+
 /// The bias gradient of one image: grad_b[o] += Σ_plane grad_out[o] for `channels` planes.
 void bias_grad(const float* grad_out, std::int64_t channels, std::int64_t plane, float* grad_b);
 void bias_grad(const double* grad_out, std::int64_t channels, std::int64_t plane, double* grad_b);

@@ -1,7 +1,8 @@
 // The depthwise conv kernels (the AVX-512 ones where the CPU has them, and the portable ones
 // every other CPU and f64 run) against naive loops, forward and both gradients, on random
 // geometries: strides, dilation, uneven padding, channel multipliers, rows of 1 to 3
-// vector widths.
+// vector widths. Also the direct kernels with the output channels in the lanes, and
+// im2col / col2im against their portable twins.
 #include <cmath>
 #include <optional>
 #include <string>
@@ -70,7 +71,7 @@ std::optional<td::ConvGeometry> random_geometry(Pick& pick, std::int64_t channel
   g.channels = channels;
   g.groups = groups;
   g.out_channels = out_channels;
-  g.h = {pick(1, 10), pick(1, 4), pick(1, 3), pick(0, 2), pick(0, 2), pick(1, 2), 0};
+  g.h = {pick(1, 10), pick(1, 5), pick(1, 3), pick(0, 2), pick(0, 2), pick(1, 2), 0};
   g.w = {pick(1, 40), pick(1, 5), pick(1, 4), pick(0, 3), pick(0, 3), pick(1, 2), 0};
   try {
     td::resolve_axis("conv2d", "height", g.h, false);
@@ -98,7 +99,9 @@ TEST_CASE("depthwise kernels agree with the naive loops on random geometries", "
   std::uniform_real_distribution<float> value(-1, 1);
   int checked = 0;
   for (int trial = 0; trial < 300; ++trial) {
-    const std::int64_t channels = pick(1, 3), mult = pick(1, 2);
+    // multipliers the kernels take 6, 4, 3, 2 channels at a time for, and one they do not
+    const std::int64_t multipliers[] = {1, 2, 3, 4, 5, 6, 12};
+    const std::int64_t channels = pick(1, 3), mult = multipliers[pick(0, 6)];
     const auto geometry = random_geometry(pick, channels, channels, channels * mult);
     if (!geometry) continue;
     const td::ConvGeometry& g = *geometry;
@@ -167,6 +170,97 @@ TEST_CASE("im2col and col2im: the dispatched kernels equal the portable ones", "
     td::col2im(col.data(), ld, g, channels, gx.data());
     td::col2im_portable(col.data(), ld, g, channels, wx.data());
     for (std::size_t i = 0; i < gx.size(); ++i) REQUIRE(std::abs(gx[i] - wx[i]) <= 1e-5f * (1 + std::abs(wx[i])));
+    ++checked;
+  }
+  CHECK(checked > 150);
+}
+
+TEST_CASE("direct conv kernels (output channels in the lanes) agree with the naive loops", "[conv][kernels]") {
+  if (!td::direct_conv_fits([] {
+        td::ConvGeometry g;
+        g.channels = g.out_channels = 2;
+        g.h = g.w = {5, 3, 1, 0, 0, 1, 3};
+        return g;
+      }())) {
+    SUCCEED("no AVX-512 on this CPU: conv2d never takes the direct kernels");
+    return;
+  }
+  std::mt19937_64 rng(2612);
+  auto pick = [&](std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
+  };
+  std::uniform_real_distribution<float> value(-1, 1);
+  int checked = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    const std::int64_t groups = pick(1, 3), group_in = pick(2, 5), group_out = pick(1, 16);
+    auto geometry = random_geometry(pick, groups * group_in, groups, groups * group_out);
+    if (!geometry) continue;
+    td::ConvGeometry g = *geometry;
+    // what the direct kernels take: width stride and dilation 1, a 3- or 5-wide kernel
+    g.w.stride = g.w.dilation = 1;
+    g.w.kernel = pick(0, 1) == 0 ? 3 : 5;
+    g.w.out = 0;
+    try {
+      td::resolve_axis("conv2d", "width", g.w, false);
+    } catch (const tapegrad::ShapeError&) {
+      continue;
+    }
+    REQUIRE(td::direct_conv_fits(g));
+    INFO(describe(g) << " groups=" << groups);
+    auto random_vector = [&](std::int64_t n) {
+      std::vector<float> v(static_cast<std::size_t>(n));
+      for (float& e : v) e = value(rng);
+      return v;
+    };
+    const std::int64_t rows = g.col_rows(), plane = g.plane_out();
+    const auto x = random_vector(g.channels * g.plane_in());
+    const auto w = random_vector(g.out_channels * rows);
+    const auto gy = random_vector(g.out_channels * plane);
+    const auto bias = random_vector(g.out_channels);
+    // The definitions: out[o, p] = bias[o] + Σ w[o, r] x[r-th tap of p], grad_w[o, r] = Σ_p gy[o, p] x[...]
+    std::vector<double> want_out(static_cast<std::size_t>(g.out_channels * plane)), want_gw(w.size(), 0.0);
+    for (std::int64_t o = 0; o < g.out_channels; ++o) {
+      const std::int64_t gi = o / group_out;
+      for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
+        for (std::int64_t ow = 0; ow < g.w.out; ++ow) {
+          const auto y = static_cast<std::size_t>(o * plane + oh * g.w.out + ow);
+          double sum = bias[static_cast<std::size_t>(o)];
+          for (std::int64_t c = 0; c < group_in; ++c) {
+            for (std::int64_t ki = 0; ki < g.h.kernel; ++ki) {
+              for (std::int64_t kj = 0; kj < g.w.kernel; ++kj) {
+                const std::int64_t ih = g.h.start(oh) + ki * g.h.dilation, iw = g.w.start(ow) + kj;
+                if (ih < 0 || ih >= g.h.in || iw < 0 || iw >= g.w.in) continue;
+                const auto xi = static_cast<std::size_t>((gi * group_in + c) * g.plane_in() + ih * g.w.in + iw);
+                const auto wi = static_cast<std::size_t>(o * rows + (c * g.h.kernel + ki) * g.w.kernel + kj);
+                sum += double{w[wi]} * x[xi];
+                want_gw[wi] += double{gy[y]} * x[xi];
+              }
+            }
+          }
+          want_out[y] = sum;
+        }
+      }
+    }
+    std::vector<float> wt(static_cast<std::size_t>(groups * rows * 16), 0.0f);  // [groups][rows][16]
+    for (std::int64_t o = 0; o < g.out_channels; ++o) {
+      for (std::int64_t r = 0; r < rows; ++r) {
+        wt[static_cast<std::size_t>(((o / group_out) * rows + r) * 16 + o % group_out)] = w[static_cast<std::size_t>(o * rows + r)];
+      }
+    }
+    std::vector<float> out(want_out.size(), 9.0f);
+    td::direct_conv_forward(x.data(), wt.data(), bias.data(), g, out.data());
+    require_close(out, want_out, "out");
+    // the weight gradient, transposed per group [groups][rows][group_out], added to 0.5
+    std::vector<float> gwt(w.size(), 0.5f);
+    td::direct_conv_weight_grad(x.data(), gy.data(), g, gwt.data());
+    std::vector<float> gw(w.size());
+    for (std::int64_t o = 0; o < g.out_channels; ++o) {
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t gi = o / group_out;
+        gw[static_cast<std::size_t>(o * rows + r)] = gwt[static_cast<std::size_t>((gi * rows + r) * group_out + o % group_out)] - 0.5f;
+      }
+    }
+    require_close(gw, want_gw, "grad_w");
     ++checked;
   }
   CHECK(checked > 150);
