@@ -69,16 +69,21 @@ constexpr std::int64_t kKeepUnfoldedBytes = std::int64_t{16} << 20;
 /// A chunk's unfolded inputs stay within about this many bytes (roughly an L2 cache).
 constexpr std::int64_t kChunkBytes = std::int64_t{1} << 20;
 
-/// Images per chunk: as many unfolded images as fit in kChunkBytes (at least one), and at
-/// least one chunk per thread when the batch is split.
+/// Images per chunk: as many unfolded images as fit in kChunkBytes (at least one; the
+/// whole batch for kernels that unfold nothing), in a number of chunks that the threads
+/// share evenly when the batch is split.
 struct Chunks {
   std::int64_t size = 1, count = 0;
-  Chunks(const ConvGeometry& g, bool parallel, std::size_t elem) {
+  Chunks(const ConvGeometry& g, bool parallel, std::size_t elem, bool unfolds) {
     const std::int64_t batch = std::max<std::int64_t>(g.batch, 1);
     if (!g.pointwise()) {
       const auto per_image = std::max<std::int64_t>(g.col_rows() * g.plane_out() * static_cast<std::int64_t>(elem), 1);
-      size = std::clamp<std::int64_t>(kChunkBytes / per_image, 1, batch);
-      if (parallel) size = std::min<std::int64_t>(size, (batch + omp_get_max_threads() - 1) / omp_get_max_threads());
+      size = unfolds ? std::clamp<std::int64_t>(kChunkBytes / per_image, 1, batch) : batch;
+      if (parallel) {  // a multiple of the thread count, as even as the batch allows
+        const std::int64_t threads = omp_get_max_threads();
+        const std::int64_t chunks = ((batch + size - 1) / size + threads - 1) / threads * threads;
+        size = (batch + chunks - 1) / chunks;
+      }
     }
     count = (g.batch + size - 1) / size;
   }
@@ -254,7 +259,7 @@ struct Conv2d {
       const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
       const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
       const bool parallel = worth_parallel(g);
-      const Chunks chunks(g, parallel, sizeof(T));
+      const Chunks chunks(g, parallel, sizeof(T), !depthwise && !direct);
       const Bands bands(g, sizeof(T));
       const std::vector<T> wt = direct ? direct_weight(pw, g) : std::vector<T>();
       for_batch(chunks.count, parallel, [&](std::int64_t c) {
@@ -330,13 +335,13 @@ struct Conv2d {
       const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
       const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
       const bool parallel = worth_parallel(g);
-      const Chunks chunks(g, parallel, sizeof(T));
+      const bool direct = std::is_same_v<T, float> && detail::direct_conv_fits(g);
+      const Chunks chunks(g, parallel, sizeof(T), !depthwise && (!direct || need_x));
       // Each thread sums its chunks' weight gradients in its own slot; the slots are added
       // in a fixed order afterwards, so the result does not depend on scheduling. With 16 or
       // more output channels per group and more unfolded rows, the slots hold grad_W_gᵀ
       // [rows, go] = unfolded · grad_yᵀ: the GEMM is faster with the long side as its rows
       // (measured: 16×150×1700 45 → 76 GFLOP/s, 64×576×3136 64 → 94; below 16 columns slower).
-      const bool direct = std::is_same_v<T, float> && detail::direct_conv_fits(g);
       const bool transposed = direct || (!depthwise && go >= 16 && go < rows);
       // grad_W_g (or its transpose) += grad_y · unfoldedᵀ over `cols` output elements
       auto add_weight_grad = [&](const T* unfolded, std::int64_t unfolded_ld, const T* gyc, std::int64_t gy_ld,

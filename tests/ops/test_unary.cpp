@@ -223,3 +223,20 @@ TEST_CASE("unary ops: integer inputs are refused", "[ops][unary][errors]") {
   REQUIRE_THROWS_WITH(tg::exp(n), Catch::StartsWith("exp:") && Catch::Contains("[3]"));
   REQUIRE_THROWS_AS(tg::relu(Tensor()), tg::Error);
 }
+
+TEST_CASE("unary ops: tensors split across threads give the element-wise results", "[ops][unary][threads]") {
+  // 300,000 elements: the loops run on all OpenMP threads (from 65,536 on).
+  const Tensor x = random_tensor({3, 100, 1000}, 91, -2, 2, DType::f32, true);
+  const Tensor seed = random_cotangent(x.shape(), DType::f32, 92);
+  const Tensor y = tg::relu(x);
+  const Tensor e = tg::exp(x);
+  const auto grads = tg::grad({y, e}, {x}, {seed, seed});
+  const auto xs = x.to_vector<float>(), ys = y.to_vector<float>(), es = e.to_vector<float>();
+  const auto ss = seed.to_vector<float>(), gs = grads[0].to_vector<float>();
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    INFO("element " << i);
+    REQUIRE(ys[i] == (xs[i] > 0 ? xs[i] : 0.0f));
+    REQUIRE(es[i] == Approx(std::exp(xs[i])).epsilon(1e-6));  // a vectorised exp may round differently
+    REQUIRE(gs[i] == Approx((xs[i] > 0 ? ss[i] : 0.0f) + ss[i] * es[i]).epsilon(1e-6).margin(1e-7));
+  }
+}
