@@ -243,14 +243,16 @@ TAPEGRAD_AVX512 void window_sum_plane(const float* in, const Axis& h, const Axis
   }
 }
 
-/// The sum of a vector's 16 lanes. (Not _mm512_reduce_add_ps: GCC 12 reports its
-/// "undefined" vectors as uninitialized.)
-TAPEGRAD_AVX512 float lane_sum(__m512 v) {
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, v);
-  float total = 0;
-  for (float e : lanes) total += e;
-  return total;
+/// The sum of a vector's 16 lanes, by halves (a short dependency chain, so that the sums
+/// of several accumulators overlap). Two-source permutes: the reductions and one-source
+/// shuffles of GCC 12 pass "undefined" vectors that -Wmaybe-uninitialized reports.
+TAPEGRAD_AVX512 inline float lane_sum(__m512 v) {
+  const __m512i halves = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  const __m512i quarters = _mm512_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
+  const __m512i pairs = _mm512_setr_epi32(2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
+  const __m512i ones = _mm512_setr_epi32(1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
+  for (const __m512i& order : {halves, quarters, pairs, ones}) v = _mm512_add_ps(v, _mm512_permutex2var_ps(v, order, v));
+  return _mm512_cvtss_f32(v);
 }
 
 /// One plane of the depthwise weight gradient, for M output channels that read the same
