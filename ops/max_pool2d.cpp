@@ -6,6 +6,8 @@
 // VJP: grad_x[winner(p, q)] += grad_y[p, q]; every other element gets 0 (a small change of
 // a non-maximum does not move the output). An element that wins several overlapping
 // windows receives the sum.
+#include <omp.h>
+
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/kernels/pool.hpp"
@@ -51,9 +53,12 @@ struct MaxPool2d {
       T* py = out.data<T>();
       std::int64_t* pi = indices.data<std::int64_t>();
       const std::int64_t plane_in = g.h.in * g.w.in, plane_out = g.h.out * g.w.out;
-#pragma omp parallel for schedule(static) if (g.planes * plane_in > (1 << 16))
-      for (std::int64_t p = 0; p < g.planes; ++p) {
-        detail::max_pool_forward(px + p * plane_in, g, py + p * plane_out, pi + p * plane_out);
+      // Each thread takes one run of planes (a kernel call per run, not per plane).
+#pragma omp parallel if (g.planes * plane_in > (1 << 16))
+      {
+        const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+        const std::int64_t p0 = g.planes * t / threads, p1 = g.planes * (t + 1) / threads;
+        detail::max_pool_forward(px + p0 * plane_in, g, py + p0 * plane_out, pi + p0 * plane_out, p1 - p0);
       }
     });
     ctx.save(indices);

@@ -75,12 +75,12 @@ void max_pool_forward_plane(const T* x, const PoolGeometry& g, T* out, std::int6
 
 #ifdef TAPEGRAD_HAVE_AVX512
 /// The f32 forward with AVX-512: 16 windows of a row at a time, their best value and index
-/// kept in registers over all taps. Needs plane_in < 2^31 (int32 lanes).
+/// kept in registers over all taps. Needs plane_in < 2^31 (int32 lanes); taps =
+/// avx512::lane_taps(g.w).
 template <int S>
 TAPEGRAD_AVX512 void max_pool_forward_avx512(const float* x, const PoolGeometry& g, float* out,
-                                             std::int64_t* indices) {
+                                             std::int64_t* indices, const avx512::LaneTap* taps) {
   const std::int64_t ow_n = g.w.out, sw = g.w.stride, kw = g.w.kernel;
-  const avx512::LaneTap* taps = avx512::lane_table(g.w);
   const __m512i offsets = avx512::lane_offsets(sw);
   for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
     for (std::int64_t o0 = 0, blk = 0; o0 < ow_n; o0 += 16, ++blk) {
@@ -142,22 +142,30 @@ void max_pool_backward_plane(const T* grad_out, const std::int64_t* indices, con
 TAPEGRAD_POOL_KERNELS(float)
 TAPEGRAD_POOL_KERNELS(double)
 
-void max_pool_forward(const float* x, const PoolGeometry& g, float* out, std::int64_t* indices) {
+void max_pool_forward(const float* x, const PoolGeometry& g, float* out, std::int64_t* indices,
+                      std::int64_t planes) {
+  const std::int64_t plane_in = g.h.in * g.w.in, plane_out = g.h.out * g.w.out;
 #ifdef TAPEGRAD_HAVE_AVX512
-  if (avx512::available() && g.h.in * g.w.in <= std::numeric_limits<std::int32_t>::max() &&
-      avx512::small_lane_table(g.w)) {
-    switch (g.w.stride) {
-      case 1: return max_pool_forward_avx512<1>(x, g, out, indices);
-      case 2: return max_pool_forward_avx512<2>(x, g, out, indices);
-      default: return max_pool_forward_avx512<0>(x, g, out, indices);
-    }
+  if (avx512::available() && plane_in <= std::numeric_limits<std::int32_t>::max() && avx512::small_lane_table(g.w)) {
+    const avx512::LaneTap* taps = avx512::lane_table(g.w);  // one table for all the planes
+    auto kernel = g.w.stride == 1 ? max_pool_forward_avx512<1>
+                  : g.w.stride == 2 ? max_pool_forward_avx512<2>
+                                    : max_pool_forward_avx512<0>;
+    for (std::int64_t p = 0; p < planes; ++p) kernel(x + p * plane_in, g, out + p * plane_out, indices + p * plane_out, taps);
+    return;
   }
 #endif
-  max_pool_forward_portable(x, g, out, indices);
+  for (std::int64_t p = 0; p < planes; ++p) {
+    max_pool_forward_portable(x + p * plane_in, g, out + p * plane_out, indices + p * plane_out);
+  }
 }
 
-void max_pool_forward(const double* x, const PoolGeometry& g, double* out, std::int64_t* indices) {
-  max_pool_forward_portable(x, g, out, indices);
+void max_pool_forward(const double* x, const PoolGeometry& g, double* out, std::int64_t* indices,
+                      std::int64_t planes) {
+  const std::int64_t plane_in = g.h.in * g.w.in, plane_out = g.h.out * g.w.out;
+  for (std::int64_t p = 0; p < planes; ++p) {
+    max_pool_forward_portable(x + p * plane_in, g, out + p * plane_out, indices + p * plane_out);
+  }
 }
 
 }  // namespace tapegrad::detail
