@@ -271,15 +271,17 @@ struct Conv2d {
           if constexpr (std::is_same_v<T, float>) {
             for (std::int64_t n = n0; n < n0 + cb; ++n) detail::direct_conv_forward(px + n * x_image, wt.data(), pb, g, py + n * y_image);
           }
-        } else if (banded) {  // one image (cb = 1), a band of output rows at a time
+        } else if (banded) {  // an image at a time, a band of output rows at a time
           T* col = workspace<T>(0, rows * bands.height * g.w.out);
-          for (std::int64_t gi = 0; gi < g.groups; ++gi) {
-            const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
-            for (std::int64_t i = 0; i < bands.count; ++i) {
-              const Band band = bands(g, i);
-              unfold_band(px + n0 * x_image + x_off, g, band, col);
-              detail::gemm(false, false, go, band.cols, rows, T(1), pw + gi * go * rows, rows, col, band.cols,
-                           T(0), py + n0 * y_image + y_off + band.y_offset, plane);
+          for (std::int64_t n = n0; n < n0 + cb; ++n) {
+            for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+              const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
+              for (std::int64_t i = 0; i < bands.count; ++i) {
+                const Band band = bands(g, i);
+                unfold_band(px + n * x_image + x_off, g, band, col);
+                detail::gemm(false, false, go, band.cols, rows, T(1), pw + gi * go * rows, rows, col, band.cols,
+                             T(0), py + n * y_image + y_off + band.y_offset, plane);
+              }
             }
           }
         } else {
@@ -371,32 +373,34 @@ struct Conv2d {
             }
             return;
           }
-          if (bands.count > 1) {  // one image (cb = 1), a band of output rows at a time
-            T* col = workspace<T>(0, rows * bands.height * g.w.out);
-            for (std::int64_t gi = 0; gi < g.groups; ++gi) {
-              const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
-              for (std::int64_t i = 0; i < bands.count; ++i) {
-                const Band band = bands(g, i);
-                const T* gyb = gy + n0 * y_image + y_off + band.y_offset;
-                if (need_x) {
-                  detail::gemm(true, false, rows, band.cols, go, T(1), pw + gi * go * rows, rows, gyb, plane, T(0),
-                               col, band.cols);
-                  fold_band(col, g, band, gx + n0 * x_image + x_off);
-                }
-                if (need_w) {
-                  unfold_band(px + n0 * x_image + x_off, g, band, col);
-                  add_weight_grad(col, band.cols, gyb, plane, band.cols, gw + gi * go * rows);
-                }
-              }
-            }
-            return;
-          }
           if constexpr (std::is_same_v<T, float>) {  // the direct kernel's weight gradient, per image
             for (std::int64_t n = n0; direct && need_w && n < n0 + cb; ++n) {
               detail::direct_conv_weight_grad(px + n * x_image, gy + n * y_image, g, gw);
             }
           }
           if (direct && !need_x) return;
+          if (bands.count > 1) {  // an image at a time, a band of output rows at a time
+            T* col = workspace<T>(0, rows * bands.height * g.w.out);
+            for (std::int64_t n = n0; n < n0 + cb; ++n) {
+              for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+                const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
+                for (std::int64_t i = 0; i < bands.count; ++i) {
+                  const Band band = bands(g, i);
+                  const T* gyb = gy + n * y_image + y_off + band.y_offset;
+                  if (need_x) {
+                    detail::gemm(true, false, rows, band.cols, go, T(1), pw + gi * go * rows, rows, gyb, plane, T(0),
+                                 col, band.cols);
+                    fold_band(col, g, band, gx + n * x_image + x_off);
+                  }
+                  if (need_w && !direct) {
+                    unfold_band(px + n * x_image + x_off, g, band, col);
+                    add_weight_grad(col, band.cols, gyb, plane, band.cols, gw + gi * go * rows);
+                  }
+                }
+              }
+            }
+            return;
+          }
           T* col = g.pointwise() ? nullptr : workspace<T>(0, rows * ld);
           T* chunk_gy = cb > 1 ? workspace<T>(1, go * ld) : nullptr;
           for (std::int64_t gi = 0; gi < g.groups; ++gi) {

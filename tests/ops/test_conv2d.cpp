@@ -203,7 +203,7 @@ TEST_CASE("conv2d: large images are unfolded a band of output rows at a time, ex
       // f64 2 bands (1.45 MB unfolded); f32 none
       {{2, 32, 33, 35}, {5, 32, 3, 3}, {.stride = {2, 1}, .padding = {1, 2}}},
       // f64 4 bands, f32 2 (1.67 MB)
-      {{1, 24, 61, 40}, {18, 12, 3, 5}, {.padding = {2, 1}, .dilation = {2, 1}, .groups = 2}},
+      {{2, 24, 61, 40}, {18, 12, 3, 5}, {.padding = {2, 1}, .dilation = {2, 1}, .groups = 2}},
   };
   for (const Case& c : cases) {
     const tg::Tensor x = tg::testing::random_tensor(c.x, 71, -1, 1, tg::DType::f64, true);
@@ -241,5 +241,10 @@ TEST_CASE("conv2d: large images are unfolded a band of output rows at a time, ex
     // f32: the AVX-512 im2col / col2im, over bands in the second case
     tg::testing::check_f32_grads_match_f64([opt = c.opt](const auto& v) { return tg::conv2d(v[0], v[1], tg::Tensor(), opt); },
                                            {x, w}, 74, 1e-3, 1e-3);
+    // f32 with only the weight needing a gradient (a first layer), every image of the batch
+    const tg::Tensor x32 = x.detach().to(tg::DType::f32);
+    const tg::Tensor w32 = w.detach().to(tg::DType::f32).set_requires_grad(true);
+    const auto gw32 = tg::grad({tg::conv2d(x32, w32, tg::Tensor(), c.opt)}, {w32}, {seed.to(tg::DType::f32)});
+    CHECK_THAT(gw32[0].to(tg::DType::f64), AllClose(tg::from_vector(ref_gw, w.shape(), tg::DType::f64), 1e-4, 1e-4));
   }
 }
