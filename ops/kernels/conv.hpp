@@ -67,8 +67,9 @@ void depthwise_backward_portable(const double* x, const double* w, const double*
                                  const ConvGeometry& g, double* grad_x, double* grad_w);
 
 /// Direct convolution with the output channels in the vector lanes (AVX-512, f32; see
-/// direct_conv.cpp): whether it serves g (at most 16 outputs per group, width stride and
-/// dilation 1, a 3- or 5-wide kernel, on a CPU with AVX-512).
+/// direct_conv.cpp): whether conv2d takes it for g (8 to 16 outputs and at least 4 inputs
+/// per group, width stride and dilation 1, a 3- or 5-wide kernel, on a CPU with AVX-512).
+/// The two kernels themselves serve any group of at most 16 outputs on such a CPU.
 bool direct_conv_fits(const ConvGeometry& g);
 /// out = bias + conv(x) for one image (bias may be null); wt is the weight transposed per
 /// group and padded to 16 lanes: [groups][col_rows][16], zero beyond group_out.

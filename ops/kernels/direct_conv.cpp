@@ -120,9 +120,13 @@ TAPEGRAD_AVX512 void weight_grad_group(const float* x, const Padded& p, const Co
 
 }  // namespace
 
+/// Measured fwd+bwd against im2col + GEMM (batch 32, 1 thread): 8 to 16 outputs over 4 or
+/// more input channels gain 15-40 % (16 outputs over 64 channels at 28²: 22 vs 36 ms); fewer
+/// outputs waste most lanes (4 over 6 channels: 1.3 vs 0.56 ms), and fewer input channels
+/// leave the weight gradient short of kernel rows (16 over 3 channels: 8.5 vs 7.8 ms).
 bool direct_conv_fits(const ConvGeometry& g) {
-  return avx512::available() && !g.depthwise() && g.group_out() <= 16 && g.w.stride == 1 && g.w.dilation == 1 &&
-         (g.w.kernel == 3 || g.w.kernel == 5);
+  return avx512::available() && g.group_out() >= 8 && g.group_out() <= 16 && g.group_in() >= 4 &&
+         g.w.stride == 1 && g.w.dilation == 1 && (g.w.kernel == 3 || g.w.kernel == 5);
 }
 
 TAPEGRAD_AVX512 void direct_conv_forward(const float* x, const float* wt, const float* bias, const ConvGeometry& g,
