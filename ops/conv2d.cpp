@@ -241,8 +241,9 @@ struct Conv2d {
     const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() *
                                         static_cast<std::int64_t>(dtype_size(x.dtype()));
     const bool direct = x.dtype() == DType::f32 && detail::direct_conv_fits(g);
+    const bool direct_w = x.dtype() == DType::f32 && detail::direct_weight_grad_fits(g);  // needs x, not unfolded
     const bool banded = !depthwise && Bands(g, dtype_size(x.dtype())).count > 1;
-    const bool keep = ctx.needs_input_grad(1) && !g.pointwise() && !depthwise && !direct && !banded &&
+    const bool keep = ctx.needs_input_grad(1) && !g.pointwise() && !depthwise && !direct_w && !banded &&
                       unfolded_bytes <= kKeepUnfoldedBytes;
     Tensor kept = keep ? detail::make_tensor({{g.groups, g.col_rows(), g.batch * g.plane_out()}, x.dtype()})
                        : Tensor();
@@ -337,14 +338,14 @@ struct Conv2d {
       const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
       const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
       const bool parallel = worth_parallel(g);
-      const bool direct = std::is_same_v<T, float> && detail::direct_conv_fits(g);
-      const Chunks chunks(g, parallel, sizeof(T), !depthwise && (!direct || need_x));
+      const bool direct_w = std::is_same_v<T, float> && detail::direct_weight_grad_fits(g);
+      const Chunks chunks(g, parallel, sizeof(T), !depthwise && (!direct_w || need_x));
       // Each thread sums its chunks' weight gradients in its own slot; the slots are added
       // in a fixed order afterwards, so the result does not depend on scheduling. With 16 or
       // more output channels per group and more unfolded rows, the slots hold grad_W_gᵀ
       // [rows, go] = unfolded · grad_yᵀ: the GEMM is faster with the long side as its rows
       // (measured: 16×150×1700 45 → 76 GFLOP/s, 64×576×3136 64 → 94; below 16 columns slower).
-      const bool transposed = direct || (!depthwise && go >= 16 && go < rows);
+      const bool transposed = direct_w || (!depthwise && go >= 16 && go < rows);
       // grad_W_g (or its transpose) += grad_y · unfoldedᵀ over `cols` output elements
       auto add_weight_grad = [&](const T* unfolded, std::int64_t unfolded_ld, const T* gyc, std::int64_t gy_ld,
                                  std::int64_t cols, T* gw_g) {
@@ -374,11 +375,11 @@ struct Conv2d {
             return;
           }
           if constexpr (std::is_same_v<T, float>) {  // the direct kernel's weight gradient, per image
-            for (std::int64_t n = n0; direct && need_w && n < n0 + cb; ++n) {
+            for (std::int64_t n = n0; direct_w && need_w && n < n0 + cb; ++n) {
               detail::direct_conv_weight_grad(px + n * x_image, gy + n * y_image, g, gw);
             }
           }
-          if (direct && !need_x) return;
+          if (direct_w && !need_x) return;
           if (bands.count > 1) {  // an image at a time, a band of output rows at a time
             T* col = workspace<T>(0, rows * bands.height * g.w.out);
             for (std::int64_t n = n0; n < n0 + cb; ++n) {
@@ -392,7 +393,7 @@ struct Conv2d {
                                  col, band.cols);
                     fold_band(col, g, band, gx + n * x_image + x_off);
                   }
-                  if (need_w && !direct) {
+                  if (need_w && !direct_w) {
                     unfold_band(px + n * x_image + x_off, g, band, col);
                     add_weight_grad(col, band.cols, gyb, plane, band.cols, gw + gi * go * rows);
                   }
@@ -422,7 +423,7 @@ struct Conv2d {
                 }
               }
             }
-            if (need_w && !direct) {  // grad_W_g += grad_y · unfoldedᵀ
+            if (need_w && !direct_w) {  // grad_W_g += grad_y · unfoldedᵀ
               const std::int64_t kept_ld = g.batch * plane;
               for (std::int64_t j = 0; pkept == nullptr && col != nullptr && j < cb; ++j) {
                 detail::im2col(px + (n0 + j) * x_image + x_off, g, g.group_in(), col + j * plane, ld);

@@ -74,6 +74,9 @@ bool direct_conv_fits(const ConvGeometry& g);
 /// out = bias + conv(x) for one image (bias may be null); wt is the weight transposed per
 /// group and padded to 16 lanes: [groups][col_rows][16], zero beyond group_out.
 void direct_conv_forward(const float* x, const float* wt, const float* bias, const ConvGeometry& g, float* out);
+/// Whether conv2d takes direct_conv_weight_grad for g: as direct_conv_fits, for any number
+/// of outputs per group from 8 (16 at a time).
+bool direct_weight_grad_fits(const ConvGeometry& g);
 /// grad_wt[gi][(c, ki, kj)][o] += Σ grad_out · x for one image: the weight gradient
 /// transposed per group, [groups][col_rows][group_out].
 void direct_conv_weight_grad(const float* x, const float* grad_out, const ConvGeometry& g, float* grad_wt);

@@ -54,6 +54,9 @@ TEST_CASE("conv2d VJPs match finite differences over the issue's geometries", "[
       // ≥ 16 outputs per group and more unfolded rows: the weight gradient is summed transposed
       {"16 outputs, stride 2", {2, 3, 6, 7}, {16, 3, 3, 2}, true, {.stride = {2, 1}, .padding = {1, 0}}},
       {"groups 2 of 17 outputs", {2, 4, 5, 5}, {34, 2, 3, 3}, false, {.padding = {1, 1}, .groups = 2}},
+      // f32: the direct kernels (8-16 outputs over 4+ inputs), and the direct weight gradient alone
+      {"10 outputs over 4 inputs, 5x5", {2, 4, 6, 7}, {10, 4, 5, 5}, true, {.padding = {2, 1}}},
+      {"20 outputs over 4 inputs", {2, 4, 5, 6}, {20, 4, 3, 3}, true, {.stride = {2, 1}, .padding = {1, 1}}},
   };
   std::uint64_t seed = 1;
   for (const Case& c : cases) {
