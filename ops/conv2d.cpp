@@ -113,6 +113,15 @@ struct Bands {
     }
     count = (g.h.out + height - 1) / std::max<std::int64_t>(height, 1);
   }
+  /// f(n, gi, band) for each image of [n0, n0 + images), each group and each band.
+  template <class F>
+  void each(const ConvGeometry& g, std::int64_t n0, std::int64_t images, F f) const {
+    for (std::int64_t n = n0; n < n0 + images; ++n) {
+      for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+        for (std::int64_t i = 0; i < count; ++i) f(n, gi, (*this)(g, i));
+      }
+    }
+  }
   Band operator()(const ConvGeometry& g, std::int64_t i) const {
     Band b{g, 0, i * height * g.w.out, 0};
     const std::int64_t rows = std::min(height, g.h.out - i * height);
@@ -272,19 +281,13 @@ struct Conv2d {
           if constexpr (std::is_same_v<T, float>) {
             for (std::int64_t n = n0; n < n0 + cb; ++n) detail::direct_conv_forward(px + n * x_image, wt.data(), pb, g, py + n * y_image);
           }
-        } else if (banded) {  // an image at a time, a band of output rows at a time
+        } else if (banded) {
           T* col = workspace<T>(0, rows * bands.height * g.w.out);
-          for (std::int64_t n = n0; n < n0 + cb; ++n) {
-            for (std::int64_t gi = 0; gi < g.groups; ++gi) {
-              const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
-              for (std::int64_t i = 0; i < bands.count; ++i) {
-                const Band band = bands(g, i);
-                unfold_band(px + n * x_image + x_off, g, band, col);
-                detail::gemm(false, false, go, band.cols, rows, T(1), pw + gi * go * rows, rows, col, band.cols,
-                             T(0), py + n * y_image + y_off + band.y_offset, plane);
-              }
-            }
-          }
+          bands.each(g, n0, cb, [&](std::int64_t n, std::int64_t gi, const Band& band) {
+            unfold_band(px + n * x_image + gi * g.group_in() * g.plane_in(), g, band, col);
+            detail::gemm(false, false, go, band.cols, rows, T(1), pw + gi * go * rows, rows, col, band.cols, T(0),
+                         py + n * y_image + gi * go * plane + band.y_offset, plane);
+          });
         } else {
           // The chunk's unfolded input: in the kept tensor (all images side by side, one
           // block per group) or in this thread's workspace.
@@ -380,26 +383,21 @@ struct Conv2d {
             }
           }
           if (direct_w && !need_x) return;
-          if (bands.count > 1) {  // an image at a time, a band of output rows at a time
+          if (bands.count > 1) {
             T* col = workspace<T>(0, rows * bands.height * g.w.out);
-            for (std::int64_t n = n0; n < n0 + cb; ++n) {
-              for (std::int64_t gi = 0; gi < g.groups; ++gi) {
-                const std::int64_t x_off = gi * g.group_in() * g.plane_in(), y_off = gi * go * plane;
-                for (std::int64_t i = 0; i < bands.count; ++i) {
-                  const Band band = bands(g, i);
-                  const T* gyb = gy + n * y_image + y_off + band.y_offset;
-                  if (need_x) {
-                    detail::gemm(true, false, rows, band.cols, go, T(1), pw + gi * go * rows, rows, gyb, plane, T(0),
-                                 col, band.cols);
-                    fold_band(col, g, band, gx + n * x_image + x_off);
-                  }
-                  if (need_w && !direct_w) {
-                    unfold_band(px + n * x_image + x_off, g, band, col);
-                    add_weight_grad(col, band.cols, gyb, plane, band.cols, gw + gi * go * rows);
-                  }
-                }
+            bands.each(g, n0, cb, [&](std::int64_t n, std::int64_t gi, const Band& band) {
+              const std::int64_t x_off = n * x_image + gi * g.group_in() * g.plane_in();
+              const T* gyb = gy + n * y_image + gi * go * plane + band.y_offset;
+              if (need_x) {
+                detail::gemm(true, false, rows, band.cols, go, T(1), pw + gi * go * rows, rows, gyb, plane, T(0), col,
+                             band.cols);
+                fold_band(col, g, band, gx + x_off);
               }
-            }
+              if (need_w && !direct_w) {
+                unfold_band(px + x_off, g, band, col);
+                add_weight_grad(col, band.cols, gyb, plane, band.cols, gw + gi * go * rows);
+              }
+            });
             return;
           }
           T* col = g.pointwise() ? nullptr : workspace<T>(0, rows * ld);
