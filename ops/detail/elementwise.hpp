@@ -78,7 +78,7 @@ Tensor map_unary(const Tensor& x, F f) {
     for (std::int64_t i = 0; i < n; ++i) po[i] = f(px[i]);
     return out;
   }
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for schedule(static)
   for (std::int64_t i = 0; i < n; ++i) po[i] = f(px[i]);
   return out;
 }
@@ -95,7 +95,7 @@ Tensor map_binary_same(const Tensor& x, const Tensor& y, F f) {
     for (std::int64_t i = 0; i < n; ++i) po[i] = f(px[i], py[i]);
     return out;
   }
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for schedule(static)
   for (std::int64_t i = 0; i < n; ++i) po[i] = f(px[i], py[i]);
   return out;
 }
