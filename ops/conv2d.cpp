@@ -251,7 +251,8 @@ struct Conv2d {
                                         static_cast<std::int64_t>(dtype_size(x.dtype()));
     const bool direct = x.dtype() == DType::f32 && detail::direct_conv_fits(g);
     const bool direct_w = x.dtype() == DType::f32 && detail::direct_weight_grad_fits(g);  // needs x, not unfolded
-    const bool banded = !depthwise && Bands(g, dtype_size(x.dtype())).count > 1;
+    const Bands bands(g, dtype_size(x.dtype()));
+    const bool banded = !depthwise && bands.count > 1;
     const bool keep = ctx.needs_input_grad(1) && !g.pointwise() && !depthwise && !direct_w && !banded &&
                       unfolded_bytes <= kKeepUnfoldedBytes;
     Tensor kept = keep ? detail::make_tensor({{g.groups, g.col_rows(), g.batch * g.plane_out()}, x.dtype()})
@@ -270,7 +271,6 @@ struct Conv2d {
       const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
       const bool parallel = worth_parallel(g);
       const Chunks chunks(g, parallel, sizeof(T), !depthwise && !direct);
-      const Bands bands(g, sizeof(T));
       const std::vector<T> wt = direct ? direct_weight(pw, g) : std::vector<T>();
       for_batch(chunks.count, parallel, [&](std::int64_t c) {
         const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;

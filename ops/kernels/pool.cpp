@@ -142,10 +142,23 @@ void max_pool_backward_plane(const T* grad_out, const std::int64_t* indices, con
 TAPEGRAD_POOL_KERNELS(float)
 TAPEGRAD_POOL_KERNELS(double)
 
+namespace {
+
+/// The portable forward over `planes` consecutive planes (CPUs without AVX-512, and f64).
+template <class T>
+void max_pool_forward_planes(const T* x, const PoolGeometry& g, T* out, std::int64_t* indices, std::int64_t planes) {
+  const std::int64_t plane_in = g.h.in * g.w.in, plane_out = g.h.out * g.w.out;
+  for (std::int64_t p = 0; p < planes; ++p) {
+    max_pool_forward_portable(x + p * plane_in, g, out + p * plane_out, indices + p * plane_out);
+  }
+}
+
+}  // namespace
+
 void max_pool_forward(const float* x, const PoolGeometry& g, float* out, std::int64_t* indices,
                       std::int64_t planes) {
-  const std::int64_t plane_in = g.h.in * g.w.in, plane_out = g.h.out * g.w.out;
 #ifdef TAPEGRAD_HAVE_AVX512
+  const std::int64_t plane_in = g.h.in * g.w.in, plane_out = g.h.out * g.w.out;
   if (avx512::available() && plane_in <= std::numeric_limits<std::int32_t>::max() && avx512::small_lane_table(g.w)) {
     const avx512::LaneTap* taps = avx512::lane_table(g.w);  // one table for all the planes
     auto kernel = g.w.stride == 1 ? max_pool_forward_avx512<1>
@@ -155,17 +168,12 @@ void max_pool_forward(const float* x, const PoolGeometry& g, float* out, std::in
     return;
   }
 #endif
-  for (std::int64_t p = 0; p < planes; ++p) {
-    max_pool_forward_portable(x + p * plane_in, g, out + p * plane_out, indices + p * plane_out);
-  }
+  max_pool_forward_planes(x, g, out, indices, planes);
 }
 
 void max_pool_forward(const double* x, const PoolGeometry& g, double* out, std::int64_t* indices,
                       std::int64_t planes) {
-  const std::int64_t plane_in = g.h.in * g.w.in, plane_out = g.h.out * g.w.out;
-  for (std::int64_t p = 0; p < planes; ++p) {
-    max_pool_forward_portable(x + p * plane_in, g, out + p * plane_out, indices + p * plane_out);
-  }
+  max_pool_forward_planes(x, g, out, indices, planes);
 }
 
 }  // namespace tapegrad::detail
