@@ -61,6 +61,22 @@ void require_close(const std::vector<T>& got, const std::vector<double>& want, c
   }
 }
 
+/// Seeded draws for the random-geometry tests: pick(lo, hi) an integer in [lo, hi],
+/// floats(n) n values in [-1, 1).
+struct Draw {
+  std::mt19937_64 rng;
+  explicit Draw(std::uint64_t seed) : rng(seed) {}
+  std::int64_t operator()(std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
+  }
+  std::vector<float> floats(std::int64_t n) {
+    std::uniform_real_distribution<float> value(-1, 1);
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& e : v) e = value(rng);
+    return v;
+  }
+};
+
 /// A random window geometry for one image: sizes, kernel, stride, uneven padding and
 /// dilation per axis; nullopt when no window fits.
 template <class Pick>
@@ -92,11 +108,7 @@ std::string describe(const td::ConvGeometry& g) {
 }  // namespace
 
 TEST_CASE("depthwise kernels agree with the naive loops on random geometries", "[conv][kernels]") {
-  std::mt19937_64 rng(1126);
-  auto pick = [&](std::int64_t lo, std::int64_t hi) {
-    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
-  };
-  std::uniform_real_distribution<float> value(-1, 1);
+  Draw pick(1126);
   int checked = 0;
   for (int trial = 0; trial < 300; ++trial) {
     // multipliers the kernels take 6, 4, 3, 2 channels at a time for, and one they do not
@@ -105,15 +117,10 @@ TEST_CASE("depthwise kernels agree with the naive loops on random geometries", "
     const auto geometry = random_geometry(pick, channels, channels, channels * mult);
     if (!geometry) continue;
     const td::ConvGeometry& g = *geometry;
-    auto random_vector = [&](std::int64_t n) {
-      std::vector<float> v(static_cast<std::size_t>(n));
-      for (float& e : v) e = value(rng);
-      return v;
-    };
-    const auto x = random_vector(channels * g.plane_in());
-    const auto w = random_vector(g.out_channels * g.h.kernel * g.w.kernel);
-    const auto gy = random_vector(g.out_channels * g.plane_out());
-    const auto bias = random_vector(g.out_channels);
+    const auto x = pick.floats(channels * g.plane_in());
+    const auto w = pick.floats(g.out_channels * g.h.kernel * g.w.kernel);
+    const auto gy = pick.floats(g.out_channels * g.plane_out());
+    const auto bias = pick.floats(g.out_channels);
     const Naive want = naive_depthwise(x, w, gy, g);
     INFO(describe(g));
     for (bool portable : {false, true}) {
@@ -145,11 +152,7 @@ TEST_CASE("depthwise kernels agree with the naive loops on random geometries", "
 }
 
 TEST_CASE("im2col and col2im: the dispatched kernels equal the portable ones", "[conv][kernels]") {
-  std::mt19937_64 rng(2611);
-  auto pick = [&](std::int64_t lo, std::int64_t hi) {
-    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
-  };
-  std::uniform_real_distribution<float> value(-1, 1);
+  Draw pick(2611);
   int checked = 0;
   for (int trial = 0; trial < 300; ++trial) {
     const std::int64_t channels = pick(1, 3);
@@ -157,10 +160,8 @@ TEST_CASE("im2col and col2im: the dispatched kernels equal the portable ones", "
     if (!geometry) continue;
     const td::ConvGeometry& g = *geometry;
     const std::int64_t rows = g.col_rows(), ld = g.plane_out() + pick(0, 5);
-    std::vector<float> x(static_cast<std::size_t>(channels * g.plane_in()));
-    std::vector<float> col(static_cast<std::size_t>(rows * ld));
-    for (float& v : x) v = value(rng);
-    for (float& v : col) v = value(rng);
+    const std::vector<float> x = pick.floats(channels * g.plane_in());
+    const std::vector<float> col = pick.floats(rows * ld);
     INFO(describe(g) << " ld=" << ld);
     std::vector<float> got(col.size(), 5.0f), want(col.size(), 5.0f);  // gaps between rows stay 5
     td::im2col(x.data(), g, channels, got.data(), ld);
@@ -186,11 +187,7 @@ TEST_CASE("direct conv kernels (output channels in the lanes) agree with the nai
     SUCCEED("no AVX-512 on this CPU: conv2d never takes the direct kernels");
     return;
   }
-  std::mt19937_64 rng(2612);
-  auto pick = [&](std::int64_t lo, std::int64_t hi) {
-    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
-  };
-  std::uniform_real_distribution<float> value(-1, 1);
+  Draw pick(2612);
   int checked = 0;
   for (int trial = 0; trial < 300; ++trial) {
     const std::int64_t groups = pick(1, 3), group_in = pick(2, 5), group_out = pick(1, 40);
@@ -211,16 +208,11 @@ TEST_CASE("direct conv kernels (output channels in the lanes) agree with the nai
     CHECK(td::direct_conv_fits(g) == (group_out >= 8 && group_out <= 16 && group_in >= 4));
     CHECK(td::direct_weight_grad_fits(g) == (group_out >= 8 && group_in >= 4));
     INFO(describe(g) << " groups=" << groups);
-    auto random_vector = [&](std::int64_t n) {
-      std::vector<float> v(static_cast<std::size_t>(n));
-      for (float& e : v) e = value(rng);
-      return v;
-    };
     const std::int64_t rows = g.col_rows(), plane = g.plane_out();
-    const auto x = random_vector(g.channels * g.plane_in());
-    const auto w = random_vector(g.out_channels * rows);
-    const auto gy = random_vector(g.out_channels * plane);
-    const auto bias = random_vector(g.out_channels);
+    const auto x = pick.floats(g.channels * g.plane_in());
+    const auto w = pick.floats(g.out_channels * rows);
+    const auto gy = pick.floats(g.out_channels * plane);
+    const auto bias = pick.floats(g.out_channels);
     // The definitions: out[o, p] = bias[o] + Σ w[o, r] x[r-th tap of p], grad_w[o, r] = Σ_p gy[o, p] x[...]
     std::vector<double> want_out(static_cast<std::size_t>(g.out_channels * plane)), want_gw(w.size(), 0.0);
     for (std::int64_t o = 0; o < g.out_channels; ++o) {
