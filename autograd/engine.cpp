@@ -32,6 +32,7 @@ namespace {
 thread_local bool grad_enabled = true;
 thread_local bool anomaly_enabled = false;
 thread_local bool keep_inputs = false;
+thread_local std::vector<BranchRecord>* branches = nullptr;
 std::atomic<std::int64_t> live_nodes{0};
 
 // Destroying a long chain of Nodes recursively would overflow the stack: the outermost
@@ -67,6 +68,11 @@ bool should_record(std::span<const Tensor> inputs) {
 }
 
 bool set_keep_inputs(bool keep) { return std::exchange(keep_inputs, keep); }
+
+std::vector<BranchRecord>* set_branch_log(std::vector<BranchRecord>* log) {
+  return std::exchange(branches, log);
+}
+std::vector<BranchRecord>* branch_log() { return branches; }
 
 void note_untracked(std::string_view op, std::span<const Tensor> inputs, const Tensor& out) {
   if (grad_enabled || !out.defined() || !is_floating(out.dtype())) return;

@@ -83,6 +83,12 @@ struct MaxPool2d {
     });
     return {grad_x};
   }
+  // For the gradient checker: the winners, which decide where each window's gradient goes.
+  Tensor branches(std::span<const Tensor> in, const Tensor&) const {
+    OpContext ctx(nullptr);
+    MaxPool2d{opt}.forward(ctx, in);
+    return ctx.take_extras()[0];
+  }
   static std::vector<Sample> samples();
 };
 

@@ -202,6 +202,12 @@ struct Max {
     });
     return {grad_input};
   }
+  // For the gradient checker: the winners, which decide where the gradient goes.
+  Tensor branches(std::span<const Tensor> in, const Tensor&) const {
+    OpContext ctx(nullptr);
+    Max{*this}.forward(ctx, in);
+    return ctx.take_extras()[0];
+  }
   static std::vector<Sample> samples();
 };
 

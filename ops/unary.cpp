@@ -52,6 +52,7 @@ struct AbsDef {
   template <class T> static T df(T g, T x) { return x > 0 ? g : (x < 0 ? -g : T(0)); }
   static constexpr double low = -2, high = 2;
   static constexpr std::string_view kinks = "x = 0";
+  template <class T> static T branch(T x) { return x > 0 ? T(1) : (x < 0 ? T(-1) : T(0)); }
 };
 
 // relu has a kink at 0, where the gradient is 0 (PyTorch's rule). It saves its output:
@@ -63,6 +64,7 @@ struct ReluDef {
   template <class T> static T df(T g, T y) { return y > 0 ? g : T(0); }
   static constexpr double low = -2, high = 2;
   static constexpr std::string_view kinks = "x = 0";
+  template <class T> static T branch(T x) { return x > 0 ? T(1) : T(0); }
 };
 
 // sigmoid(x) = 1 / (1 + e^-x), evaluated without overflow for large |x|.
@@ -116,6 +118,15 @@ struct Unary {
                                           [](T g, T s) { return Def::df(g, s); });
       }
     })};
+  }
+  // For the gradient checker: which piece of f (and of f') each element took.
+  Tensor branches(std::span<const Tensor> in, const Tensor&) const
+    requires requires { Def::kinks; }
+  {
+    return detail::dispatch_floating(in[0].dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      return detail::map_unary<T>(in[0], [](T v) { return Def::branch(v); });
+    });
   }
   static std::vector<Sample> samples();
 };

@@ -17,8 +17,16 @@
 ///   - optional `std::string attributes() const`: "stride=[1, 1], groups=2", for reports;
 ///   - optional `static std::vector<Sample> samples()`: inputs for the gradient checker;
 ///   - optional `static constexpr std::string_view kinks`: where the op is not smooth, e.g.
-///     "x = 0" (relu) or "ties within a window". The gradient checker reports a finite
-///     difference that crosses a kink of such an op as "kink at ..." instead of a failure.
+///     "x = 0" (relu) or "ties within a window";
+///   - optional, with `kinks`: `Tensor branches(std::span<const Tensor> inputs, const Tensor& out)
+///     const`: for each element, which piece of the op's piecewise definition it took, as
+///     any tensor whose values differ between pieces (relu: x > 0; abs: the sign;
+///     max_pool2d: the winner's index). The gradient checker compares them at x and x ± eps,
+///     trusts a finite difference only where no branch changed, and otherwise retries with
+///     smaller or one-sided steps; a kink that no step avoids is reported as "kink at ...",
+///     not as a failure. An op that declares `kinks` without `branches` is judged from the
+///     one-sided differences alone (a step is excused when they disagree and the VJP lies
+///     between them).
 ///
 /// Apply it with `apply(MyOp{...}, {x, w})`; register it once with `register_op<MyOp>()`
 /// so the checker and `tapegrad-check` sweep it.
@@ -90,6 +98,23 @@ concept OpDefinition = requires(Op op, const Op cop, OpContext& ctx,
 
 namespace detail {
 
+/// Which piece of its definition each element of one op application took (see `branches`).
+struct BranchRecord {
+  std::string_view op;
+  std::string_view kinks;
+  Tensor which;
+};
+/// This thread's log of branches, or nullptr when nobody listens (the gradient checker sets
+/// one around its evaluations); returns the previous log.
+std::vector<BranchRecord>* set_branch_log(std::vector<BranchRecord>* log);
+std::vector<BranchRecord>* branch_log();
+
+template <class Op>
+concept HasBranches = requires(const Op op, std::span<const Tensor> in, const Tensor& out) {
+  { Op::kinks } -> std::convertible_to<std::string_view>;
+  { op.branches(in, out) } -> std::same_as<Tensor>;
+};
+
 /// Type-erased view of an op held by a graph node.
 struct OpHolder {
   virtual ~OpHolder() = default;
@@ -100,6 +125,8 @@ struct OpHolder {
   virtual std::string attributes() const = 0;
   /// Where the op is not smooth; empty for a smooth op.
   virtual std::string_view kinks() const = 0;
+  /// Whether the op says which branch of its kinks each element took (`branches`).
+  virtual bool has_branches() const = 0;
   virtual Tensor forward(OpContext& ctx, std::span<const Tensor> inputs) = 0;
   virtual std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) = 0;
   /// Runs a fresh copy of the op on `inputs` (recorded as usual); for the graph checker.
@@ -132,6 +159,7 @@ struct OpHolderImpl final : OpHolder {
     if constexpr (requires { Op::kinks; }) return Op::kinks;
     else return {};
   }
+  bool has_branches() const override { return HasBranches<Op>; }
   Tensor forward(OpContext& ctx, std::span<const Tensor> inputs) override {
     return op.forward(ctx, inputs);
   }
@@ -145,7 +173,7 @@ struct OpHolderImpl final : OpHolder {
 };
 
 template <OpDefinition Op>
-Tensor apply_op(Op op, std::span<const Tensor> inputs, std::vector<Tensor>* extras) {
+Tensor run_op(Op op, std::span<const Tensor> inputs, std::vector<Tensor>* extras) {
   const TensorMeta meta = op.infer(inputs);
   if (should_record(inputs)) {
     return record(std::make_unique<OpHolderImpl<Op>>(std::move(op)), inputs, meta, extras);
@@ -156,6 +184,28 @@ Tensor apply_op(Op op, std::span<const Tensor> inputs, std::vector<Tensor>* extr
   note_untracked(Op::name, inputs, out);
   if (extras != nullptr) *extras = ctx.take_extras();
   return out;
+}
+
+template <OpDefinition Op>
+Tensor apply_op(Op op, std::span<const Tensor> inputs, std::vector<Tensor>* extras) {
+  if constexpr (HasBranches<Op>) {
+    if (std::vector<BranchRecord>* log = branch_log()) {
+      const Op copy = op;
+      Tensor out = run_op(std::move(op), inputs, extras);
+      Tensor which;
+      {
+        // Ops that branches() itself may call are not part of fn's evaluation.
+        struct Resume {
+          std::vector<BranchRecord>* log;
+          ~Resume() { set_branch_log(log); }
+        } resume{set_branch_log(nullptr)};
+        which = copy.branches(inputs, out);
+      }
+      log->push_back({Op::name, Op::kinks, std::move(which)});
+      return out;
+    }
+  }
+  return run_op(std::move(op), inputs, extras);
 }
 
 }  // namespace detail
