@@ -5,7 +5,6 @@
 // RecordInputsGuard) through OpHolder::rerun, and gradchecks that one op: a wrong VJP
 // fails at its own node only, because each node is checked in isolation.
 #include <algorithm>
-#include <cstring>
 #include <limits>
 
 #include <fmt/format.h>
@@ -104,13 +103,19 @@ std::string GraphCheckReport::to_string() const {
   if (!error.empty()) return error;
   const NodeCheck* first = first_failure();
   if (first == nullptr) {
-    std::size_t kinks = 0;
+    std::int64_t retried = 0, kinks = 0;
     for (const auto& n : nodes) {
-      for (const auto& r : n.report.inputs) kinks += static_cast<std::size_t>(r.kinks);
+      for (const auto& r : n.report.inputs) {
+        retried += r.retried;
+        kinks += r.kinks;
+      }
     }
+    std::vector<std::string> notes;
+    if (retried > 0) notes.push_back(fmt::format("{} steps crossed a kink and were retried", retried));
+    if (kinks > 0) notes.push_back(fmt::format("{} values at kinks no step avoided", kinks));
     return fmt::format("check_graph passed: {} ops re-checked at the inputs they saw{}",
                        nodes.size(),
-                       kinks ? fmt::format(" ({} steps crossed declared kinks)", kinks) : "");
+                       notes.empty() ? "" : fmt::format(" ({})", fmt::join(notes, "; ")));
   }
   std::vector<std::string> others;
   for (const auto& n : nodes) {
@@ -151,14 +156,6 @@ std::vector<Tensor> requiring(const std::vector<Tensor>& v) {
 
 Tensor cotangent(const Tensor& out, std::uint64_t seed) {
   return from_vector(detail::random_cotangent(out.numel(), seed), out.shape(), out.dtype());
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  if (a.defined() != b.defined()) return false;
-  if (!a.defined()) return true;
-  if (a.meta() != b.meta()) return false;
-  const auto va = a.to_vector<double>(), vb = b.to_vector<double>();
-  return std::memcmp(va.data(), vb.data(), va.size() * sizeof(double)) == 0;
 }
 
 /// max |a - b| / (tol_scale + max |b|) over elements.
@@ -221,7 +218,7 @@ ContractReport check_op_sample(const OpInfo& op, const Sample& sample,
     // Determinism: the same backward twice gives bitwise the same gradients.
     const auto g1_again = grad({out}, wrt, {c1}, true);
     for (std::size_t k = 0; k < wrt.size(); ++k) {
-      if (!bitwise_equal(g1[k], g1_again[k])) {
+      if (!detail::bitwise_equal(g1[k], g1_again[k])) {
         fail(fmt::format("not deterministic: gradient {} differs bitwise between two identical "
                          "backward passes (max relative gap {:.3g})", k,
                          relative_gap(g1[k], g1_again[k])));
