@@ -86,7 +86,7 @@ cmd_main() {
 # the test executables below under the sanitizers, leak checking included, and runs each fuzz
 # target of tests/fuzz for $fuzz_seconds seconds from its seed corpus. From a clean directory
 # it takes about 4 minutes on 2 cores, nearly all of it compiling.
-readonly san_tests=(autograd_tests data_tests reliability_tests)
+readonly san_tests=(autograd_tests checker_tests data_tests reliability_tests)
 sanitize_and_fuzz() {
   echo "tapegrad.sh: sanitizer + fuzz stage in $san_build_dir (TAPEGRAD_CI_SANITIZE=0 skips it)"
   cmake -S "$repo_root" -B "$san_build_dir" -DCMAKE_CXX_COMPILER=clang++ \
