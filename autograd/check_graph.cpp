@@ -183,12 +183,18 @@ detail::Node* find_node(const Tensor& out, const std::string& op) {
 
 ContractReport check_op_sample(const OpInfo& op, const Sample& sample,
                                const GradcheckOptions& options) {
-  ContractReport r{op.name, sample.label, {}, {}};
+  ContractReport r;
+  r.op = op.name;
+  r.sample = sample.label;
   GradcheckOptions o = options;
   if (sample.eps != 0) o.eps = sample.eps;
   if (sample.atol != 0) o.atol = sample.atol;
   if (sample.rtol != 0) o.rtol = sample.rtol;
   r.gradcheck = gradcheck(sample.fn, sample.inputs, o);
+  if (op.differentiable_vjp) {
+    r.second_order_checked = true;
+    r.gradgradcheck = gradgradcheck(sample.fn, sample.inputs, Tensor(), o);
+  }
   auto fail = [&](std::string what) { r.failures.push_back(std::move(what)); };
   try {
     const std::uint64_t seed = options.seed + 17;
@@ -344,14 +350,23 @@ double OpCheckReport::max_rel_error() const {
 }
 
 std::string OpCheckReport::to_string(bool verbose) const {
-  std::string s = fmt::format("{:<14} {:>3} cases  worst rel error {:9.3g}  {}", op, cases.size(),
-                              max_rel_error(), passed() ? "ok" : "FAILED");
+  const bool second = !cases.empty() && cases.front().second_order_checked;
+  std::string s = fmt::format("{:<20} {:>3} cases  worst rel error {:9.3g}  {}{}", op,
+                              cases.size(), max_rel_error(), passed() ? "ok" : "FAILED",
+                              second ? "" : "  (first order only: its VJP is not differentiable)");
   if (!error.empty()) s += fmt::format("\n  {}", error);
   for (const auto& c : cases) {
     if (c.passed() && !verbose) continue;
     s += fmt::format("\n  sample '{}': {}", c.sample, c.passed() ? "ok" : "FAILED");
     if (verbose || !c.gradcheck.passed) {
       std::string g = c.gradcheck.to_string();
+      for (std::size_t p = g.find('\n'); p != std::string::npos; p = g.find('\n', p + 5)) {
+        g.replace(p, 1, "\n    ");
+      }
+      s += fmt::format("\n    {}", g);
+    }
+    if (c.second_order_checked && (verbose || !c.gradgradcheck.passed)) {
+      std::string g = c.gradgradcheck.to_string();
       for (std::size_t p = g.find('\n'); p != std::string::npos; p = g.find('\n', p + 5)) {
         g.replace(p, 1, "\n    ");
       }

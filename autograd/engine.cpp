@@ -24,6 +24,7 @@
 #include "autograd/tensor_impl.hpp"
 #include "tapegrad/autograd.hpp"
 #include "tapegrad/op.hpp"
+#include "tapegrad/ops.hpp"
 
 namespace tapegrad {
 namespace detail {
@@ -125,6 +126,9 @@ Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
     out = node->op->forward(ctx, inputs);
   }
   check_forward_output(node->op->name(), out, meta);
+  for (SavedTensor& s : node->saved) {
+    s.is_output = !s.source && s.tensor.defined() && s.tensor.impl()->storage == out.impl()->storage;
+  }
   if (extras != nullptr) *extras = ctx.take_extras();
   if (!is_floating(meta.dtype)) return out;  // integer results carry no gradient
   for (const Tensor& t : inputs) {
@@ -182,8 +186,22 @@ std::vector<std::size_t> consumers_first(const TapeGraph& tg) {
 
 namespace {
 
+/// Sets grad mode on this thread for its scope (on for a backward with create_graph).
+class GradMode {
+ public:
+  explicit GradMode(bool enabled) : previous_(std::exchange(grad_enabled, enabled)) {}
+  ~GradMode() { grad_enabled = previous_; }
+  GradMode(const GradMode&) = delete;
+  GradMode& operator=(const GradMode&) = delete;
+
+ private:
+  bool previous_;
+};
+
+/// a + b; recorded when grad mode is on (create_graph), else summed into a fresh copy.
 Tensor add_grads(const Tensor& a, const Tensor& b) {
   if (!a.defined()) return b;
+  if (grad_enabled) return a + b;
   Tensor sum = copy_data(a);
   sum.add_(b);
   return sum;
@@ -264,11 +282,16 @@ Tensor seed_for(const Tensor& out, const Tensor& grad_output, const char* fn) {
   return grad_output;
 }
 
+/// What grad() returns for an input the outputs do not depend on.
+enum class Unused { zeros, undefined, error };
+
 /// Runs backward from `outputs`. With `captures` empty, gradients of leaves accumulate
 /// into their grad(); otherwise the gradients of exactly the captured tensors are returned.
+/// With `create_graph` every VJP is recorded, so the gradients carry a graph of their own.
 std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
                                  const std::vector<Tensor>& grad_outputs, bool retain_graph,
-                                 const std::vector<Tensor>* captures, const char* fn) {
+                                 bool create_graph, const std::vector<Tensor>* captures,
+                                 Unused unused, const char* fn) {
   if (grad_outputs.size() != outputs.size() && !grad_outputs.empty()) {
     throw GraphError(fmt::format("{}: {} grad_outputs for {} outputs", fn, grad_outputs.size(),
                                  outputs.size()));
@@ -315,14 +338,16 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     }
   }
 
+  GradMode mode(create_graph);
   auto deliver_to_leaf = [&](const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
     if (captures != nullptr) {
       auto& slot = leaf_grad[leaf.get()];
       slot = add_grads(slot, g);
+    } else if (create_graph) {  // grad() carries the graph: never updated in place
+      leaf->grad = (leaf->grad ? Tensor(leaf->grad) + g : g.clone()).impl();
     } else if (!leaf->grad) {
       leaf->grad = owned(g).impl();
     } else {
-      NoGradGuard no_grad;
       Tensor(leaf->grad).add_(g);
     }
   };
@@ -337,7 +362,6 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     }
   }
 
-  NoGradGuard no_grad;
   for (std::size_t v : order) {
     Node& n = *tg.graph[v].node;
     Tensor grad_out = std::move(vertex_grad[v]);
@@ -346,6 +370,12 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
       if (auto it = captured_nodes.find(&n); it != captured_nodes.end()) {
         for (std::size_t i : it->second) captured[i] = grad_out;
       }
+    }
+    if (create_graph && !n.op->differentiable_vjp()) {
+      throw GraphError(fmt::format(
+          "{}: create_graph=true records every VJP so that gradients can be differentiated "
+          "again, but the VJP of {} calls raw kernels (it declares differentiable_vjp = false), "
+          "so its gradient cannot carry a graph", fn, describe(n)));
     }
     OpContext ctx(&n);
     std::vector<Tensor> grads = n.op->vjp(ctx, grad_out);
@@ -381,7 +411,13 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
       auto it = leaf_grad.find(c.impl().get());
       if (it != leaf_grad.end()) captured[i] = it->second;
     }
-    if (!captured[i].defined()) captured[i] = zeros(c.shape(), c.dtype());
+    if (captured[i].defined()) continue;
+    if (unused == Unused::error) {
+      throw GraphError(fmt::format(
+          "{}: input {} ({} {}) is not used by the outputs' graph, so it has no gradient; pass "
+          "allow_unused = true to get an undefined Tensor for it", fn, i, c.shape(), c.dtype()));
+    }
+    if (unused == Unused::zeros) captured[i] = zeros(c.shape(), c.dtype());
   }
   return captured;
 }
@@ -393,11 +429,16 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
 
 void OpContext::save(const Tensor& t) {
   if (node_ == nullptr) return;
-  // Saved as a detached handle: a node saving its own output must not own itself.
-  node_->saved.push_back({t.defined() ? t.detach() : Tensor(), t.defined() ? t.version() : 0});
+  // Saved as a detached handle: a node saving its own output must not own itself. An input
+  // that requires grad is also kept as it is, for VJPs recorded under create_graph.
+  if (!t.defined()) {
+    node_->saved.push_back({});
+    return;
+  }
+  node_->saved.push_back({t.detach(), t.version(), t.requires_grad() ? t.impl() : nullptr, false});
 }
 
-const Tensor& OpContext::saved(std::size_t i) const {
+Tensor OpContext::saved(std::size_t i) const {
   if (node_ == nullptr || i >= node_->saved.size()) {
     throw GraphError(fmt::format("{}: saved tensor {} does not exist ({} saved{})",
                                  node_ ? node_->op->name() : "op", i,
@@ -410,6 +451,15 @@ const Tensor& OpContext::saved(std::size_t i) const {
         "{}: one of the tensors it saved for backward ({} {}, saved #{}) was modified by an "
         "in-place operation (version {} -> {}); clone it before changing it", node_->op->name(),
         s.tensor.shape(), s.tensor.dtype(), i, s.version, s.tensor.version()));
+  }
+  // Recording is on inside a VJP only under create_graph: hand out the graph too.
+  if (!detail::grad_enabled) return s.tensor;
+  if (s.source) return Tensor(s.source);
+  if (s.is_output) {
+    Tensor out = detail::alias(s.tensor, s.tensor.shape());
+    out.impl()->requires_grad = true;
+    out.impl()->grad_fn = node_->shared_from_this();
+    return out;
   }
   return s.tensor;
 }
@@ -429,20 +479,33 @@ std::size_t OpContext::num_inputs() const { return node_ ? node_->inputs.size() 
 
 // ---- public entry points ----------------------------------------------------------------------
 
-void backward(const Tensor& output, const Tensor& grad_output, bool retain_graph) {
+void backward(const Tensor& output, const Tensor& grad_output,
+              std::optional<bool> retain_graph, bool create_graph) {
   std::vector<Tensor> seeds;
   if (grad_output.defined()) seeds.push_back(grad_output);
-  detail::run_backward({output}, seeds, retain_graph, nullptr, "backward");
+  detail::run_backward({output}, seeds, retain_graph.value_or(create_graph), create_graph,
+                       nullptr, detail::Unused::zeros, "backward");
 }
 
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grad_outputs, bool retain_graph) {
-  return detail::run_backward(outputs, grad_outputs, retain_graph, &inputs, "grad");
+  return detail::run_backward(outputs, grad_outputs, retain_graph, false, &inputs,
+                              detail::Unused::zeros, "grad");
+}
+
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& grad_outputs, const GradOptions& options) {
+  return detail::run_backward(
+      outputs, grad_outputs, options.retain_graph.value_or(options.create_graph),
+      options.create_graph, &inputs,
+      options.allow_unused ? detail::Unused::undefined : detail::Unused::error, "grad");
 }
 
 bool is_grad_enabled() { return detail::grad_enabled; }
 
 NoGradGuard::NoGradGuard() : previous_(detail::grad_enabled) { detail::grad_enabled = false; }
+EnableGradGuard::EnableGradGuard() : previous_(std::exchange(detail::grad_enabled, true)) {}
+EnableGradGuard::~EnableGradGuard() { detail::grad_enabled = previous_; }
 AnomalyGuard::AnomalyGuard() : previous_(detail::anomaly_enabled) { detail::anomaly_enabled = true; }
 AnomalyGuard::~AnomalyGuard() { detail::anomaly_enabled = previous_; }
 bool is_anomaly_enabled() { return detail::anomaly_enabled; }

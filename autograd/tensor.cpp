@@ -239,8 +239,9 @@ std::string Tensor::grad_fn_name() const {
   return impl.grad_fn ? std::string(impl.grad_fn->op->name()) : std::string();
 }
 
-void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
-  tapegrad::backward(*this, grad_output, retain_graph);
+void Tensor::backward(const Tensor& grad_output, std::optional<bool> retain_graph,
+                      bool create_graph) const {
+  tapegrad::backward(*this, grad_output, retain_graph, create_graph);
 }
 
 void* Tensor::raw_data() const { return checked(impl_, "data").storage->data; }

@@ -47,12 +47,17 @@ struct TensorImpl {
 
 /// A tensor saved for backward with the storage version it had then.
 struct SavedTensor {
-  Tensor tensor;
+  Tensor tensor;  ///< a detached handle on the saved values
   std::uint64_t version = 0;
+  /// The input as passed to save(), when it requires grad: a VJP that is recorded
+  /// (create_graph) sees it with its graph.
+  std::shared_ptr<TensorImpl> source;
+  /// The op's own output: a recorded VJP sees it with this node as its producer.
+  bool is_output = false;
 };
 
 /// One recorded op application: a vertex of the tape's graph.
-struct Node {
+struct Node : std::enable_shared_from_this<Node> {
   struct Input {
     std::shared_ptr<Node> producer;        ///< set when the input came from a recorded op
     std::shared_ptr<TensorImpl> leaf;      ///< set when the input is a leaf requiring grad

@@ -4,7 +4,9 @@
 //     not count the part outside it);
 //   - the window is then clipped to the input; that size is the divisor otherwise;
 //   - divisor_override, when set, replaces both.
-// VJP: each window spreads grad_y[p, q] / divisor over the input elements it summed.
+// VJP: each window spreads grad_y[p, q] / divisor over the input elements it summed. That
+// map (Aᵀ, A being the pooling) is an op of its own, avg_pool2d_backward; it is linear in
+// grad_y, so its own VJP is A again: avg_pool2d. Every order stays these two ops.
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/kernels/window.hpp"
@@ -94,8 +96,9 @@ struct AvgPool2d {
     });
     return out;
   }
-  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    const TensorMeta& mx = ctx.input(0);
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out);
+  /// Aᵀ·grad_y: each window's grad_y / divisor added over the elements it summed.
+  Tensor spread(const Tensor& grad_out, const TensorMeta& mx) const {
     Tensor grad_x = zeros(mx.shape, mx.dtype);
     const PoolGeometry& g = geom;
     detail::dispatch_floating(mx.dtype, name, [&](auto tag) {
@@ -110,18 +113,47 @@ struct AvgPool2d {
         }
       });
     });
-    return {grad_x};
+    return grad_x;
   }
   static std::vector<Sample> samples();
 };
 
-std::vector<Sample> AvgPool2d::samples() {
-  struct Case {
-    const char* label;
-    Shape x;
-    AvgPool2dOptions opt;
-  };
-  const Case cases[] = {
+/// avg_pool2d_backward: grad_x [x's shape] = Aᵀ·grad_y for the pooling `pool` of an input
+/// of meta `x`. VJP: grad_grad_y = A·grad_grad_x = avg_pool2d(grad_grad_x).
+struct AvgPool2dBackward {
+  static constexpr std::string_view name = "avg_pool2d_backward";
+  AvgPool2d pool;  // options and the forward's geometry
+  TensorMeta x;
+  std::string attributes() const { return pool.attributes(); }
+  TensorMeta infer(std::span<const Tensor> in) const {
+    detail::check_floating(name, in[0], "grad_out");
+    const Shape expected = detail::pool_output_shape(x.shape, pool.geom);
+    if (in[0].shape() != expected || in[0].dtype() != x.dtype) {
+      throw ShapeError(fmt::format("avg_pool2d_backward: grad_out must be {} {} (the output of "
+                                   "avg_pool2d on {}), got {} {}", expected, x.dtype, x.shape,
+                                   in[0].shape(), in[0].dtype()));
+    }
+    return x;
+  }
+  Tensor forward(OpContext&, std::span<const Tensor> in) { return pool.spread(in[0], x); }
+  std::vector<Tensor> vjp(OpContext&, const Tensor& grad_out) {
+    return {avg_pool2d(grad_out, pool.opt)};
+  }
+  static std::vector<Sample> samples();
+};
+
+std::vector<Tensor> AvgPool2d::vjp(OpContext& ctx, const Tensor& grad_out) {
+  return {apply(AvgPool2dBackward{*this, ctx.input(0)}, {grad_out})};
+}
+
+struct PoolCase {
+  const char* label;
+  Shape x;
+  AvgPool2dOptions opt;
+};
+
+std::vector<PoolCase> pool_cases() {
+  return {
       {"2x2 stride 2", {2, 3, 6, 8}, {.kernel_size = {2, 2}}},
       {"3x3 stride 2 pad 1 count_include_pad", {1, 2, 7, 9}, {.kernel_size = {3, 3}, .stride = {2, 2}, .padding = {1, 1}}},
       {"3x3 stride 2 pad 1 exclude pad, ceil_mode", {1, 2, 6, 7},
@@ -131,12 +163,31 @@ std::vector<Sample> AvgPool2d::samples() {
       {"ceil_mode with padding counted", {1, 1, 5, 5},
        {.kernel_size = {2, 2}, .stride = {2, 2}, .padding = {1, 1}, .ceil_mode = true}},
   };
+}
+
+std::vector<Sample> AvgPool2d::samples() {
   std::vector<Sample> out;
   std::uint64_t seed = 400;
-  for (const Case& c : cases) {
+  for (const PoolCase& c : pool_cases()) {
     const AvgPool2dOptions opt = c.opt;
     out.push_back({c.label, {detail::sample_tensor(c.x, -1, 1, seed++)},
                    [opt](const std::vector<Tensor>& in) { return avg_pool2d(in[0], opt); }});
+  }
+  return out;
+}
+
+std::vector<Sample> AvgPool2dBackward::samples() {
+  std::vector<Sample> out;
+  std::uint64_t seed = 450;
+  for (const PoolCase& c : pool_cases()) {
+    AvgPool2d pool{c.opt};
+    const TensorMeta x{c.x, DType::f64};
+    pool.geom = pool.geometry(detail::make_tensor(x));
+    const Shape y = detail::pool_output_shape(c.x, pool.geom);
+    out.push_back({c.label, {detail::sample_tensor(y, -1, 1, seed++)},
+                   [pool, x](const std::vector<Tensor>& in) {
+                     return apply(AvgPool2dBackward{pool, x}, {in[0]});
+                   }});
   }
   return out;
 }
@@ -147,6 +198,6 @@ Tensor avg_pool2d(const Tensor& x, const AvgPool2dOptions& options) {
   return apply(AvgPool2d{options}, {x});
 }
 
-TAPEGRAD_BUILTIN_OPS(avg_pool2d, AvgPool2d)
+TAPEGRAD_BUILTIN_OPS(avg_pool2d, AvgPool2d, AvgPool2dBackward)
 
 }  // namespace tapegrad

@@ -10,12 +10,16 @@
 //   grad_x      = w·invstd·g                                         (eval: mean, var constant)
 //   grad_x      = w·invstd/M · (M·g - Σ g - xhat·Σ g·xhat)           (training: mean and var
 //                 depend on x; this is the three-term form of the chain rule through both)
-// The forward saves xhat and invstd, never x.
+// The forward saves x (no larger than xhat, which it never allocates), mean and invstd; the
+// VJP recomputes xhat. Recorded for create_graph, the same formulas run as ops on x, with
+// mean and invstd recomputed from x in training, so that second derivatives see how they
+// depend on x.
 #include <cmath>
 
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
+#include "tapegrad/autograd.hpp"
 
 namespace tapegrad {
 namespace {
@@ -78,13 +82,12 @@ struct BatchNorm2d {
     const std::int64_t n = x.shape()[0], c = x.shape()[1], plane = x.shape()[2] * x.shape()[3];
     const std::int64_t m = n * plane;
     Tensor out = detail::make_tensor(x.meta());
-    Tensor xhat = detail::make_tensor(x.meta());
+    Tensor mean_c = detail::make_tensor(Shape{c}, x.dtype());
     Tensor invstd = detail::make_tensor(Shape{c}, x.dtype());
     detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* px = x.data<T>();
       T* py = out.data<T>();
-      T* ph = xhat.data<T>();
       std::vector<double> batch_mean(static_cast<std::size_t>(c)), batch_var(batch_mean.size());
       for (std::int64_t ch = 0; ch < c; ++ch) {
         double mean = 0, var = 0;
@@ -110,6 +113,7 @@ struct BatchNorm2d {
         batch_mean[static_cast<std::size_t>(ch)] = mean;
         batch_var[static_cast<std::size_t>(ch)] = var;
         const double is = 1.0 / std::sqrt(var + eps);
+        mean_c.data<T>()[ch] = static_cast<T>(mean);
         invstd.data<T>()[ch] = static_cast<T>(is);
         const double w = weight.defined() ? static_cast<double>(weight.data<T>()[ch]) : 1.0;
         const double bb = bias.defined() ? static_cast<double>(bias.data<T>()[ch]) : 0.0;
@@ -117,7 +121,6 @@ struct BatchNorm2d {
           const std::int64_t off = (b * c + ch) * plane;
           for (std::int64_t i = 0; i < plane; ++i) {
             const double h = (static_cast<double>(px[off + i]) - mean) * is;
-            ph[off + i] = static_cast<T>(h);
             py[off + i] = static_cast<T>(w * h + bb);
           }
         }
@@ -140,16 +143,19 @@ struct BatchNorm2d {
         running_var.copy_(new_var);
       }
     });
-    ctx.save(xhat);
+    ctx.save(x);
+    ctx.save(mean_c);
     ctx.save(invstd);
     ctx.save(ctx.needs_input_grad(0) ? weight : Tensor());
     return out;
   }
 
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    const Tensor& xhat = ctx.saved(0);
-    const Tensor& invstd = ctx.saved(1);
-    const Tensor& weight = ctx.saved(2);
+    if (is_grad_enabled()) return recorded_vjp(ctx, grad_out);
+    const Tensor x = ctx.saved(0);
+    const Tensor mean_c = ctx.saved(1);
+    const Tensor invstd = ctx.saved(2);
+    const Tensor weight = ctx.saved(3);
     const Shape& s = ctx.input(0).shape;
     const std::int64_t n = s[0], c = s[1], plane = s[2] * s[3];
     const double m = static_cast<double>(n * plane);
@@ -161,33 +167,62 @@ struct BatchNorm2d {
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* g = grad_out.data<T>();
-      const T* h = xhat.data<T>();
+      const T* px = x.data<T>();
       for (std::int64_t ch = 0; ch < c; ++ch) {
+        const double mean = static_cast<double>(mean_c.data<T>()[ch]);
+        const double is = static_cast<double>(invstd.data<T>()[ch]);
+        auto xhat = [&](std::int64_t i) { return (static_cast<double>(px[i]) - mean) * is; };
         double sum_g = 0, sum_gh = 0;
         for (std::int64_t b = 0; b < n; ++b) {
           const std::int64_t off = (b * c + ch) * plane;
           for (std::int64_t i = 0; i < plane; ++i) {
             sum_g += static_cast<double>(g[off + i]);
-            sum_gh += static_cast<double>(g[off + i]) * static_cast<double>(h[off + i]);
+            sum_gh += static_cast<double>(g[off + i]) * xhat(off + i);
           }
         }
         if (need_w) grad_w.data<T>()[ch] = static_cast<T>(sum_gh);
         if (need_b) grad_b.data<T>()[ch] = static_cast<T>(sum_g);
         if (!need_x) continue;
         const double w = weight.defined() ? static_cast<double>(weight.data<T>()[ch]) : 1.0;
-        const double scale = w * static_cast<double>(invstd.data<T>()[ch]);
+        const double scale = w * is;
         T* gx = grad_x.data<T>();
         for (std::int64_t b = 0; b < n; ++b) {
           const std::int64_t off = (b * c + ch) * plane;
           for (std::int64_t i = 0; i < plane; ++i) {
             const double gi = static_cast<double>(g[off + i]);
             gx[off + i] = static_cast<T>(
-                training ? scale / m * (m * gi - sum_g - static_cast<double>(h[off + i]) * sum_gh)
-                         : scale * gi);
+                training ? scale / m * (m * gi - sum_g - xhat(off + i) * sum_gh) : scale * gi);
           }
         }
       }
     });
+    return {grad_x, grad_w, grad_b};
+  }
+
+  // Recorded for create_graph: the same formulas as ops on x [N, C, H, W] and per-channel
+  // [1, C, 1, 1] statistics, which in training are functions of x again.
+  std::vector<Tensor> recorded_vjp(const OpContext& ctx, const Tensor& grad_out) const {
+    const Tensor x = ctx.saved(0);
+    const std::int64_t c = x.shape()[1];
+    const std::vector<std::int64_t> dims = {0, 2, 3};
+    const Shape per_channel = {1, c, 1, 1};
+    Tensor mean_c = reshape(ctx.saved(1), per_channel);
+    Tensor invstd = reshape(ctx.saved(2), per_channel);
+    if (training) {
+      mean_c = mean(x, dims, true);
+      invstd = pow(mean(pow(x - mean_c, 2.0), dims, true) + eps, -0.5);
+    }
+    const Tensor xhat = (x - mean_c) * invstd;
+    Tensor grad_x, grad_w, grad_b;
+    if (ctx.needs_input_grad(0)) {
+      const Tensor weight = ctx.saved(3);
+      const Tensor scale = weight.defined() ? reshape(weight, per_channel) * invstd : invstd;
+      grad_x = training ? scale * (grad_out - mean(grad_out, dims, true) -
+                                   xhat * mean(grad_out * xhat, dims, true))
+                        : scale * grad_out;
+    }
+    if (ctx.needs_input_grad(1)) grad_w = sum(grad_out * xhat, dims);
+    if (ctx.needs_input_grad(2)) grad_b = sum(grad_out, dims);
     return {grad_x, grad_w, grad_b};
   }
 

@@ -171,6 +171,9 @@ std::string pair(const std::array<std::int64_t, 2>& v) { return fmt::format("[{}
 
 struct Conv2d {
   static constexpr std::string_view name = "conv2d";
+  // Its VJP calls raw kernels: create_graph through it is an error until its gradients
+  // are registered ops of their own (issue 13).
+  static constexpr bool differentiable_vjp = false;
   Conv2dOptions opt;
   ConvGeometry geom{};  // set by forward, read by the VJP
 

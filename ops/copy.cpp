@@ -45,7 +45,7 @@ struct To {
   }
   Tensor forward(OpContext&, std::span<const Tensor> in) { return convert(in[0], dtype); }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    return {convert(grad_out, ctx.input(0).dtype)};
+    return {grad_out.to(ctx.input(0).dtype)};
   }
   static std::vector<Sample> samples() {
     return {{"f64 -> f32 -> f64 [2, 3]", {detail::sample_tensor({2, 3}, -1, 1, 52)},

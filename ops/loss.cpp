@@ -8,6 +8,7 @@
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
+#include "tapegrad/autograd.hpp"
 
 namespace tapegrad {
 namespace {
@@ -73,8 +74,21 @@ struct NllLoss {
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
     const TensorMeta& m = ctx.input(0);
-    const Tensor& target = ctx.saved(0);
+    const Tensor target = ctx.saved(0);
     const std::int64_t batch = m.shape[0], classes = m.shape[1];
+    if (is_grad_enabled()) {  // recorded (create_graph): -grad_out at the targets, as ops
+      Tensor onehot = zeros(m.shape, m.dtype);  // a constant: 1 at each target
+      detail::dispatch_floating(m.dtype, name, [&](auto tag) {
+        using T = decltype(tag);
+        T* p = onehot.data<T>();
+        const auto* t = target.data<std::int64_t>();
+        for (std::int64_t n = 0; n < batch; ++n) p[n * classes + t[n]] = T(1);
+      });
+      const Tensor g = reduction == Reduction::none   ? reshape(grad_out, {batch, 1})
+                       : reduction == Reduction::mean ? grad_out / static_cast<double>(batch)
+                                                      : grad_out;
+      return {-(onehot * g), Tensor()};
+    }
     Tensor grad = zeros(m.shape, m.dtype);
     detail::dispatch_floating(m.dtype, name, [&](auto tag) {
       using T = decltype(tag);
@@ -116,13 +130,15 @@ struct MseLoss {
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
     const Tensor diff = in[0] - in[1];
-    ctx.save(diff);
+    // The inputs, not diff: a VJP recorded for create_graph must see how diff depends on them.
+    ctx.save(in[0]);
+    ctx.save(in[1]);
     const Tensor sq = diff * diff;
     if (reduction == Reduction::none) return sq;
     return reduction == Reduction::sum ? sum(sq) : mean(sq);
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    const Tensor& diff = ctx.saved(0);
+    const Tensor diff = ctx.saved(0) - ctx.saved(1);
     const double scale = reduction == Reduction::mean ? 2.0 / static_cast<double>(diff.numel()) : 2.0;
     const Tensor grad_a = diff * grad_out * scale;  // grad_out broadcasts when reduced
     return {ctx.needs_input_grad(0) ? grad_a : Tensor(),

@@ -9,6 +9,7 @@
 #include "ops/detail/samples.hpp"
 #include "ops/kernels/gemm.hpp"
 #include "ops/registration.hpp"
+#include "tapegrad/autograd.hpp"
 
 namespace tapegrad {
 namespace {
@@ -71,6 +72,7 @@ struct Matmul {
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
     const TensorMeta& ma = ctx.input(0);
     const TensorMeta& mb = ctx.input(1);
+    if (is_grad_enabled()) return recorded_vjp(ctx, grad_out);
     const std::int64_t batch = ma.shape.size() == 3 ? ma.shape[0] : 1;
     const std::int64_t m = ma.shape[ma.shape.size() - 2], k = ma.shape.back(), n = mb.shape.back();
     const bool shared_b = mb.shape.size() == 2;
@@ -88,6 +90,24 @@ struct Matmul {
                         grad_out.data<T>(), m * n, grad_b.data<T>(), shared_b ? 0 : k * n, shared_b);
       }
     });
+    return {grad_a, grad_b};
+  }
+  // Recorded for create_graph: the same products written with ops. A B shared by a
+  // batched A gets Aᵀ·grad_C over all rows of the batch at once.
+  static std::vector<Tensor> recorded_vjp(const OpContext& ctx, const Tensor& grad_out) {
+    const Shape& sa = ctx.input(0).shape;
+    Tensor grad_a, grad_b;
+    if (ctx.needs_input_grad(0)) grad_a = matmul(grad_out, transpose(ctx.saved(1), -2, -1));
+    if (ctx.needs_input_grad(1)) {
+      const Tensor a = ctx.saved(0);
+      if (sa.size() == 3 && ctx.input(1).shape.size() == 2) {
+        const std::int64_t rows = sa[0] * sa[1];
+        grad_b = matmul(transpose(reshape(a, {rows, sa[2]}), 0, 1),
+                        reshape(grad_out, {rows, grad_out.shape().back()}));
+      } else {
+        grad_b = matmul(transpose(a, -2, -1), grad_out);
+      }
+    }
     return {grad_a, grad_b};
   }
   static std::vector<Sample> samples() {
@@ -159,6 +179,15 @@ struct Linear {
     const std::int64_t fin = mw.shape[1], fout = mw.shape[0];
     const std::int64_t rows = leading_rows(mx.shape);
     Tensor grad_x, grad_w, grad_b;
+    if (is_grad_enabled()) {  // recorded (create_graph): the same products as ops
+      const Tensor g = reshape(grad_out, {rows, fout});
+      if (ctx.needs_input_grad(0)) grad_x = reshape(matmul(g, ctx.saved(1)), mx.shape);
+      if (ctx.needs_input_grad(1)) {
+        grad_w = matmul(transpose(g, 0, 1), reshape(ctx.saved(0), {rows, fin}));
+      }
+      if (ctx.needs_input_grad(2)) grad_b = sum(g, {0});
+      return {grad_x, grad_w, grad_b};
+    }
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* g = grad_out.data<T>();

@@ -10,6 +10,7 @@
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
+#include "tapegrad/autograd.hpp"
 
 namespace tapegrad {
 namespace {
@@ -43,6 +44,16 @@ Shape reduced_shape(const Shape& shape, const std::array<bool, Shape::kMaxRank>&
 
 Shape keepdim_shape(const Shape& shape, const std::array<bool, Shape::kMaxRank>& mask) {
   return reduced_shape(shape, mask, true);
+}
+
+/// A reduction's VJP: grad_out spread back over the reduced dims of in_shape (each input
+/// element fed its reduction once). Recorded (create_graph) as a reshape and a
+/// broadcasting add, whose own VJPs sum it back.
+Tensor spread(const Tensor& grad_out, const Shape& in_shape,
+              const std::array<bool, Shape::kMaxRank>& mask) {
+  const Shape keep = keepdim_shape(in_shape, mask);
+  if (is_grad_enabled()) return reshape(grad_out, keep) + zeros(in_shape, grad_out.dtype());
+  return detail::broadcast_to(detail::alias(grad_out, keep), in_shape);
 }
 
 /// Sums x over the masked dims into a tensor of `out_shape` (same element count as the
@@ -99,8 +110,7 @@ struct Sum {
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
     const Shape& in_shape = ctx.input(0).shape;
-    const auto mask = reduced_mask(name, in_shape, dims);
-    return {detail::broadcast_to(detail::alias(grad_out, keepdim_shape(in_shape, mask)), in_shape)};
+    return {spread(grad_out, in_shape, reduced_mask(name, in_shape, dims))};
   }
   static std::vector<Sample> samples();
 };
@@ -133,8 +143,7 @@ struct Mean {
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
     const Shape& in_shape = ctx.input(0).shape;
     const auto mask = reduced_mask(name, in_shape, dims);
-    const Tensor g = detail::alias(grad_out, keepdim_shape(in_shape, mask)) / count(in_shape, mask);
-    return {detail::broadcast_to(g, in_shape)};
+    return {spread(grad_out / count(in_shape, mask), in_shape, mask)};
   }
   static std::vector<Sample> samples();
 };
@@ -142,6 +151,7 @@ struct Mean {
 struct Max {
   static constexpr std::string_view name = "max";
   static constexpr std::string_view kinks = "ties along dim";
+  static constexpr bool differentiable_vjp = false;  // a raw scatter; a gather op will carry it
   std::int64_t dim;
   bool keepdim = false;
   std::string attributes() const { return fmt::format("dim={}, keepdim={}", dim, keepdim); }

@@ -53,7 +53,7 @@ struct Reshape {
     return detail::alias(in[0], resolve_shape(in[0].shape(), shape));
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    return {detail::alias(grad_out, ctx.input(0).shape)};
+    return {reshape(grad_out, ctx.input(0).shape)};
   }
   static std::vector<Sample> samples() {
     return {{"[2, 3, 4] -> [4, -1]", {detail::sample_tensor({2, 3, 4}, -1, 1, 41)},
@@ -128,7 +128,7 @@ struct Permute {
     const auto p = order(ctx.input(0).shape);
     std::vector<std::size_t> inverse(p.size());
     for (std::size_t d = 0; d < p.size(); ++d) inverse[p[d]] = d;
-    return {permute_data(grad_out, inverse)};
+    return {permute(grad_out, std::vector<std::int64_t>(inverse.begin(), inverse.end()))};
   }
   static std::vector<Sample> samples() {
     return {{"[2, 3, 4] by [2, 0, 1]", {detail::sample_tensor({2, 3, 4}, -1, 1, 42)},

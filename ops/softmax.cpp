@@ -9,6 +9,7 @@
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
+#include "tapegrad/autograd.hpp"
 
 namespace tapegrad {
 namespace {
@@ -56,7 +57,11 @@ struct SoftmaxOp {
     return out;
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    const Tensor& y = ctx.saved(0);
+    const Tensor y = ctx.saved(0);
+    if (is_grad_enabled()) {  // recorded (create_graph): the same formulas as ops
+      if constexpr (Log) return {grad_out - exp(y) * sum(grad_out, {dim}, true)};
+      else return {y * (grad_out - sum(grad_out * y, {dim}, true))};
+    }
     const detail::DimSplit split(y.shape(), detail::normalize_dim(name, dim, y.dim()));
     Tensor grad_x = detail::make_tensor(y.meta());
     detail::dispatch_floating(y.dtype(), name, [&](auto tag) {

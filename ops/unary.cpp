@@ -1,11 +1,15 @@
 // Element-wise functions y = f(x), each with its derivative right below it. The VJP is
 // grad_input = grad_out * f'(x), with f' written in terms of what the op saved: the input
-// x or the output y (exp, sigmoid, tanh, sqrt reuse y and need not keep x).
+// x or the output y (exp, sigmoid, tanh, sqrt reuse y and need not keep x). df is written
+// once for numbers and tensors: recorded for create_graph, it is evaluated on tensors, so
+// the second derivative flows through y (or x) and grad_out. A piecewise-linear op (abs,
+// relu) has f' = its branch indicator, a constant: grad_out * branches(x).
 #include <cmath>
 
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
+#include "tapegrad/autograd.hpp"
 
 namespace tapegrad {
 namespace {
@@ -40,7 +44,7 @@ struct SqrtDef {
   static constexpr std::string_view name = "sqrt";
   static constexpr Saves saves = Saves::output;
   template <class T> static T f(T x) { return std::sqrt(x); }
-  template <class T> static T df(T g, T y) { return g / (T(2) * y); }
+  template <class T> static T df(T g, T y) { return g / (y * 2); }
   static constexpr double low = 0.2, high = 3;
 };
 
@@ -76,7 +80,7 @@ struct SigmoidDef {
     const T e = std::exp(x);
     return e / (T(1) + e);
   }
-  template <class T> static T df(T g, T y) { return g * y * (T(1) - y); }
+  template <class T> static T df(T g, T y) { return g * y * (1 - y); }
   static constexpr double low = -3, high = 3;
 };
 
@@ -84,7 +88,7 @@ struct TanhDef {
   static constexpr std::string_view name = "tanh";
   static constexpr Saves saves = Saves::output;
   template <class T> static T f(T x) { return std::tanh(x); }
-  template <class T> static T df(T g, T y) { return g * (T(1) - y * y); }
+  template <class T> static T df(T g, T y) { return g * (1 - y * y); }
   static constexpr double low = -2, high = 2;
 };
 
@@ -109,6 +113,11 @@ struct Unary {
     return out;
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    if (is_grad_enabled()) {  // recorded (create_graph): the same df on tensors
+      if constexpr (requires { Def::kinks; }) return {grad_out * branch_of(ctx.saved(0))};
+      else if constexpr (Def::saves == Saves::nothing) return {Def::df(grad_out, Tensor())};
+      else return {Def::df(grad_out, ctx.saved(0))};
+    }
     return {detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (Def::saves == Saves::nothing) {
@@ -119,13 +128,17 @@ struct Unary {
       }
     })};
   }
-  // For the gradient checker: which piece of f (and of f') each element took.
-  Tensor branches(std::span<const Tensor> in, const Tensor&) const
+  // Which piece of f (and of f') each element took, from the input or, where it has the
+  // same sign (relu), the output: for the gradient checker, and f' itself.
+  Tensor branches(std::span<const Tensor> in, const Tensor& out) const
     requires requires { Def::kinks; }
   {
-    return detail::dispatch_floating(in[0].dtype(), name, [&](auto tag) {
+    return branch_of(Def::saves == Saves::input ? in[0] : out);
+  }
+  static Tensor branch_of(const Tensor& saved) {
+    return detail::dispatch_floating(saved.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      return detail::map_unary<T>(in[0], [](T v) { return Def::branch(v); });
+      return detail::map_unary<T>(saved, [](T v) { return Def::branch(v); });
     });
   }
   static std::vector<Sample> samples();

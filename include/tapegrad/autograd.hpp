@@ -2,6 +2,7 @@
 /// \file
 /// Backward, functional gradients, and the switches that control recording.
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "tapegrad/tensor.hpp"
@@ -10,12 +11,29 @@ namespace tapegrad {
 
 /// Backpropagates from `output` (see Tensor::backward).
 void backward(const Tensor& output, const Tensor& grad_output = Tensor(),
-              bool retain_graph = false);
+              std::optional<bool> retain_graph = {}, bool create_graph = false);
 
-/// Returns d(sum_i <outputs[i], grad_outputs[i]>)/d(inputs[j]) for each input, without
-/// touching any tensor's grad(). `grad_outputs` may be empty (every output must then hold
-/// one element). An input the outputs do not depend on gets an all-zero gradient.
-/// Inputs may be leaves or intermediate tensors.
+struct GradOptions {
+  /// Keep the saved tensors for another backward; by default, whether create_graph is set.
+  std::optional<bool> retain_graph = {};
+  /// Record the VJPs, so that the returned gradients carry a graph and can be
+  /// differentiated again (grad of grad, Hessian-vector products, gradient penalties).
+  /// Throws GraphError at an op whose VJP is not differentiable (`differentiable_vjp`).
+  bool create_graph = false;
+  /// An input the outputs do not depend on gets an undefined Tensor instead of an error.
+  bool allow_unused = false;
+};
+
+/// d(sum_i <outputs[i], grad_outputs[i]>)/d(inputs[j]) for each input, as in
+/// torch.autograd.grad, without touching any tensor's grad(). `grad_outputs` may be empty
+/// (every output must then hold one element) and may themselves require grad. Inputs may
+/// be leaves or intermediate tensors; one the outputs do not depend on is a GraphError
+/// unless `allow_unused`.
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& grad_outputs, const GradOptions& options);
+
+/// The first-order shorthand: grad(outputs, inputs, grad_outputs, {retain_graph}), except
+/// that an input the outputs do not depend on gets an all-zero gradient.
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grad_outputs = {},
                          bool retain_graph = false);
@@ -30,6 +48,19 @@ class NoGradGuard {
   ~NoGradGuard();
   NoGradGuard(const NoGradGuard&) = delete;
   NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+/// Inside its scope ops are recorded again on this thread, even within a NoGradGuard (as
+/// torch.enable_grad): for a function that computes a gradient of its own.
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
 
  private:
   bool previous_;

@@ -113,6 +113,31 @@ using TensorFunction = std::function<Tensor(const std::vector<Tensor>&)>;
 GradcheckReport gradcheck(const TensorFunction& fn, const std::vector<Tensor>& inputs,
                           const GradcheckOptions& options = {});
 
+// ---- second order ---------------------------------------------------------------------------
+
+/// gradgradcheck: the VJP's own VJP. For each input i that requires grad, the gradient
+///   G_i(inputs, grad_output) = d<fn(inputs), grad_output>/d inputs[i]
+/// (computed with create_graph) is gradchecked as a function of every input and of
+/// grad_output: its VJP (the second-order graph) against finite differences of the
+/// VJP. Finite differences evaluate G_i without create_graph, so the first-order VJP
+/// that runs there is the plain one: the two VJP paths of an op are compared too.
+struct GradgradcheckReport {
+  bool passed = false;
+  std::string error;  ///< set when the check could not run
+  /// One per input that requires grad (`of_input`): its gradient as a function of
+  /// (inputs..., grad_output); the report's last input is grad_output.
+  std::vector<GradcheckReport> gradients;
+  std::vector<std::size_t> of_input;
+  std::string to_string() const;
+};
+
+/// grad_output: fn's upstream gradient, of its output's shape; undefined draws a random
+/// one (magnitudes in [0.5, 1.5), random signs) from options.seed. Modes, tolerances and
+/// kinks as gradcheck.
+GradgradcheckReport gradgradcheck(const TensorFunction& fn, const std::vector<Tensor>& inputs,
+                                  const Tensor& grad_output = Tensor(),
+                                  const GradcheckOptions& options = {});
+
 // ---- localising the wrong op ---------------------------------------------------------------
 
 /// Inside its scope every recorded op also keeps a copy of its input values, so that
@@ -164,10 +189,15 @@ struct ContractReport {
   std::string op;
   std::string sample;
   GradcheckReport gradcheck;
+  /// The second order (gradgradcheck), for an op whose VJP is differentiable.
+  bool second_order_checked = false;
+  GradgradcheckReport gradgradcheck;
   /// Broken rules, one sentence each: VJP shapes, accumulation, determinism, linearity in
   /// grad_out, gradients computed for inputs that need none.
   std::vector<std::string> failures;
-  bool passed() const { return gradcheck.passed && failures.empty(); }
+  bool passed() const {
+    return gradcheck.passed && failures.empty() && (!second_order_checked || gradgradcheck.passed);
+  }
 };
 
 struct OpCheckReport {
@@ -179,8 +209,8 @@ struct OpCheckReport {
   std::string to_string(bool verbose = false) const;
 };
 
-/// Runs one sample through gradcheck (with the sample's eps/atol/rtol when set) and the
-/// contract checks.
+/// Runs one sample through gradcheck (with the sample's eps/atol/rtol when set), the
+/// contract checks and, when the op's VJP is differentiable, gradgradcheck.
 ContractReport check_op_sample(const OpInfo& op, const Sample& sample,
                                const GradcheckOptions& options = {});
 /// Every sample of `op`; an op without samples fails.

@@ -12,8 +12,13 @@
 ///     (a dim, a flag) can simply be stored in the struct's own members;
 ///   - `std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out)`: returns one
 ///     gradient per input, with that input's exact shape and dtype, or an undefined Tensor
-///     where `!ctx.needs_input_grad(i)`. It runs with recording off, so it may use the
-///     public ops freely;
+///     where `!ctx.needs_input_grad(i)`. It may use the public ops freely. Without
+///     create_graph it runs with recording off; with it, it is recorded like any forward,
+///     so that gradients can be differentiated again: a VJP written with public ops on
+///     grad_out, the inputs and the output it saved is twice differentiable as it stands;
+///   - optional `static constexpr bool differentiable_vjp = false` for a VJP that calls raw
+///     kernels (or reads intermediates it saved): create_graph through it throws GraphError
+///     naming the op instead of producing a wrong second derivative;
 ///   - optional `std::string attributes() const`: "stride=[1, 1], groups=2", for reports;
 ///   - optional `static std::vector<Sample> samples()`: inputs for the gradient checker;
 ///   - optional `static constexpr std::string_view kinks`: where the op is not smooth, e.g.
@@ -53,8 +58,10 @@ class OpContext {
   /// Saves a residual for the VJP (ignored when the op is not recorded). An in-place
   /// change of a saved tensor before backward is detected and reported.
   void save(const Tensor& t);
-  /// Residual i, in the order saved.
-  const Tensor& saved(std::size_t i) const;
+  /// Residual i, in the order saved. Inside a VJP recorded for create_graph, a saved input
+  /// comes with its graph and the saved output with this op as its producer, so a VJP
+  /// written with public ops is differentiable again.
+  Tensor saved(std::size_t i) const;
   /// Whether input i needs a gradient (false in forward when nothing is recorded).
   bool needs_input_grad(std::size_t i) const;
   /// Shape and dtype input i had in forward.
@@ -127,6 +134,8 @@ struct OpHolder {
   virtual std::string_view kinks() const = 0;
   /// Whether the op says which branch of its kinks each element took (`branches`).
   virtual bool has_branches() const = 0;
+  /// Whether its VJP may be recorded for create_graph (`differentiable_vjp`, default true).
+  virtual bool differentiable_vjp() const = 0;
   virtual Tensor forward(OpContext& ctx, std::span<const Tensor> inputs) = 0;
   virtual std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) = 0;
   /// Runs a fresh copy of the op on `inputs` (recorded as usual); for the graph checker.
@@ -160,6 +169,10 @@ struct OpHolderImpl final : OpHolder {
     else return {};
   }
   bool has_branches() const override { return HasBranches<Op>; }
+  bool differentiable_vjp() const override {
+    if constexpr (requires { Op::differentiable_vjp; }) return Op::differentiable_vjp;
+    else return true;
+  }
   Tensor forward(OpContext& ctx, std::span<const Tensor> inputs) override {
     return op.forward(ctx, inputs);
   }
@@ -234,6 +247,7 @@ struct OpInfo {
   std::string name;
   std::function<std::vector<Sample>()> samples;  ///< empty when the op has none
   const void* key = nullptr;                     ///< identifies the op type
+  bool differentiable_vjp = true;                ///< see OpDefinition's differentiable_vjp
 };
 
 namespace detail {
@@ -250,6 +264,7 @@ template <OpDefinition Op>
 OpInfo op_info() {
   OpInfo info{std::string(Op::name), {}, &detail::op_key<Op>};
   if constexpr (requires { Op::samples(); }) info.samples = [] { return Op::samples(); };
+  if constexpr (requires { Op::differentiable_vjp; }) info.differentiable_vjp = Op::differentiable_vjp;
   return info;
 }
 template <OpDefinition Op>

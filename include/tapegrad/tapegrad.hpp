@@ -6,6 +6,7 @@
 #include "tapegrad/checkpoint.hpp"  // IWYU pragma: export
 #include "tapegrad/data.hpp"      // IWYU pragma: export
 #include "tapegrad/error.hpp"     // IWYU pragma: export
+#include "tapegrad/functional.hpp"  // IWYU pragma: export
 #include "tapegrad/gradcheck.hpp"  // IWYU pragma: export
 #include "tapegrad/nn.hpp"        // IWYU pragma: export
 #include "tapegrad/op.hpp"        // IWYU pragma: export

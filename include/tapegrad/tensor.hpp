@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -59,8 +60,11 @@ class Tensor {
   std::string grad_fn_name() const;
   /// Backpropagates from this tensor. Without `grad_output` the tensor must hold one
   /// element; otherwise `grad_output` must have this tensor's shape and dtype.
-  /// Saved tensors are freed afterwards unless `retain_graph` is true.
-  void backward(const Tensor& grad_output = Tensor(), bool retain_graph = false) const;
+  /// Saved tensors are freed afterwards unless `retain_graph` is true (by default, unless
+  /// `create_graph`). With `create_graph` the VJPs are recorded, so the gradients
+  /// accumulated into grad() carry a graph and can be differentiated again.
+  void backward(const Tensor& grad_output = Tensor(), std::optional<bool> retain_graph = {},
+                bool create_graph = false) const;
 
   // ---- data -----------------------------------------------------------------------------
   /// Copies the values out, converting from any dtype.
