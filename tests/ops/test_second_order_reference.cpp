@@ -1,0 +1,364 @@
+// Second derivatives (double backward) against values PyTorch 1.13 computed (CPU, float64),
+// read from tests/fixtures/second_order_reference.txt (make_second_order_reference.py writes it
+// and documents the format). For each case out = f(x_0, ..., x_k-1), a random upstream v that
+// itself requires grad and random u_i:
+//   g_i = d<out, v>/dx_i with create_graph,  s = sum_i <g_i, u_i>,  ds/dx_j and ds/dv,
+// all of which must agree to 1e-9 relative (1e-12 absolute near 0). An input s does not depend
+// on comes back undefined (allow_unused) and stands for zeros, as PyTorch's None does.
+// The cases through avg_pool2d, max_pool2d and batch_norm2d are a test case of their own,
+// tagged [pool-bn]: their second order runs through the ops that are their VJPs
+// (avg_pool2d_backward, max_pool2d_backward and max_pool2d_gather) and through
+// batch_norm2d's recorded VJP, which recomputes the batch statistics from x.
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <tapegrad/tapegrad.hpp>
+
+#include "support/numeric.hpp"
+
+namespace tg = tapegrad;
+
+namespace {
+
+constexpr double kRtol = 1e-9;
+constexpr double kAtol = 1e-12;
+constexpr const char* kFixture = TAPEGRAD_FIXTURE_DIR "/second_order_reference.txt";
+
+/// One case of the fixture: inputs, options and PyTorch's results.
+struct Case {
+  std::string name;
+  std::vector<double> config;       ///< op options (empty when f reads none)
+  std::vector<tg::Tensor> x;        ///< differentiable inputs
+  std::vector<tg::Tensor> c;        ///< floating constants (running statistics)
+  tg::Tensor target;                ///< i64 class indices, or undefined
+  tg::Tensor v, out, ds_dv;         ///< upstream gradient, forward output, ds/dv
+  std::vector<tg::Tensor> u, g, ds_dx;  ///< one per input
+
+  std::int64_t option(std::size_t i) const {
+    if (i >= config.size())
+      FAIL(fmt::format("{}: config has {} values, option {} was asked for", name, config.size(),
+                       i));
+    return static_cast<std::int64_t>(std::llround(config[i]));
+  }
+  tg::Tensor constant(std::size_t i) const { return i < c.size() ? c[i] : tg::Tensor(); }
+  tg::Reduction reduction() const {
+    const std::int64_t code = option(0);
+    if (code < 0 || code > 2)
+      FAIL(fmt::format("{}: reduction code {} is not 0 (none), 1 (mean) or 2 (sum)", name, code));
+    return code == 0 ? tg::Reduction::none : code == 1 ? tg::Reduction::mean : tg::Reduction::sum;
+  }
+};
+
+// ---- reading the fixture ------------------------------------------------------------------
+
+using Items = std::map<std::string, std::vector<double>>;  // item ("x0.shape", "g1") -> values
+
+std::vector<double> item(const Items& items, const std::string& case_name, const std::string& key) {
+  const auto it = items.find(key);
+  if (it == items.end()) FAIL(fmt::format("{}: case {} has no item {}", kFixture, case_name, key));
+  return it->second;
+}
+
+tg::Shape shape_item(const Items& items, const std::string& case_name, const std::string& key) {
+  std::vector<std::int64_t> sizes;
+  for (double d : item(items, case_name, key)) sizes.push_back(static_cast<std::int64_t>(d));
+  return tg::Shape(sizes);
+}
+
+tg::Tensor tensor_item(const Items& items, const std::string& case_name, const std::string& key,
+                       const tg::Shape& shape, tg::DType dtype = tg::DType::f64) {
+  const std::vector<double> values = item(items, case_name, key);
+  if (static_cast<std::int64_t>(values.size()) != shape.numel()) {
+    FAIL(fmt::format("{}: {}.{} has {} values, its shape {} needs {}", kFixture, case_name, key,
+                     values.size(), shape, shape.numel()));
+  }
+  if (dtype == tg::DType::i64) {
+    std::vector<std::int64_t> ints;
+    for (double d : values) ints.push_back(static_cast<std::int64_t>(d));
+    return tg::from_vector(ints, shape, tg::DType::i64);
+  }
+  return tg::from_vector(values, shape, dtype);
+}
+
+Case build_case(const std::string& name, const Items& items) {
+  Case c;
+  c.name = name;
+  if (items.count("config")) c.config = items.at("config");
+  for (std::size_t i = 0; items.count(fmt::format("x{}.shape", i)); ++i) {
+    const tg::Shape shape = shape_item(items, name, fmt::format("x{}.shape", i));
+    c.x.push_back(tensor_item(items, name, fmt::format("x{}", i), shape));
+    c.u.push_back(tensor_item(items, name, fmt::format("u{}", i), shape));
+    c.g.push_back(tensor_item(items, name, fmt::format("g{}", i), shape));
+    c.ds_dx.push_back(tensor_item(items, name, fmt::format("ds_dx{}", i), shape));
+  }
+  if (c.x.empty()) FAIL(fmt::format("{}: case {} has no input x0", kFixture, name));
+  for (std::size_t i = 0; items.count(fmt::format("c{}.shape", i)); ++i) {
+    const tg::Shape shape = shape_item(items, name, fmt::format("c{}.shape", i));
+    c.c.push_back(tensor_item(items, name, fmt::format("c{}", i), shape));
+  }
+  if (items.count("target")) {
+    const auto n = static_cast<std::int64_t>(items.at("target").size());
+    c.target = tensor_item(items, name, "target", tg::Shape{n}, tg::DType::i64);
+  }
+  const tg::Shape out_shape = shape_item(items, name, "v.shape");
+  c.v = tensor_item(items, name, "v", out_shape);
+  c.out = tensor_item(items, name, "out", out_shape);
+  c.ds_dv = tensor_item(items, name, "ds_dv", out_shape);
+  return c;
+}
+
+std::vector<Case> load_cases() {
+  std::ifstream in(kFixture);
+  if (!in.good()) FAIL(fmt::format("cannot open {}", kFixture));
+  std::vector<std::string> order;
+  std::map<std::string, Items> raw;
+  std::string line;
+  for (int line_no = 1; std::getline(in, line); ++line_no) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream s(line);
+    std::string key;
+    s >> key;
+    const auto dot = key.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == key.size())
+      FAIL(fmt::format("{}:{}: key '{}' is not <case>.<item>", kFixture, line_no, key));
+    const std::string case_name = key.substr(0, dot);
+    if (!raw.count(case_name)) order.push_back(case_name);
+    std::vector<double>& values = raw[case_name][key.substr(dot + 1)];
+    if (!values.empty()) FAIL(fmt::format("{}:{}: key {} appears twice", kFixture, line_no, key));
+    std::string token;
+    while (s >> token) {
+      char* end = nullptr;
+      values.push_back(std::strtod(token.c_str(), &end));
+      if (end != token.c_str() + token.size())
+        FAIL(fmt::format("{}:{}: {} holds '{}', not a number", kFixture, line_no, key, token));
+    }
+  }
+  std::vector<Case> cases;
+  for (const std::string& name : order) cases.push_back(build_case(name, raw.at(name)));
+  return cases;
+}
+
+// ---- the functions, one per case name (the same f as the generator) ----------------------------
+
+using Inputs = std::vector<tg::Tensor>;
+using CaseFn = std::function<tg::Tensor(const Case&, const Inputs&)>;
+
+struct KnownCase {
+  std::string name;
+  bool pool_bn;  ///< goes through avg_pool2d, max_pool2d or batch_norm2d
+  CaseFn f;
+};
+
+tg::Tensor pow_case(const Case& c, const Inputs& x) { return tg::pow(x[0], c.config.at(0)); }
+tg::Tensor matmul_case(const Case&, const Inputs& x) { return tg::matmul(x[0], x[1]); }
+tg::Tensor nll_case(const Case& c, const Inputs& x) {
+  return tg::nll_loss(tg::log_softmax(x[0] * x[1], 1), c.target, c.reduction());
+}
+tg::Tensor mse_case(const Case& c, const Inputs& x) {
+  return tg::mse_loss(tg::tanh(x[0]), x[1], c.reduction());
+}
+
+/// config: kh kw sh sw ph pw ceil_mode count_include_pad divisor_override (0 = none)
+tg::Tensor avg_pool(const Case& c, const tg::Tensor& x) {
+  const std::int64_t divisor = c.option(8);
+  return tg::avg_pool2d(x, {.kernel_size = {c.option(0), c.option(1)},
+                            .stride = {c.option(2), c.option(3)},
+                            .padding = {c.option(4), c.option(5)},
+                            .ceil_mode = c.option(6) != 0,
+                            .count_include_pad = c.option(7) != 0,
+                            .divisor_override = divisor != 0 ? std::optional<std::int64_t>(divisor)
+                                                             : std::nullopt});
+}
+
+/// config: kh kw sh sw ph pw dh dw ceil_mode
+tg::Tensor max_pool(const Case& c, const tg::Tensor& x) {
+  return tg::max_pool2d(x, {.kernel_size = {c.option(0), c.option(1)},
+                            .stride = {c.option(2), c.option(3)},
+                            .padding = {c.option(4), c.option(5)},
+                            .dilation = {c.option(6), c.option(7)},
+                            .ceil_mode = c.option(8) != 0});
+}
+
+// Pooling and batch norm feed tanh(layer(x) * m), m = x[1], so that their second derivatives
+// are not identically zero.
+tg::Tensor avg_pool_case(const Case& c, const Inputs& x) {
+  return tg::tanh(avg_pool(c, x[0]) * x[1]);
+}
+tg::Tensor max_pool_case(const Case& c, const Inputs& x) {
+  return tg::tanh(max_pool(c, x[0]) * x[1]);
+}
+
+/// config: training momentum eps; inputs x, m, weight, bias; constants running_mean, running_var
+tg::Tensor batch_norm_case(const Case& c, const Inputs& x) {
+  const tg::Tensor y = tg::batch_norm2d(x[0], c.constant(0), c.constant(1), x[2], x[3],
+                                        c.option(0) != 0, c.config.at(1), c.config.at(2));
+  return tg::tanh(y * x[1]);
+}
+
+const std::vector<KnownCase>& known_cases() {
+  static const std::vector<KnownCase> table = {
+      {"tanh", false, [](const Case&, const Inputs& x) { return tg::tanh(x[0]); }},
+      {"sigmoid", false, [](const Case&, const Inputs& x) { return tg::sigmoid(x[0]); }},
+      {"exp", false, [](const Case&, const Inputs& x) { return tg::exp(x[0]); }},
+      {"log", false, [](const Case&, const Inputs& x) { return tg::log(x[0]); }},
+      {"sqrt", false, [](const Case&, const Inputs& x) { return tg::sqrt(x[0]); }},
+      {"pow_3", false, pow_case},
+      {"pow_minus_1_5", false, pow_case},
+      {"div", false, [](const Case&, const Inputs& x) { return x[0] / x[1]; }},
+      {"mul_broadcast", false, [](const Case&, const Inputs& x) { return x[0] * x[1]; }},
+      {"scalar_forms", false,
+       [](const Case&, const Inputs& x) {
+         return (1.5 - x[0]) * (2.0 / x[1]) + x[0] / 4.0 - x[0] * 0.5 + 0.25;
+       }},
+      {"relu_product", false, [](const Case&, const Inputs& x) { return tg::relu(x[0]) * x[1]; }},
+      {"sum_dims_0_2_keepdim", false,
+       [](const Case& c, const Inputs& x) {  // config: keepdim, dims...
+         std::vector<std::int64_t> dims;
+         for (std::size_t i = 1; i < c.config.size(); ++i) dims.push_back(c.option(i));
+         return tg::sum(x[0] * x[1], dims, c.option(0) != 0);
+       }},
+      {"mean_all", false,
+       [](const Case&, const Inputs& x) { return tg::mean(tg::tanh(x[0]) * x[1]); }},
+      {"reshape_permute_tanh", false,
+       [](const Case&, const Inputs& x) {
+         return tg::tanh(tg::transpose(tg::permute(tg::reshape(x[0], {2, 3, 4}), {2, 0, 1}), 0, 2));
+       }},
+      {"matmul_2d", false, matmul_case},
+      {"matmul_batched", false, matmul_case},
+      {"matmul_shared_b", false, matmul_case},
+      {"linear_bias", false,
+       [](const Case&, const Inputs& x) { return tg::linear(x[0], x[1], x[2]); }},
+      {"softmax_dim1", false,
+       [](const Case& c, const Inputs& x) { return tg::softmax(x[0] * x[1], c.option(0)); }},
+      {"log_softmax_dim_last", false,
+       [](const Case& c, const Inputs& x) {
+         return tg::log_softmax(tg::tanh(x[0]) * 3.0, c.option(0));
+       }},
+      {"nll_loss_mean", false, nll_case},
+      {"nll_loss_sum", false, nll_case},
+      {"nll_loss_none", false, nll_case},
+      {"cross_entropy_mean", false,
+       [](const Case& c, const Inputs& x) {
+         return tg::cross_entropy(tg::tanh(x[0]) * x[1], c.target, c.reduction());
+       }},
+      {"mse_loss_mean", false, mse_case},
+      {"mse_loss_sum", false, mse_case},
+      {"avg_pool2d_include_pad", true, avg_pool_case},
+      {"avg_pool2d_exclude_pad", true, avg_pool_case},
+      {"avg_pool2d_ceil_include_pad", true, avg_pool_case},
+      {"avg_pool2d_ceil_exclude_pad", true, avg_pool_case},
+      {"avg_pool2d_divisor_override_5", true, avg_pool_case},
+      {"max_pool2d_overlap", true, max_pool_case},
+      {"max_pool2d_dilated_ceil", true, max_pool_case},
+      {"max_pool2d_ties", true, max_pool_case},
+      {"max_pool2d_relu_zeros", true,
+       [](const Case& c, const Inputs& x) { return tg::tanh(max_pool(c, tg::relu(x[0])) * x[1]); }},
+      {"batch_norm2d_training", true, batch_norm_case},
+      {"batch_norm2d_eval", true, batch_norm_case},
+  };
+  return table;
+}
+
+// ---- running and comparing -------------------------------------------------------------------
+
+/// Every element of `got` within kAtol + kRtol·|want|; on failure, lists the case, the tensor,
+/// and each differing element (up to 16) with its index and both values.
+void check_values(const std::string& case_name, const std::string& what, const tg::Tensor& got,
+                  const tg::Tensor& want) {
+  INFO(fmt::format("{}: {} is {}, PyTorch's is {} {}", case_name, what,
+                   got.defined() ? fmt::format("{} {}", got.shape(), got.dtype()) : "undefined",
+                   want.shape(), want.dtype()));
+  REQUIRE(got.defined());
+  REQUIRE(got.shape() == want.shape());
+  REQUIRE(got.dtype() == tg::DType::f64);
+  const auto a = got.to_vector<double>();
+  const auto e = want.to_vector<double>();
+  std::size_t bad = 0;
+  std::string details;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (tg::testing::close(a[i], e[i], kAtol, kRtol)) continue;
+    if (++bad <= 16) {
+      details += fmt::format("\n  {} {} at {} (flat {}): tapegrad {:.17g}, PyTorch {:.17g}, "
+                             "|diff| {:.3g}",
+                             case_name, what,
+                             tg::testing::index_string(want.shape(), static_cast<std::int64_t>(i)),
+                             i, a[i], e[i], std::abs(a[i] - e[i]));
+    }
+  }
+  INFO(fmt::format("{} {}: {} of {} elements differ by more than {:g} + {:g}·|PyTorch|{}{}",
+                   case_name, what, bad, a.size(), kAtol, kRtol, details,
+                   bad > 16 ? "\n  ..." : ""));
+  CHECK(bad == 0);
+}
+
+void run_case(const Case& c, const CaseFn& f) {
+  std::vector<tg::Tensor> xs;
+  for (const tg::Tensor& x : c.x) xs.push_back(tg::testing::copy_values(x).set_requires_grad(true));
+  const tg::Tensor v = tg::testing::copy_values(c.v).set_requires_grad(true);
+
+  const tg::Tensor out = f(c, xs);
+  check_values(c.name, "out", out, c.out);
+  const std::vector<tg::Tensor> g = tg::grad({out}, xs, {v}, {.create_graph = true});
+  REQUIRE(g.size() == xs.size());
+  tg::Tensor s;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    check_values(c.name, fmt::format("g{}", i), g[i], c.g[i]);
+    const tg::Tensor term = tg::sum(g[i] * c.u[i]);
+    s = s.defined() ? s + term : term;
+  }
+
+  std::vector<tg::Tensor> wrt = xs;
+  wrt.push_back(v);
+  const std::vector<tg::Tensor> h = tg::grad({s}, wrt, {}, {.allow_unused = true});
+  REQUIRE(h.size() == wrt.size());
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    const bool is_v = i == xs.size();
+    const tg::Tensor got = h[i].defined() ? h[i] : tg::zeros_like(wrt[i]);
+    check_values(c.name, is_v ? std::string("ds_dv") : fmt::format("ds_dx{}", i), got,
+                 is_v ? c.ds_dv : c.ds_dx[i]);
+  }
+}
+
+/// Loads the fixture, checks that its cases are exactly those of known_cases(), and runs
+/// the cases of one family, each in its own section.
+void run_family(bool pool_bn) {
+  const std::vector<Case> cases = load_cases();
+  std::set<std::string> in_fixture;
+  for (const Case& c : cases) in_fixture.insert(c.name);
+  for (const KnownCase& k : known_cases()) {
+    INFO(fmt::format("{} has no case {}", kFixture, k.name));
+    CHECK(in_fixture.count(k.name) == 1);
+  }
+  REQUIRE(in_fixture.size() == cases.size());
+  for (const Case& c : cases) {
+    const KnownCase* known = nullptr;
+    for (const KnownCase& k : known_cases())
+      if (k.name == c.name) known = &k;
+    if (known == nullptr)
+      FAIL(fmt::format("{}: case {} has no function in known_cases()", kFixture, c.name));
+    if (known->pool_bn != pool_bn) continue;
+    SECTION(c.name) { run_case(c, known->f); }
+  }
+}
+
+}  // namespace
+
+TEST_CASE(
+    "second derivatives of element-wise reduction matmul softmax and loss ops match PyTorch 1.13 in f64",
+    "[second-order]") {
+  run_family(false);
+}
+
+TEST_CASE("second derivatives through avg_pool2d max_pool2d and batch_norm2d match PyTorch 1.13 in f64",
+          "[second-order][pool-bn]") {
+  run_family(true);
+}
