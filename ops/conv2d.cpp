@@ -14,7 +14,11 @@
 // tiny GEMMs; a chunk's workspace is bounded (about 1 MiB, or one image), never N images.
 // Chunks are split across OpenMP threads when the work is large enough, each thread
 // reusing its own workspaces. When the weight needs a gradient and the batch's unfolded
-// input is at most 16 MiB, the forward keeps it for the VJP instead of x.
+// input is at most 16 MiB, the forward also keeps it for the VJP, which then unfolds nothing.
+// Second order: grad_x and grad_W are ops of their own, conv2d_input_grad(grad_y, W) (a
+// transposed convolution) and conv2d_weight_grad(x, grad_y) (a correlation). All three are
+// the same bilinear form <conv2d(x, W), grad_y> = <x, input_grad(grad_y, W)> =
+// <W, weight_grad(x, grad_y)>, so each one's VJP is made of the other two.
 #include <exception>
 #include <omp.h>
 
@@ -23,6 +27,7 @@
 #include "ops/kernels/conv.hpp"
 #include "ops/kernels/gemm.hpp"
 #include "ops/registration.hpp"
+#include "tapegrad/autograd.hpp"
 
 namespace tapegrad {
 namespace {
@@ -171,9 +176,6 @@ std::string pair(const std::array<std::int64_t, 2>& v) { return fmt::format("[{}
 
 struct Conv2d {
   static constexpr std::string_view name = "conv2d";
-  // Its VJP calls raw kernels: create_graph through it is an error until its gradients
-  // are registered ops of their own (issue 13).
-  static constexpr bool differentiable_vjp = false;
   Conv2dOptions opt;
   ConvGeometry geom{};  // set by forward, read by the VJP
 
@@ -260,7 +262,7 @@ struct Conv2d {
                       unfolded_bytes <= kKeepUnfoldedBytes;
     Tensor kept = keep ? detail::make_tensor({{g.groups, g.col_rows(), g.batch * g.plane_out()}, x.dtype()})
                        : Tensor();
-    ctx.save(ctx.needs_input_grad(1) && !keep ? x : Tensor());
+    ctx.save(ctx.needs_input_grad(1) ? x : Tensor());
     ctx.save(ctx.needs_input_grad(0) ? w : Tensor());
     ctx.save(kept);
     Tensor out = detail::make_tensor({{g.batch, g.out_channels, g.h.out, g.w.out}, x.dtype()});
@@ -325,19 +327,18 @@ struct Conv2d {
     return out;
   }
 
-  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    const Tensor& x = ctx.saved(0);     // defined when the weight needs a gradient...
-    const Tensor& w = ctx.saved(1);     // defined when the input needs a gradient
-    const Tensor& kept = ctx.saved(2);  // ...unless its unfolded input was kept instead
-    const TensorMeta& mx = ctx.input(0);
-    const TensorMeta& mw = ctx.input(1);
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out);
+
+  /// The raw gradients: grad_x from grad_y and w (when need_x), grad_W from grad_y and x or
+  /// its kept unfolded form (when need_w).
+  std::pair<Tensor, Tensor> grads(const Tensor& x, const Tensor& w, const Tensor& kept,
+                                  const Tensor& grad_out, const TensorMeta& mx,
+                                  const TensorMeta& mw, bool need_x, bool need_w) const {
     const ConvGeometry& g = geom;
-    const bool need_x = ctx.needs_input_grad(0), need_w = ctx.needs_input_grad(1);
     const bool depthwise = g.depthwise();
     // col2im adds into grad_x; the depthwise kernel writes every element.
     Tensor grad_x = !need_x ? Tensor() : depthwise ? detail::make_tensor(mx.shape, mx.dtype) : zeros(mx.shape, mx.dtype);
     Tensor grad_w = need_w ? zeros(mw.shape, mw.dtype) : Tensor();
-    Tensor grad_b;
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* gy = grad_out.data<T>();
@@ -454,27 +455,120 @@ struct Conv2d {
           }
         }
       }
-      if (ctx.needs_input_grad(2)) {
-        grad_b = zeros(ctx.input(2).shape, grad_out.dtype());
-        T* pb = grad_b.data<T>();
-        for (std::int64_t n = 0; n < g.batch; ++n) detail::bias_grad(gy + n * y_image, g.out_channels, plane, pb);
+    });
+    return {grad_x, grad_w};
+  }
+
+  /// grad_b [O] = grad_y summed over N, OH, OW.
+  Tensor bias_grad(const Tensor& grad_out, const TensorMeta& mb) const {
+    Tensor grad_b = zeros(mb.shape, grad_out.dtype());
+    detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      const std::int64_t y_image = geom.out_channels * geom.plane_out();
+      for (std::int64_t n = 0; n < geom.batch; ++n) {
+        detail::bias_grad(grad_out.data<T>() + n * y_image, geom.out_channels, geom.plane_out(), grad_b.data<T>());
       }
     });
-    return {grad_x, grad_w, grad_b};
+    return grad_b;
   }
 
   static std::vector<Sample> samples();
 };
 
-std::vector<Sample> Conv2d::samples() {
-  using detail::sample_tensor;
-  struct Case {
-    const char* label;
-    Shape x, w;
-    bool bias;
-    Conv2dOptions opt;
-  };
-  const Case cases[] = {
+/// What conv2d_input_grad and conv2d_weight_grad share: the conv2d (options and forward
+/// geometry) whose gradient they are, and the checks of their arguments.
+struct ConvGrad {
+  Conv2d conv;
+  TensorMeta x, w;
+  TensorMeta y() const {
+    return {{conv.geom.batch, conv.geom.out_channels, conv.geom.h.out, conv.geom.w.out}, x.dtype};
+  }
+  std::string attributes() const { return conv.attributes(); }
+  static void check(std::string_view op, const char* what, const Tensor& t, const TensorMeta& expected) {
+    if (!t.defined() || t.meta() != expected) {
+      throw ShapeError(fmt::format("{}: {} must be {} {}, got {}", op, what, expected.shape,
+                                   expected.dtype,
+                                   t.defined() ? fmt::format("{} {}", t.shape(), t.dtype()) : "undefined"));
+    }
+  }
+};
+
+/// conv2d_input_grad(grad_y, W) -> grad_x. VJP: grad_y's is conv2d(c, W); W's is
+/// conv2d_weight_grad(c, grad_y).
+struct Conv2dInputGrad {
+  static constexpr std::string_view name = "conv2d_input_grad";
+  ConvGrad of;
+  std::string attributes() const { return of.attributes(); }
+  TensorMeta infer(std::span<const Tensor> in) const {
+    ConvGrad::check(name, "grad_out", in[0], of.y());
+    ConvGrad::check(name, "weight", in[1], of.w);
+    return of.x;
+  }
+  Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
+    ctx.save(ctx.needs_input_grad(1) ? in[0] : Tensor());
+    ctx.save(ctx.needs_input_grad(0) ? in[1] : Tensor());
+    return of.conv.grads({}, in[1], {}, in[0], of.x, of.w, true, false).first;
+  }
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out);
+  static std::vector<Sample> samples();
+};
+
+/// conv2d_weight_grad(x, grad_y) -> grad_W. VJP: x's is conv2d_input_grad(grad_y, C);
+/// grad_y's is conv2d(x, C).
+struct Conv2dWeightGrad {
+  static constexpr std::string_view name = "conv2d_weight_grad";
+  ConvGrad of;
+  std::string attributes() const { return of.attributes(); }
+  TensorMeta infer(std::span<const Tensor> in) const {
+    ConvGrad::check(name, "input", in[0], of.x);
+    ConvGrad::check(name, "grad_out", in[1], of.y());
+    return of.w;
+  }
+  Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
+    ctx.save(ctx.needs_input_grad(1) ? in[0] : Tensor());
+    ctx.save(ctx.needs_input_grad(0) ? in[1] : Tensor());
+    return of.conv.grads(in[0], {}, {}, in[1], of.x, of.w, false, true).second;
+  }
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    return {ctx.needs_input_grad(0) ? apply(Conv2dInputGrad{of}, {ctx.saved(1), grad_out}) : Tensor(),
+            ctx.needs_input_grad(1) ? conv2d(ctx.saved(0), grad_out, Tensor(), of.conv.opt) : Tensor()};
+  }
+  static std::vector<Sample> samples();
+};
+
+std::vector<Tensor> Conv2dInputGrad::vjp(OpContext& ctx, const Tensor& grad_out) {
+  return {ctx.needs_input_grad(0) ? conv2d(grad_out, ctx.saved(1), Tensor(), of.conv.opt) : Tensor(),
+          ctx.needs_input_grad(1) ? apply(Conv2dWeightGrad{of}, {grad_out, ctx.saved(0)}) : Tensor()};
+}
+
+std::vector<Tensor> Conv2d::vjp(OpContext& ctx, const Tensor& grad_out) {
+  const TensorMeta& mx = ctx.input(0);
+  const TensorMeta& mw = ctx.input(1);
+  const bool need_x = ctx.needs_input_grad(0), need_w = ctx.needs_input_grad(1);
+  Tensor grad_x, grad_w;
+  if (is_grad_enabled()) {  // recorded (create_graph): the gradients as ops of their own
+    const ConvGrad of{*this, mx, mw};
+    if (need_x) grad_x = apply(Conv2dInputGrad{of}, {grad_out, ctx.saved(1)});
+    if (need_w) grad_w = apply(Conv2dWeightGrad{of}, {ctx.saved(0), grad_out});
+  } else {
+    std::tie(grad_x, grad_w) = grads(ctx.saved(0), ctx.saved(1), ctx.saved(2), grad_out, mx, mw, need_x, need_w);
+  }
+  Tensor grad_b;
+  if (ctx.needs_input_grad(2)) {
+    grad_b = is_grad_enabled() ? sum(grad_out, {0, 2, 3}) : bias_grad(grad_out, ctx.input(2));
+  }
+  return {grad_x, grad_w, grad_b};
+}
+
+struct ConvCase {
+  const char* label;
+  Shape x, w;
+  bool bias;
+  Conv2dOptions opt;
+};
+
+std::vector<ConvCase> conv_cases() {
+  return {
       {"3x3 pad 1", {2, 3, 5, 6}, {4, 3, 3, 3}, true, {}},
       {"2x3 kernel, stride (2, 1), pad (1, 0), dilation (1, 2)", {2, 2, 7, 8}, {3, 2, 2, 3}, true,
        {.stride = {2, 1}, .padding = {1, 0}, .dilation = {1, 2}}},
@@ -487,9 +581,13 @@ std::vector<Sample> Conv2d::samples() {
       {"padding same, even kernel", {1, 2, 5, 6}, {2, 2, 2, 4}, true, {.dilation = {2, 1}, .padding_mode = ConvPadding::same}},
       {"padding valid", {1, 2, 5, 6}, {2, 2, 3, 2}, false, {.padding_mode = ConvPadding::valid}},
   };
+}
+
+std::vector<Sample> Conv2d::samples() {
+  using detail::sample_tensor;
   std::vector<Sample> out;
   std::uint64_t seed = 200;
-  for (const Case& c : cases) {
+  for (const ConvCase& c : conv_cases()) {
     std::vector<Tensor> inputs{sample_tensor(c.x, -1, 1, seed++), sample_tensor(c.w, -1, 1, seed++)};
     if (c.bias) inputs.push_back(sample_tensor({c.w[0]}, -1, 1, seed++));
     const Conv2dOptions opt = c.opt;
@@ -498,6 +596,31 @@ std::vector<Sample> Conv2d::samples() {
                    }});
   }
   return out;
+}
+
+/// The gradient ops' samples, one per conv2d case: Op applied to random values of the
+/// shapes it reads (`first`, `second`: x, w or y, picked from the case's ConvGrad).
+template <class Op, class Pick>
+std::vector<Sample> grad_samples(Pick pick, std::uint64_t seed) {
+  std::vector<Sample> out;
+  for (const ConvCase& c : conv_cases()) {
+    ConvGrad of{Conv2d{c.opt}, {c.x, DType::f64}, {c.w, DType::f64}};
+    of.conv.geom = of.conv.geometry(detail::make_tensor(of.x), detail::make_tensor(of.w), Tensor());
+    const auto [first, second] = pick(of);
+    out.push_back({c.label,
+                   {detail::sample_tensor(first.shape, -1, 1, seed), detail::sample_tensor(second.shape, -1, 1, seed + 1)},
+                   [of](const std::vector<Tensor>& in) { return apply(Op{of}, {in[0], in[1]}); }});
+    seed += 2;
+  }
+  return out;
+}
+
+std::vector<Sample> Conv2dInputGrad::samples() {
+  return grad_samples<Conv2dInputGrad>([](const ConvGrad& of) { return std::pair{of.y(), of.w}; }, 250);
+}
+
+std::vector<Sample> Conv2dWeightGrad::samples() {
+  return grad_samples<Conv2dWeightGrad>([](const ConvGrad& of) { return std::pair{of.x, of.y()}; }, 280);
 }
 
 }  // namespace
@@ -511,6 +634,6 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   return apply(Conv2d{options}, {x, weight, bias});
 }
 
-TAPEGRAD_BUILTIN_OPS(conv2d, Conv2d)
+TAPEGRAD_BUILTIN_OPS(conv2d, Conv2d, Conv2dInputGrad, Conv2dWeightGrad)
 
 }  // namespace tapegrad
