@@ -151,7 +151,6 @@ struct Mean {
 struct Max {
   static constexpr std::string_view name = "max";
   static constexpr std::string_view kinks = "ties along dim";
-  static constexpr bool differentiable_vjp = false;  // a raw scatter; a gather op will carry it
   std::int64_t dim;
   bool keepdim = false;
   std::string attributes() const { return fmt::format("dim={}, keepdim={}", dim, keepdim); }
@@ -194,24 +193,7 @@ struct Max {
     ctx.add_extra_output(indices);
     return values;
   }
-  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    const Shape& in_shape = ctx.input(0).shape;
-    const auto [outer, n, inner] = detail::DimSplit(in_shape, detail::normalize_dim(name, dim, in_shape.size()));
-    const Tensor& idx = ctx.saved(0);
-    Tensor grad_input = zeros(in_shape, grad_out.dtype());
-    detail::dispatch_floating(grad_out.dtype(), name, [&, outer = outer, n = n, inner = inner](auto tag) {
-      using T = decltype(tag);
-      const T* pg = grad_out.data<T>();
-      const std::int64_t* pi = idx.data<std::int64_t>();
-      T* pgi = grad_input.data<T>();
-      for (std::int64_t o = 0; o < outer; ++o) {
-        for (std::int64_t j = 0; j < inner; ++j) {
-          pgi[(o * n + pi[o * inner + j]) * inner + j] = pg[o * inner + j];
-        }
-      }
-    });
-    return {grad_input};
-  }
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out);
   // For the gradient checker: the winners, which decide where the gradient goes.
   Tensor branches(std::span<const Tensor> in, const Tensor&) const {
     OpContext ctx(nullptr);
@@ -220,6 +202,59 @@ struct Max {
   }
   static std::vector<Sample> samples();
 };
+
+/// max's VJP and its adjoint along `dim` of a tensor of meta `in`, each the other's VJP,
+/// with the winners' indices (i64, max's output shape) a constant input:
+///   max_backward (scatter): grad_in[..., idx, ...] = grad_out; every other element 0
+///   max_gather:             out = c[..., idx, ...]
+template <bool Scatter>
+struct WinnersAlongDim {
+  static constexpr std::string_view name = Scatter ? "max_backward" : "max_gather";
+  Max max;
+  TensorMeta in;
+  std::string attributes() const { return max.attributes(); }
+  TensorMeta reduced() const {
+    std::array<bool, Shape::kMaxRank> mask{};
+    mask[detail::normalize_dim(name, max.dim, in.shape.size())] = true;
+    return {reduced_shape(in.shape, mask, max.keepdim), in.dtype};
+  }
+  TensorMeta infer(std::span<const Tensor> args) const {
+    const TensorMeta values = Scatter ? reduced() : in;
+    if (!args[0].defined() || args[0].meta() != values || !args[1].defined() ||
+        args[1].dtype() != DType::i64 || args[1].shape() != reduced().shape) {
+      throw ShapeError(fmt::format("{}: expects values {} {} and the winners' indices as i64 {}",
+                                   name, values.shape, values.dtype, reduced().shape));
+    }
+    return Scatter ? in : reduced();
+  }
+  Tensor forward(OpContext& ctx, std::span<const Tensor> args) {
+    ctx.save(args[1]);
+    const auto [outer, n, inner] = detail::DimSplit(in.shape, detail::normalize_dim(name, max.dim, in.shape.size()));
+    Tensor out = Scatter ? zeros(in.shape, in.dtype) : detail::make_tensor(reduced());
+    detail::dispatch_floating(in.dtype, name, [&, outer = outer, n = n, inner = inner](auto tag) {
+      using T = decltype(tag);
+      const T* src = args[0].data<T>();
+      const std::int64_t* pi = args[1].data<std::int64_t>();
+      T* dst = out.data<T>();
+      for (std::int64_t o = 0; o < outer; ++o) {
+        for (std::int64_t j = 0; j < inner; ++j) {
+          const std::int64_t r = o * inner + j, full = (o * n + pi[r]) * inner + j;
+          if constexpr (Scatter) dst[full] = src[r];
+          else dst[r] = src[full];
+        }
+      }
+    });
+    return out;
+  }
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    return {apply(WinnersAlongDim<!Scatter>{max, in}, {grad_out, ctx.saved(0)}), Tensor()};
+  }
+  static std::vector<Sample> samples();
+};
+
+std::vector<Tensor> Max::vjp(OpContext& ctx, const Tensor& grad_out) {
+  return {apply(WinnersAlongDim<true>{*this, ctx.input(0)}, {grad_out, ctx.saved(0)})};
+}
 
 std::vector<Sample> Sum::samples() {
   using detail::sample_tensor;
@@ -241,19 +276,35 @@ std::vector<Sample> Mean::samples() {
   };
 }
 
+// Distinct values (a shuffled arange) keep the samples away from ties, where max has a kink.
+Tensor distinct(const Shape& s) {
+  Tensor t = arange(static_cast<double>(s.numel()), DType::f64);
+  double* p = t.data<double>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = std::fmod(p[i] * 7.0, static_cast<double>(t.numel())) * 0.1;
+  return t.reshape(s).detach().set_requires_grad(true);
+}
+
 std::vector<Sample> Max::samples() {
-  // Distinct values (a shuffled arange) keep the samples away from ties, where max has a kink.
-  auto distinct = [](const Shape& s) {
-    Tensor t = arange(static_cast<double>(s.numel()), DType::f64);
-    double* p = t.data<double>();
-    for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = std::fmod(p[i] * 7.0, static_cast<double>(t.numel())) * 0.1;
-    return t.reshape(s).detach().set_requires_grad(true);
-  };
   return {
       {"dim 1 of [3, 5]", {distinct({3, 5})}, [](const auto& in) { return max(in[0], 1).values; }},
       {"dim 0 keepdim of [4, 2, 3]", {distinct({4, 2, 3})},
        [](const auto& in) { return max(in[0], 0, true).values; }},
   };
+}
+
+template <bool Scatter>
+std::vector<Sample> WinnersAlongDim<Scatter>::samples() {
+  std::vector<Sample> out;
+  std::uint64_t seed = Scatter ? 60 : 70;
+  for (const auto& [label, shape, m] : {std::tuple{"dim 1 of [3, 5]", Shape{3, 5}, Max{1, false}},
+                                        std::tuple{"dim 0 keepdim of [4, 2, 3]", Shape{4, 2, 3}, Max{0, true}}}) {
+    const WinnersAlongDim op{m, {shape, DType::f64}};
+    const Tensor indices = tapegrad::max(distinct(shape).detach(), m.dim, m.keepdim).indices;
+    const Shape values = Scatter ? op.reduced().shape : shape;
+    out.push_back({label, {detail::sample_tensor(values, -1, 1, seed++), indices},
+                   [op](const std::vector<Tensor>& in) { return apply(op, {in[0], in[1]}); }});
+  }
+  return out;
 }
 
 }  // namespace
@@ -277,6 +328,6 @@ MaxResult max(const Tensor& x, std::int64_t dim, bool keepdim) {
   return {outs[0], outs[1]};
 }
 
-TAPEGRAD_BUILTIN_OPS(reduce, Sum, Mean, Max)
+TAPEGRAD_BUILTIN_OPS(reduce, Sum, Mean, Max, WinnersAlongDim<true>, WinnersAlongDim<false>)
 
 }  // namespace tapegrad

@@ -272,14 +272,11 @@ TEST_CASE("higher order: a LeNet-5 gradient penalty, every mode of gradgradcheck
 }
 
 TEST_CASE("higher order: errors name the op and the reason", "[autograd][higher-order][errors]") {
-  const tg::Tensor x = leaf({3, 4}, 19);
-  const tg::Tensor y = tg::sum(tg::max(x, 1).values);
-  CHECK_THROWS_AS(tg::grad({y}, {x}, {}, {.create_graph = true}), tg::GraphError);
-  CHECK_THROWS_WITH(tg::grad({y}, {x}, {}, {.create_graph = true}),
-                    Contains("max") && Contains("differentiable_vjp"));
   const tg::Tensor a = leaf({3}, 21);
-  const tg::Tensor sq = tg::sum(tg::apply(RawSquare{}, {a}));
-  CHECK_THROWS_WITH(tg::grad({sq}, {a}, {}, {.create_graph = true}), Contains("raw_square"));
+  const tg::Tensor sq = tg::sum(tg::apply(RawSquare{}, {a}) * 2.0);
+  CHECK_THROWS_AS(tg::grad({sq}, {a}, {}, {.create_graph = true}), tg::GraphError);
+  CHECK_THROWS_WITH(tg::grad({sq}, {a}, {}, {.create_graph = true}),
+                    Contains("raw_square") && Contains("differentiable_vjp"));
   CHECK(tg::grad({sq}, {a}, {}, tg::GradOptions{.retain_graph = true})[0].defined());  // first order is fine
 
   // An input the output does not use.

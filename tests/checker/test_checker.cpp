@@ -197,6 +197,7 @@ TEST_CASE("contract: every registered op and each of its samples", "[checker][re
     const auto r = tg::check_op(op);
     INFO(r.to_string(true));
     CHECK(r.passed());
+    for (const auto& c : r.cases) CHECK(c.second_order_checked);  // every built-in, twice
     cases += r.cases.size();
   }
   CHECK(cases >= 40);
