@@ -37,19 +37,23 @@ std::string node_title(const NodeCheck& n) {
 
 }  // namespace
 
-GraphCheckReport check_graph(const Tensor& output, const GradcheckOptions& options) {
+GraphCheckReport check_graph(const Tensor& output, const GradcheckOptions& options, int order) {
   GraphCheckReport report;
+  if (order != 1 && order != 2) {
+    report.error = fmt::format("check_graph: order must be 1 or 2, got {}", order);
+    return report;
+  }
   if (!output.defined() || !output.impl()->grad_fn) {
     report.error = "check_graph: the output was not produced by a recorded op";
     return report;
   }
   detail::TapeGraph tg = detail::build_graph({output.impl()->grad_fn.get()});
-  auto order = detail::consumers_first(tg);
-  std::reverse(order.begin(), order.end());  // producers first: forward order
+  auto forward_order = detail::consumers_first(tg);
+  std::reverse(forward_order.begin(), forward_order.end());  // producers first
   // Ops that draw random numbers must see the same ones at every evaluation.
   const std::uint64_t rng_seed = detail::next_random_u64();
   std::vector<detail::Node*> nodes;
-  for (std::size_t v : order) nodes.push_back(tg.graph[v].node);
+  for (std::size_t v : forward_order) nodes.push_back(tg.graph[v].node);
   for (std::size_t pos = 0; pos < nodes.size(); ++pos) {
     detail::Node& n = *nodes[pos];
     NodeCheck nc;
@@ -69,12 +73,15 @@ GraphCheckReport check_graph(const Tensor& output, const GradcheckOptions& optio
         ins.push_back(t);
       }
       const detail::OpHolder* op = n.op.get();
-      nc.report = gradcheck(
-          [op, rng_seed](const std::vector<Tensor>& in) {
-            manual_seed(rng_seed);
-            return op->rerun(in);
-          },
-          ins, options);
+      const TensorFunction rerun = [op, rng_seed](const std::vector<Tensor>& in) {
+        manual_seed(rng_seed);
+        return op->rerun(in);
+      };
+      nc.report = gradcheck(rerun, ins, options);
+      if (order == 2 && nc.report.passed && op->differentiable_vjp()) {
+        nc.second_order_checked = true;
+        nc.second_order = gradgradcheck(rerun, ins, Tensor(), options);
+      }
     }
     report.nodes.push_back(std::move(nc));
   }
@@ -82,6 +89,11 @@ GraphCheckReport check_graph(const Tensor& output, const GradcheckOptions& optio
   report.passed = std::all_of(report.nodes.begin(), report.nodes.end(),
                               [](const NodeCheck& n) { return n.passed(); });
   return report;
+}
+
+int NodeCheck::wrong_order() const {
+  if (!report.passed) return 1;
+  return second_order_checked && !second_order.passed ? 2 : 0;
 }
 
 const NodeCheck* GraphCheckReport::first_failure() const {
@@ -113,19 +125,30 @@ std::string GraphCheckReport::to_string() const {
     std::vector<std::string> notes;
     if (retried > 0) notes.push_back(fmt::format("{} steps crossed a kink and were retried", retried));
     if (kinks > 0) notes.push_back(fmt::format("{} values at kinks no step avoided", kinks));
-    return fmt::format("check_graph passed: {} ops re-checked at the inputs they saw{}",
-                       nodes.size(),
+    const bool second = std::any_of(nodes.begin(), nodes.end(),
+                                    [](const NodeCheck& n) { return n.second_order_checked; });
+    return fmt::format("check_graph passed: {} ops re-checked at the inputs they saw{}{}",
+                       nodes.size(), second ? ", to the second order" : "",
                        notes.empty() ? "" : fmt::format(" ({})", fmt::join(notes, "; ")));
   }
   std::vector<std::string> others;
   for (const auto& n : nodes) {
-    if (!n.passed() && &n != first) others.push_back(node_title(n));
+    if (!n.passed() && &n != first) {
+      others.push_back(fmt::format("{} (order {})", node_title(n), n.wrong_order()));
+    }
+  }
+  const bool vjp_wrong = first->wrong_order() == 1;
+  std::string detail = vjp_wrong ? first->report.to_string() : first->second_order.to_string();
+  for (std::size_t p = detail.find('\n'); p != std::string::npos; p = detail.find('\n', p + 3)) {
+    detail.replace(p, 1, "\n  ");
   }
   return fmt::format(
-      "check_graph FAILED: {} of {} ops have a wrong VJP\n"
-      "first failing op: {}\n  inputs: {}\n  output: {} {}\n  {}{}",
-      others.size() + 1, nodes.size(), node_title(*first), metas_text(first->inputs),
-      first->output.shape, first->output.dtype, first->report.to_string(),
+      "check_graph FAILED: {} of {} ops are wrong\n"
+      "first failing op: {}: {}\n  inputs: {}\n  output: {} {}\n  {}{}",
+      others.size() + 1, nodes.size(), node_title(*first),
+      vjp_wrong ? "its VJP is wrong (first order)"
+                : "its VJP is right, but the VJP's own VJP is wrong (second order)",
+      metas_text(first->inputs), first->output.shape, first->output.dtype, detail,
       others.empty() ? std::string() : fmt::format("\nalso failing: {}", fmt::join(others, ", ")));
 }
 

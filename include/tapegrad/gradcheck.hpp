@@ -161,8 +161,14 @@ struct NodeCheck {
   std::string attributes;
   std::vector<TensorMeta> inputs;
   TensorMeta output;
-  GradcheckReport report;
-  bool passed() const { return report.passed; }
+  GradcheckReport report;  ///< the first order: the op's VJP
+  /// The second order (check_graph with order 2): the VJP's own VJP (gradgradcheck), for
+  /// an op whose first order passed and whose VJP is differentiable.
+  bool second_order_checked = false;
+  GradgradcheckReport second_order;
+  /// 0 when the op passed, else the order that is wrong (1: its VJP, 2: its VJP's VJP).
+  int wrong_order() const;
+  bool passed() const { return wrong_order() == 0; }
 };
 
 struct GraphCheckReport {
@@ -180,7 +186,13 @@ struct GraphCheckReport {
 /// on, each at the exact inputs it saw, producers first; names the first that is wrong.
 /// Ops that draw random numbers (dropout) see the global generator reseeded before every
 /// evaluation, so it is left in another (deterministic) state.
-GraphCheckReport check_graph(const Tensor& output, const GradcheckOptions& options = {});
+///
+/// With `order` 2 every op whose VJP passed is also gradgradchecked: for a graph that
+/// differentiates a gradient (a gradient penalty, an HVP, recorded with create_graph under
+/// the guard), where an op can have a VJP that is right but not differentiated right. The
+/// report says which order of which op is wrong.
+GraphCheckReport check_graph(const Tensor& output, const GradcheckOptions& options = {},
+                             int order = 1);
 
 // ---- the contract every op gets --------------------------------------------------------------
 

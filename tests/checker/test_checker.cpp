@@ -254,3 +254,56 @@ TEST_CASE("explain_no_grad: names the reason and the op that cuts the path", "[c
   late.set_requires_grad(true);
   CHECK_THAT(tg::explain_no_grad(out3, late), Contains("did not require grad yet"));
 }
+
+namespace {
+
+/// y = x·x whose VJP, 2·x·g, reads x detached: right to first order, but its gradient
+/// forgets that it depends on x (a second derivative silently 0 instead of 2·g).
+struct ForgetfulSquare {
+  static constexpr std::string_view name = "forgetful_square";
+  tg::TensorMeta infer(std::span<const tg::Tensor> in) const { return in[0].meta(); }
+  tg::Tensor forward(tg::OpContext& ctx, std::span<const tg::Tensor> in) {
+    ctx.save(in[0]);
+    return in[0] * in[0];
+  }
+  std::vector<tg::Tensor> vjp(tg::OpContext& ctx, const tg::Tensor& g) {
+    return {g * ctx.saved(0).detach() * 2.0};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("check_graph: in a gradient-penalty graph, order 2 names the op and the order",
+          "[checker][higher-order]") {
+  const tg::Tensor target = tg::from_vector(std::vector<std::int64_t>{1, 0, 2}, {3});
+  const tg::Tensor w = leaf({3, 4}, 50, -0.5, 0.5);
+  for (bool forgetful : {false, true}) {
+    tg::Tensor total;
+    {
+      // The loss, and the penalty ||dL/dx||² recorded with create_graph: every node of
+      // both (the VJPs' ops too) keeps its inputs.
+      tg::RecordInputsGuard keep;
+      const tg::Tensor x = leaf({3, 4}, 51);
+      tg::Tensor h = tg::tanh(x);
+      h = forgetful ? tg::apply(ForgetfulSquare{}, {h}) : h * h;
+      const tg::Tensor loss = tg::cross_entropy(tg::linear(h, w), target);
+      const auto gx = tg::grad({loss}, {x}, {}, {.create_graph = true});
+      total = loss + tg::sum(gx[0] * gx[0]);
+    }
+    const auto first = tg::check_graph(total);
+    INFO(first.to_string());
+    CHECK(first.passed);  // every VJP is right to first order
+    const auto second = tg::check_graph(total, {}, 2);
+    INFO(second.to_string());
+    if (!forgetful) {
+      CHECK(second.passed);
+      CHECK_THAT(second.to_string(), Contains("to the second order"));
+    } else {
+      CHECK(second.failing_ops() == std::vector<std::string>{"forgetful_square"});
+      REQUIRE(second.first_failure() != nullptr);
+      CHECK(second.first_failure()->wrong_order() == 2);
+      CHECK_THAT(second.to_string(), Contains("forgetful_square") && Contains("(second order)"));
+    }
+  }
+  CHECK_FALSE(tg::check_graph(tg::sum(w * 2.0), {}, 3).error.empty());
+}
