@@ -8,8 +8,13 @@
 // The cases through avg_pool2d, max_pool2d and batch_norm2d are a test case of their own,
 // tagged [pool-bn]: their second order runs through the ops that are their VJPs
 // (avg_pool2d_backward, max_pool2d_backward and max_pool2d_gather) and through
-// batch_norm2d's recorded VJP, which recomputes the batch statistics from x.
+// batch_norm2d's recorded VJP, which recomputes the batch statistics from x. So are the conv2d
+// cases, tagged [conv]: theirs runs through conv2d_input_grad and conv2d_weight_grad.
+// The last test case, tagged [lenet-penalty], is a WGAN-GP gradient penalty on LeNet-5:
+// P = ||dL/dx||² for a cross-entropy L, and dP/dθ for all ten parameters, which differentiates
+// every layer's VJP (conv2d, max_pool2d, relu, linear, cross_entropy) once more.
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -32,6 +37,7 @@ namespace {
 constexpr double kRtol = 1e-9;
 constexpr double kAtol = 1e-12;
 constexpr const char* kFixture = TAPEGRAD_FIXTURE_DIR "/second_order_reference.txt";
+constexpr const char* kLenetCase = "lenet_penalty";  // its own layout, see the generator
 
 /// One case of the fixture: inputs, options and PyTorch's results.
 struct Case {
@@ -116,7 +122,8 @@ Case build_case(const std::string& name, const Items& items) {
   return c;
 }
 
-std::vector<Case> load_cases() {
+/// The fixture's cases in file order, each as its items.
+std::vector<std::pair<std::string, Items>> read_fixture() {
   std::ifstream in(kFixture);
   if (!in.good()) FAIL(fmt::format("cannot open {}", kFixture));
   std::vector<std::string> order;
@@ -142,8 +149,8 @@ std::vector<Case> load_cases() {
         FAIL(fmt::format("{}:{}: {} holds '{}', not a number", kFixture, line_no, key, token));
     }
   }
-  std::vector<Case> cases;
-  for (const std::string& name : order) cases.push_back(build_case(name, raw.at(name)));
+  std::vector<std::pair<std::string, Items>> cases;
+  for (const std::string& name : order) cases.emplace_back(name, raw.at(name));
   return cases;
 }
 
@@ -152,9 +159,16 @@ std::vector<Case> load_cases() {
 using Inputs = std::vector<tg::Tensor>;
 using CaseFn = std::function<tg::Tensor(const Case&, const Inputs&)>;
 
+/// Which test case runs a fixture case.
+enum class Family {
+  basic,    ///< element-wise, reductions, shapes, matmul, softmax and losses
+  pool_bn,  ///< through avg_pool2d, max_pool2d or batch_norm2d
+  conv,     ///< through conv2d
+};
+
 struct KnownCase {
   std::string name;
-  bool pool_bn;  ///< goes through avg_pool2d, max_pool2d or batch_norm2d
+  Family family;
   CaseFn f;
 };
 
@@ -204,66 +218,99 @@ tg::Tensor batch_norm_case(const Case& c, const Inputs& x) {
   return tg::tanh(y * x[1]);
 }
 
+/// config: sh sw ph pw dh dw groups padding_mode (0 explicit ph pw, 1 same, 2 valid) has_bias;
+/// inputs x, w, b (when has_bias), m: out = tanh(conv2d(x, w, b) * m).
+tg::Tensor conv_case(const Case& c, const Inputs& x) {
+  const bool has_bias = c.option(8) != 0;
+  if (x.size() != (has_bias ? 4U : 3U)) {
+    FAIL(fmt::format("{}: has_bias={} needs {} inputs (x, w, {}m), the fixture has {}", c.name,
+                     has_bias, has_bias ? 4 : 3, has_bias ? "b, " : "", x.size()));
+  }
+  const std::int64_t mode = c.option(7);
+  if (mode < 0 || mode > 2)
+    FAIL(fmt::format("{}: padding mode {} is not 0 (explicit), 1 (same) or 2 (valid)", c.name,
+                     mode));
+  const tg::Tensor y = tg::conv2d(
+      x[0], x[1], has_bias ? x[2] : tg::Tensor(),
+      {.stride = {c.option(0), c.option(1)},
+       .padding = {c.option(2), c.option(3)},
+       .dilation = {c.option(4), c.option(5)},
+       .groups = c.option(6),
+       .padding_mode = mode == 0   ? tg::ConvPadding::explicit_sizes
+                       : mode == 1 ? tg::ConvPadding::same
+                                   : tg::ConvPadding::valid});
+  return tg::tanh(y * x.back());
+}
+
 const std::vector<KnownCase>& known_cases() {
   static const std::vector<KnownCase> table = {
-      {"tanh", false, [](const Case&, const Inputs& x) { return tg::tanh(x[0]); }},
-      {"sigmoid", false, [](const Case&, const Inputs& x) { return tg::sigmoid(x[0]); }},
-      {"exp", false, [](const Case&, const Inputs& x) { return tg::exp(x[0]); }},
-      {"log", false, [](const Case&, const Inputs& x) { return tg::log(x[0]); }},
-      {"sqrt", false, [](const Case&, const Inputs& x) { return tg::sqrt(x[0]); }},
-      {"pow_3", false, pow_case},
-      {"pow_minus_1_5", false, pow_case},
-      {"div", false, [](const Case&, const Inputs& x) { return x[0] / x[1]; }},
-      {"mul_broadcast", false, [](const Case&, const Inputs& x) { return x[0] * x[1]; }},
-      {"scalar_forms", false,
+      {"tanh", Family::basic, [](const Case&, const Inputs& x) { return tg::tanh(x[0]); }},
+      {"sigmoid", Family::basic, [](const Case&, const Inputs& x) { return tg::sigmoid(x[0]); }},
+      {"exp", Family::basic, [](const Case&, const Inputs& x) { return tg::exp(x[0]); }},
+      {"log", Family::basic, [](const Case&, const Inputs& x) { return tg::log(x[0]); }},
+      {"sqrt", Family::basic, [](const Case&, const Inputs& x) { return tg::sqrt(x[0]); }},
+      {"pow_3", Family::basic, pow_case},
+      {"pow_minus_1_5", Family::basic, pow_case},
+      {"div", Family::basic, [](const Case&, const Inputs& x) { return x[0] / x[1]; }},
+      {"mul_broadcast", Family::basic, [](const Case&, const Inputs& x) { return x[0] * x[1]; }},
+      {"scalar_forms", Family::basic,
        [](const Case&, const Inputs& x) {
          return (1.5 - x[0]) * (2.0 / x[1]) + x[0] / 4.0 - x[0] * 0.5 + 0.25;
        }},
-      {"relu_product", false, [](const Case&, const Inputs& x) { return tg::relu(x[0]) * x[1]; }},
-      {"sum_dims_0_2_keepdim", false,
+      {"relu_product", Family::basic,
+       [](const Case&, const Inputs& x) { return tg::relu(x[0]) * x[1]; }},
+      {"sum_dims_0_2_keepdim", Family::basic,
        [](const Case& c, const Inputs& x) {  // config: keepdim, dims...
          std::vector<std::int64_t> dims;
          for (std::size_t i = 1; i < c.config.size(); ++i) dims.push_back(c.option(i));
          return tg::sum(x[0] * x[1], dims, c.option(0) != 0);
        }},
-      {"mean_all", false,
+      {"mean_all", Family::basic,
        [](const Case&, const Inputs& x) { return tg::mean(tg::tanh(x[0]) * x[1]); }},
-      {"reshape_permute_tanh", false,
+      {"reshape_permute_tanh", Family::basic,
        [](const Case&, const Inputs& x) {
          return tg::tanh(tg::transpose(tg::permute(tg::reshape(x[0], {2, 3, 4}), {2, 0, 1}), 0, 2));
        }},
-      {"matmul_2d", false, matmul_case},
-      {"matmul_batched", false, matmul_case},
-      {"matmul_shared_b", false, matmul_case},
-      {"linear_bias", false,
+      {"matmul_2d", Family::basic, matmul_case},
+      {"matmul_batched", Family::basic, matmul_case},
+      {"matmul_shared_b", Family::basic, matmul_case},
+      {"linear_bias", Family::basic,
        [](const Case&, const Inputs& x) { return tg::linear(x[0], x[1], x[2]); }},
-      {"softmax_dim1", false,
+      {"softmax_dim1", Family::basic,
        [](const Case& c, const Inputs& x) { return tg::softmax(x[0] * x[1], c.option(0)); }},
-      {"log_softmax_dim_last", false,
+      {"log_softmax_dim_last", Family::basic,
        [](const Case& c, const Inputs& x) {
          return tg::log_softmax(tg::tanh(x[0]) * 3.0, c.option(0));
        }},
-      {"nll_loss_mean", false, nll_case},
-      {"nll_loss_sum", false, nll_case},
-      {"nll_loss_none", false, nll_case},
-      {"cross_entropy_mean", false,
+      {"nll_loss_mean", Family::basic, nll_case},
+      {"nll_loss_sum", Family::basic, nll_case},
+      {"nll_loss_none", Family::basic, nll_case},
+      {"cross_entropy_mean", Family::basic,
        [](const Case& c, const Inputs& x) {
          return tg::cross_entropy(tg::tanh(x[0]) * x[1], c.target, c.reduction());
        }},
-      {"mse_loss_mean", false, mse_case},
-      {"mse_loss_sum", false, mse_case},
-      {"avg_pool2d_include_pad", true, avg_pool_case},
-      {"avg_pool2d_exclude_pad", true, avg_pool_case},
-      {"avg_pool2d_ceil_include_pad", true, avg_pool_case},
-      {"avg_pool2d_ceil_exclude_pad", true, avg_pool_case},
-      {"avg_pool2d_divisor_override_5", true, avg_pool_case},
-      {"max_pool2d_overlap", true, max_pool_case},
-      {"max_pool2d_dilated_ceil", true, max_pool_case},
-      {"max_pool2d_ties", true, max_pool_case},
-      {"max_pool2d_relu_zeros", true,
+      {"mse_loss_mean", Family::basic, mse_case},
+      {"mse_loss_sum", Family::basic, mse_case},
+      {"avg_pool2d_include_pad", Family::pool_bn, avg_pool_case},
+      {"avg_pool2d_exclude_pad", Family::pool_bn, avg_pool_case},
+      {"avg_pool2d_ceil_include_pad", Family::pool_bn, avg_pool_case},
+      {"avg_pool2d_ceil_exclude_pad", Family::pool_bn, avg_pool_case},
+      {"avg_pool2d_divisor_override_5", Family::pool_bn, avg_pool_case},
+      {"max_pool2d_overlap", Family::pool_bn, max_pool_case},
+      {"max_pool2d_dilated_ceil", Family::pool_bn, max_pool_case},
+      {"max_pool2d_ties", Family::pool_bn, max_pool_case},
+      {"max_pool2d_relu_zeros", Family::pool_bn,
        [](const Case& c, const Inputs& x) { return tg::tanh(max_pool(c, tg::relu(x[0])) * x[1]); }},
-      {"batch_norm2d_training", true, batch_norm_case},
-      {"batch_norm2d_eval", true, batch_norm_case},
+      {"batch_norm2d_training", Family::pool_bn, batch_norm_case},
+      {"batch_norm2d_eval", Family::pool_bn, batch_norm_case},
+      {"conv2d_3x3_pad1_bias", Family::conv, conv_case},
+      {"conv2d_stride_2_1_pad_1_0_dil_1_2", Family::conv, conv_case},
+      {"conv2d_groups2_no_bias", Family::conv, conv_case},
+      {"conv2d_depthwise_mult2", Family::conv, conv_case},
+      {"conv2d_1x1", Family::conv, conv_case},
+      {"conv2d_same_even_kernel_dilated", Family::conv, conv_case},
+      {"conv2d_valid_stride_1_2", Family::conv, conv_case},
+      {"conv2d_stride_2_3_remainder", Family::conv, conv_case},
   };
   return table;
 }
@@ -328,10 +375,12 @@ void run_case(const Case& c, const CaseFn& f) {
   }
 }
 
-/// Loads the fixture, checks that its cases are exactly those of known_cases(), and runs
-/// the cases of one family, each in its own section.
-void run_family(bool pool_bn) {
-  const std::vector<Case> cases = load_cases();
+/// Loads the fixture, checks that its cases (kLenetCase aside) are exactly those of
+/// known_cases(), and runs the cases of one family, each in its own section.
+void run_family(Family family) {
+  std::vector<Case> cases;
+  for (const auto& [name, items] : read_fixture())
+    if (name != kLenetCase) cases.push_back(build_case(name, items));
   std::set<std::string> in_fixture;
   for (const Case& c : cases) in_fixture.insert(c.name);
   for (const KnownCase& k : known_cases()) {
@@ -345,9 +394,109 @@ void run_family(bool pool_bn) {
       if (k.name == c.name) known = &k;
     if (known == nullptr)
       FAIL(fmt::format("{}: case {} has no function in known_cases()", kFixture, c.name));
-    if (known->pool_bn != pool_bn) continue;
+    if (known->family != family) continue;
     SECTION(c.name) { run_case(c, known->f); }
   }
+}
+
+// ---- the LeNet-5 gradient penalty ------------------------------------------------------------
+
+const std::vector<std::string> kLenetParams = {
+    "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight",
+    "fc1.bias",     "fc2.weight", "fc2.bias",     "fc3.weight", "fc3.bias"};
+
+/// The generator's lenet_parameters(seed): one splitmix64 stream over the parameters in
+/// order, element = (2u - 1)·sqrt(3/fan_in) with u = (z >> 11)·2⁻⁵³ (a bias takes its weight's
+/// fan_in). Integer steps and single correctly rounded operations only, so the doubles are
+/// PyTorch's bit for bit.
+std::vector<tg::Tensor> lenet_parameters(std::uint64_t seed,
+                                         const std::vector<tg::Shape>& shapes) {
+  std::uint64_t state = seed;
+  std::vector<tg::Tensor> params;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    const tg::Shape& weight = shapes[i - i % 2];
+    const double bound = std::sqrt(3.0 / static_cast<double>(weight.numel() / weight[0]));
+    std::vector<double> values(static_cast<std::size_t>(shapes[i].numel()));
+    for (double& value : values) {
+      state += 0x9E3779B97F4A7C15ULL;
+      std::uint64_t z = state;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+      z ^= z >> 31;
+      value = (2.0 * (static_cast<double>(z >> 11) * 0x1p-53) - 1.0) * bound;
+    }
+    params.push_back(tg::from_vector(values, shapes[i], tg::DType::f64).set_requires_grad(true));
+  }
+  return params;
+}
+
+/// conv 1->6 5x5 padding 2, relu, max_pool 2x2, conv 6->16 5x5, relu, max_pool 2x2, flatten,
+/// linear 400->120, relu, linear 120->84, relu, linear 84->10.
+tg::Tensor lenet(const tg::Tensor& x, const std::vector<tg::Tensor>& p) {
+  tg::Tensor h = tg::max_pool2d(tg::relu(tg::conv2d(x, p[0], p[1], {.padding = {2, 2}})),
+                                {.kernel_size = {2, 2}});
+  h = tg::max_pool2d(tg::relu(tg::conv2d(h, p[2], p[3])), {.kernel_size = {2, 2}});
+  h = tg::flatten(h, 1);
+  h = tg::relu(tg::linear(h, p[4], p[5]));
+  h = tg::relu(tg::linear(h, p[6], p[7]));
+  return tg::linear(h, p[8], p[9]);
+}
+
+tg::Tensor f64_vector(const std::vector<double>& values) {
+  return tg::from_vector(values, tg::Shape{static_cast<std::int64_t>(values.size())},
+                         tg::DType::f64);
+}
+
+/// The generator's fingerprint of a parameter: sum, sum of squares, first and last value.
+tg::Tensor fingerprint(const tg::Tensor& p) {
+  const auto v = p.to_vector<double>();
+  double sum = 0.0, sum_squares = 0.0;
+  for (double d : v) {
+    sum += d;
+    sum_squares += d * d;
+  }
+  return f64_vector({sum, sum_squares, v.front(), v.back()});
+}
+
+/// dP/dθ against the fixture: all of it, or (for a large matrix [R, C]) its row sums, its
+/// column sums and every stride-th element.
+void check_penalty_grad(const Items& items, std::size_t i, const tg::Tensor& got,
+                        std::int64_t stride) {
+  const std::string key = fmt::format("dP_dp{}", i);
+  const std::string what = fmt::format("dP/d{} (p{})", kLenetParams[i], i);
+  if (items.count(key)) {
+    check_values(kLenetCase, what, got, tensor_item(items, kLenetCase, key, got.shape()));
+    return;
+  }
+  {
+    INFO(fmt::format("{}: {} {} is summarised, so it must be a matrix", kLenetCase, what,
+                     got.shape()));
+    REQUIRE(got.dim() == 2);
+  }
+  const std::int64_t rows = got.shape()[0], cols = got.shape()[1];
+  const auto v = got.to_vector<double>();
+  std::vector<double> row_sums(static_cast<std::size_t>(rows));
+  std::vector<double> col_sums(static_cast<std::size_t>(cols));
+  std::vector<double> sample;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const double d = v[static_cast<std::size_t>(r * cols + c)];
+      row_sums[static_cast<std::size_t>(r)] += d;
+      col_sums[static_cast<std::size_t>(c)] += d;
+    }
+  }
+  for (std::int64_t k = 0; k < rows * cols; k += stride)
+    sample.push_back(v[static_cast<std::size_t>(k)]);
+  const auto want = [&](const char* part, const std::vector<double>& got_part) {
+    return tensor_item(items, kLenetCase, fmt::format("{}.{}", key, part),
+                       tg::Shape{static_cast<std::int64_t>(got_part.size())});
+  };
+  check_values(kLenetCase, what + " row sums (index = row)", f64_vector(row_sums),
+               want("row_sums", row_sums));
+  check_values(kLenetCase, what + " column sums (index = column)", f64_vector(col_sums),
+               want("col_sums", col_sums));
+  check_values(kLenetCase, fmt::format("{} sample (index [k] = flat element {}·k)", what, stride),
+               f64_vector(sample), want("sample", sample));
 }
 
 }  // namespace
@@ -355,10 +504,58 @@ void run_family(bool pool_bn) {
 TEST_CASE(
     "second derivatives of element-wise reduction matmul softmax and loss ops match PyTorch 1.13 in f64",
     "[second-order]") {
-  run_family(false);
+  run_family(Family::basic);
 }
 
 TEST_CASE("second derivatives through avg_pool2d max_pool2d and batch_norm2d match PyTorch 1.13 in f64",
           "[second-order][pool-bn]") {
-  run_family(true);
+  run_family(Family::pool_bn);
+}
+
+TEST_CASE("second derivatives through conv2d match PyTorch 1.13 in f64", "[second-order][conv]") {
+  run_family(Family::conv);
+}
+
+TEST_CASE("LeNet-5 gradient penalty and its parameter gradients match PyTorch 1.13 in f64",
+          "[second-order][lenet-penalty]") {
+  Items items;
+  for (auto& [name, case_items] : read_fixture())
+    if (name == kLenetCase) items = std::move(case_items);
+  if (items.empty()) FAIL(fmt::format("{} has no case {}", kFixture, kLenetCase));
+  const std::vector<double> config = item(items, kLenetCase, "config");
+  REQUIRE(config.size() == 2);
+  const auto seed = static_cast<std::uint64_t>(config[0]);
+  const auto stride = static_cast<std::int64_t>(config[1]);
+  REQUIRE(stride > 0);
+
+  std::vector<tg::Shape> shapes;
+  for (std::size_t i = 0; i < kLenetParams.size(); ++i)
+    shapes.push_back(shape_item(items, kLenetCase, fmt::format("p{}.shape", i)));
+  const std::vector<tg::Tensor> params = lenet_parameters(seed, shapes);
+  for (std::size_t i = 0; i < params.size(); ++i) {  // the same parameters as PyTorch's
+    check_values(kLenetCase, fmt::format("{} (p{}) fingerprint", kLenetParams[i], i),
+                 fingerprint(params[i]),
+                 tensor_item(items, kLenetCase, fmt::format("p{}.fingerprint", i), tg::Shape{4}));
+  }
+
+  const tg::Shape x_shape = shape_item(items, kLenetCase, "x.shape");
+  tg::Tensor x = tensor_item(items, kLenetCase, "x", x_shape);
+  x.set_requires_grad(true);
+  const tg::Tensor target =
+      tensor_item(items, kLenetCase, "target", tg::Shape{x_shape[0]}, tg::DType::i64);
+
+  const tg::Tensor logits = lenet(x, params);
+  check_values(kLenetCase, "logits", logits,
+               tensor_item(items, kLenetCase, "logits", tg::Shape{x_shape[0], 10}));
+  const tg::Tensor loss = tg::cross_entropy(logits, target);
+  check_values(kLenetCase, "L", loss, tensor_item(items, kLenetCase, "L", tg::Shape{}));
+  const std::vector<tg::Tensor> gx = tg::grad({loss}, {x}, {}, {.create_graph = true});
+  REQUIRE(gx.size() == 1);
+  check_values(kLenetCase, "dL/dx", gx[0], tensor_item(items, kLenetCase, "gx", x_shape));
+  const tg::Tensor penalty = tg::sum(gx[0] * gx[0]);
+  check_values(kLenetCase, "P", penalty, tensor_item(items, kLenetCase, "P", tg::Shape{}));
+
+  const std::vector<tg::Tensor> dp = tg::grad({penalty}, params, {}, tg::GradOptions{});
+  REQUIRE(dp.size() == params.size());
+  for (std::size_t i = 0; i < dp.size(); ++i) check_penalty_grad(items, i, dp[i], stride);
 }
