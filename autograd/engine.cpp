@@ -7,9 +7,11 @@
 // Backward: the part of the graph reachable from the outputs is laid out as a Boost.Graph
 // compressed_sparse_row_graph (nodes as vertices, an edge from each consumer to the
 // producer of each of its inputs), ordered with topological_sort, and walked
-// consumers-first. Each VJP runs
-// with recording off; the engine checks it returned one gradient per input with that
-// input's exact shape and dtype before routing the gradients on.
+// consumers-first. Each VJP runs with recording off, or, with create_graph, recorded like
+// a forward (saved inputs then come back with their graph, a saved output with its own
+// node as producer), so that the gradients can be differentiated again. The engine checks
+// every VJP returned one gradient per input with that input's exact shape and dtype
+// before routing the gradients on.
 #include <algorithm>
 #include <cmath>
 #include <atomic>
