@@ -341,7 +341,7 @@ std::vector<std::int64_t> DataLoader::order(std::int64_t e) const {
   return order;
 }
 
-DataLoader::Epoch DataLoader::epoch(std::int64_t e) const {
+DataLoader::Epoch DataLoader::epoch(std::int64_t e) const& {
   return Epoch(this, e, std::make_shared<const std::vector<std::int64_t>>(order(e)));
 }
 

@@ -150,8 +150,10 @@ class DataLoader {
     std::int64_t batch_;
   };
 
-  /// The batches of epoch `e` (its order depends only on seed and e).
-  Epoch epoch(std::int64_t e) const;
+  /// The batches of epoch `e` (its order depends only on seed and e). The Epoch reads this
+  /// loader, so a temporary loader cannot hand one out (it would be gone before the loop).
+  Epoch epoch(std::int64_t e) const&;
+  Epoch epoch(std::int64_t e) const&& = delete;
   /// Runs the next epoch: next_epoch() then counts up.
   Iterator begin();
   Iterator end() const;

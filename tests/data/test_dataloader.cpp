@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <numeric>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -44,6 +45,13 @@ std::vector<std::vector<std::int64_t>> run(nn::DataLoader::Epoch epoch) {
 }
 
 }  // namespace
+
+// An Epoch reads its loader: epoch() of a temporary loader (which would be destroyed before
+// the loop runs) does not compile; of a loader that lives, it does.
+template <class Loader>
+concept EpochOfTemporary = requires(Loader&& loader) { std::move(loader).epoch(0); };
+static_assert(!EpochOfTemporary<nn::DataLoader>);
+static_assert(requires(const nn::DataLoader& loader) { loader.epoch(0); });
 
 TEST_CASE("DataLoader batches in order with a short last batch or drop_last", "[dataloader]") {
   nn::DataLoader loader(numbered(10), {.batch_size = 4});
