@@ -247,14 +247,16 @@ void check_finite(const Node& n, const std::vector<Tensor>& grads) {
   }
 }
 
-void check_vjp_result(const Node& n, const std::vector<Tensor>& grads) {
+void check_vjp_result(const Node& n, const OpContext& ctx, const std::vector<Tensor>& grads) {
   if (grads.size() != n.inputs.size()) {
     throw GraphError(fmt::format("{}: VJP returned {} gradients for {} inputs", describe(n),
                                  grads.size(), n.inputs.size()));
   }
+  // A gradient the pass does not want may be left undefined, but one returned anyway must
+  // still fit its input.
   for (std::size_t i = 0; i < grads.size(); ++i) {
     const auto& in = n.inputs[i];
-    if (!in.needs_grad) continue;
+    if (!in.needs_grad || (!grads[i].defined() && !ctx.needs_input_grad(i))) continue;
     if (!grads[i].defined()) {
       throw GraphError(fmt::format("{}: VJP returned no gradient for input {} ({} {}), which "
                                    "needs one", describe(n), i, in.meta.shape, in.meta.dtype));
@@ -340,6 +342,33 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     }
   }
 
+  // grad() computes only what leads to its inputs: an input of a node is wanted when it is a
+  // captured leaf or its producer is captured or has a wanted input itself; a node with no
+  // wanted input is skipped. (backward() wants every leaf: no mask.)
+  std::vector<std::vector<char>> wanted;
+  std::vector<char> useful;
+  if (captures != nullptr) {
+    std::unordered_map<const TensorImpl*, bool> captured_leaves;
+    for (const Tensor& c : *captures) {
+      if (!c.impl()->grad_fn) captured_leaves[c.impl().get()] = true;
+    }
+    wanted.resize(tg.nodes.size());
+    useful.assign(tg.nodes.size(), 0);
+    for (auto it = order.rbegin(); it != order.rend(); ++it) {  // producers first
+      const Node& n = *tg.graph[*it].node;
+      auto& w = wanted[*it];
+      w.assign(n.inputs.size(), 0);
+      for (std::size_t i = 0; i < n.inputs.size(); ++i) {
+        const auto& in = n.inputs[i];
+        if (!in.needs_grad) continue;
+        w[i] = in.producer ? useful[static_cast<std::size_t>(in.producer->vertex)] ||
+                                 captured_nodes.count(in.producer.get()) > 0
+                           : in.leaf && captured_leaves.count(in.leaf.get()) > 0;
+        useful[*it] |= w[i];
+      }
+    }
+  }
+
   GradMode mode(create_graph);
   auto deliver_to_leaf = [&](const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
     if (captures != nullptr) {
@@ -373,15 +402,16 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
         for (std::size_t i : it->second) captured[i] = grad_out;
       }
     }
+    if (!useful.empty() && !useful[v]) continue;
     if (create_graph && !n.op->differentiable_vjp()) {
       throw GraphError(fmt::format(
           "{}: create_graph=true records every VJP so that gradients can be differentiated "
           "again, but the VJP of {} calls raw kernels (it declares differentiable_vjp = false), "
           "so its gradient cannot carry a graph", fn, describe(n)));
     }
-    OpContext ctx(&n);
+    OpContext ctx(&n, wanted.empty() ? nullptr : &wanted[v]);
     std::vector<Tensor> grads = n.op->vjp(ctx, grad_out);
-    check_vjp_result(n, grads);
+    check_vjp_result(n, ctx, grads);
     if (anomaly_enabled) check_finite(n, grads);
     if (!retain_graph) {
       n.saved.clear();
@@ -389,7 +419,7 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     }
     for (std::size_t i = 0; i < grads.size(); ++i) {
       const auto& in = n.inputs[i];
-      if (!in.needs_grad) continue;
+      if (!ctx.needs_input_grad(i)) continue;
       if (in.producer) {
         auto& slot = vertex_grad[static_cast<std::size_t>(in.producer->vertex)];
         slot = add_grads(slot, grads[i]);
@@ -467,7 +497,8 @@ Tensor OpContext::saved(std::size_t i) const {
 }
 
 bool OpContext::needs_input_grad(std::size_t i) const {
-  return node_ != nullptr && i < node_->inputs.size() && node_->inputs[i].needs_grad;
+  return node_ != nullptr && i < node_->inputs.size() && node_->inputs[i].needs_grad &&
+         (wanted_ == nullptr || (*wanted_)[i] != 0);
 }
 
 const TensorMeta& OpContext::input(std::size_t i) const {

@@ -6,6 +6,7 @@
 // max takes the first maximum in index order, and NaN counts as the maximum (PyTorch).
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
@@ -57,33 +58,55 @@ Tensor spread(const Tensor& grad_out, const Shape& in_shape,
 }
 
 /// Sums x over the masked dims into a tensor of `out_shape` (same element count as the
-/// keepdim shape).
+/// keepdim shape). The dims are collapsed into runs that are all summed or all kept (an
+/// NCHW sum over {0, 2, 3} is three runs: N summed, C kept, H·W summed), so the innermost
+/// run is a contiguous loop; contiguous sums of f32 accumulate in double.
 template <class T>
 Tensor sum_kernel(const Tensor& x, const std::array<bool, Shape::kMaxRank>& mask,
                   const Shape& out_shape) {
+  using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
   Tensor out = detail::make_tensor(out_shape, x.dtype());
   T* po = out.data<T>();
   std::fill_n(po, out.numel(), T(0));
   const T* px = x.data<T>();
   const Shape& s = x.shape();
-  if (x.numel() == 0) return out;
-  if (out.numel() == 1) {
-    T acc = 0;
-    for (std::int64_t i = 0; i < x.numel(); ++i) acc += px[i];
-    po[0] = acc;
+  const std::int64_t n = x.numel();
+  if (n == 0) return out;
+  std::vector<std::int64_t> run;
+  std::vector<bool> summed;
+  for (std::size_t d = 0; d < s.size(); ++d) {
+    if (s[d] == 1) continue;  // a dim of size 1 moves nothing
+    if (!run.empty() && summed.back() == mask[d]) {
+      run.back() *= s[d];
+    } else {
+      run.push_back(s[d]);
+      summed.push_back(mask[d]);
+    }
+  }
+  if (run.empty()) {
+    po[0] = px[0];
     return out;
   }
-  const auto ostrides = detail::broadcast_strides(keepdim_shape(s, mask), s);
-  std::array<std::int64_t, Shape::kMaxRank> idx{};
-  std::int64_t o = 0;
-  const std::size_t rank = s.size();
-  for (std::int64_t i = 0; i < x.numel(); ++i) {
-    po[o] += px[i];
-    for (std::size_t d = rank; d-- > 0;) {
-      o += ostrides[d];
-      if (++idx[d] < s[d]) break;
-      o -= ostrides[d] * s[d];
-      idx[d] = 0;
+  const std::size_t outer_runs = run.size() - 1;
+  const std::int64_t inner = run.back();
+  std::vector<std::int64_t> idx(outer_runs, 0);
+  std::int64_t kept = 0;  // row-major index over the kept outer runs
+  for (const T* src = px; src < px + n; src += inner) {
+    if (summed.back()) {
+      Acc acc = 0;
+      for (std::int64_t j = 0; j < inner; ++j) acc += src[j];
+      po[kept] += static_cast<T>(acc);
+    } else {
+      T* dst = po + kept * inner;
+      for (std::int64_t j = 0; j < inner; ++j) dst[j] += src[j];
+    }
+    for (std::size_t k = outer_runs; k-- > 0;) {
+      if (++idx[k] < run[k]) break;
+      idx[k] = 0;
+    }
+    kept = 0;
+    for (std::size_t k = 0; k < outer_runs; ++k) {
+      if (!summed[k]) kept = kept * run[k] + idx[k];
     }
   }
   return out;

@@ -73,11 +73,15 @@ class OpContext {
   /// `apply_with_extras`.
   void add_extra_output(const Tensor& t) { extras_.push_back(t); }
 
-  explicit OpContext(detail::Node* node) : node_(node) {}
+  /// `wanted` (one flag per input, for a backward pass that computes only some
+  /// gradients) narrows needs_input_grad further.
+  explicit OpContext(detail::Node* node, const std::vector<char>* wanted = nullptr)
+      : node_(node), wanted_(wanted) {}
   std::vector<Tensor> take_extras() { return std::move(extras_); }
 
  private:
   detail::Node* node_;
+  const std::vector<char>* wanted_ = nullptr;
   std::vector<Tensor> extras_;
 };
 

@@ -302,8 +302,12 @@ TEST_CASE("a VJP that breaks the contract makes backward throw, naming the op", 
     REQUIRE_THROWS_WITH(y.backward(g, true), Contains("broken_op") && Contains(detail));
     REQUIRE_FALSE(a.grad().defined());  // nothing was delivered
     REQUIRE_FALSE(b.grad().defined());
-    REQUIRE_THROWS_AS(tg::grad({y}, {a}, {g}), tg::GraphError);
+    REQUIRE_THROWS_AS(tg::grad({y}, {a, b}, {g}), tg::GraphError);
   }
+  // grad() of `a` alone does not want b's gradient: the VJP may leave it undefined...
+  CHECK(tg::grad({broken(Break::vjp_undefined, a, b)}, {a}, {g})[0].defined());
+  // ...but a gradient it returns must still fit.
+  CHECK_THROWS_WITH(tg::grad({broken(Break::vjp_dtype, a, b)}, {a}, {g}), Contains("f32"));
   REQUIRE(tg::is_grad_enabled());  // the engine's guard was undone by the exception
   REQUIRE_THROWS_WITH(broken(Break::vjp_shape, a, b).backward(g),
                       Contains("[2, 3]") && Contains("input 0"));
@@ -396,4 +400,43 @@ TEST_CASE("changing a saved tensor in place before backward is detected", "[cust
     const auto wv = w.to_vector<double>(), xg = x.grad().to_vector<double>();
     for (std::size_t i = 0; i < 6; ++i) REQUIRE(xg[i] == Approx(wv[i] * gv[i]));
   }
+}
+
+namespace {
+
+/// x·w (element-wise), recording what its VJP was asked for.
+struct AskedProbe {
+  static constexpr std::string_view name = "asked_probe";
+  std::vector<std::vector<bool>>* asked;
+  tg::TensorMeta infer(std::span<const tg::Tensor> in) const { return in[0].meta(); }
+  tg::Tensor forward(tg::OpContext& ctx, std::span<const tg::Tensor> in) {
+    ctx.save(in[0]);
+    ctx.save(in[1]);
+    return in[0] * in[1];
+  }
+  std::vector<tg::Tensor> vjp(tg::OpContext& ctx, const tg::Tensor& g) {
+    asked->push_back({ctx.needs_input_grad(0), ctx.needs_input_grad(1)});
+    return {ctx.needs_input_grad(0) ? g * ctx.saved(1) : tg::Tensor(),
+            ctx.needs_input_grad(1) ? g * ctx.saved(0) : tg::Tensor()};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("grad() computes only the gradients that lead to its inputs", "[custom_op][engine]") {
+  std::vector<std::vector<bool>> asked;
+  const tg::Tensor x = tg::from_vector(random_values(4, 11), {4}, tg::DType::f64).set_requires_grad(true);
+  const tg::Tensor w = tg::from_vector(random_values(4, 12), {4}, tg::DType::f64).set_requires_grad(true);
+  const tg::Tensor v = tg::from_vector(random_values(4, 13), {4}, tg::DType::f64).set_requires_grad(true);
+  // y = probe(x, w); the second probe reads only weights: nothing of it leads to x.
+  const tg::Tensor y = tg::apply(AskedProbe{&asked}, {x, w}) + tg::apply(AskedProbe{&asked}, {w, v});
+  const auto gx = tg::grad({tg::sum(y)}, {x}, {}, tg::GradOptions{.retain_graph = true});
+  REQUIRE(asked.size() == 1);  // the (w, v) probe was skipped
+  CHECK(asked[0] == std::vector<bool>{true, false});
+  CHECK(gx[0].to_vector<double>() == w.to_vector<double>());
+  asked.clear();
+  tg::sum(y).backward();  // backward() wants every leaf
+  REQUIRE(asked.size() == 2);
+  CHECK(asked[0] == std::vector<bool>{true, true});
+  CHECK(asked[1] == std::vector<bool>{true, true});
 }
