@@ -129,7 +129,9 @@ Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
   }
   check_forward_output(node->op->name(), out, meta);
   for (SavedTensor& s : node->saved) {
-    s.is_output = !s.source && s.tensor.defined() && s.tensor.impl()->storage == out.impl()->storage;
+    if (!s.source && s.tensor.defined() && s.tensor.impl()->storage == out.impl()->storage) {
+      s.output_of = node;
+    }
   }
   if (extras != nullptr) *extras = ctx.take_extras();
   if (!is_floating(meta.dtype)) return out;  // integer results carry no gradient
@@ -247,7 +249,12 @@ void check_finite(const Node& n, const std::vector<Tensor>& grads) {
   }
 }
 
-void check_vjp_result(const Node& n, const OpContext& ctx, const std::vector<Tensor>& grads) {
+/// Whether a backward pass wants the gradient of n's input i (`wanted`: grad()'s mask).
+bool wants(const Node& n, const std::vector<char>* wanted, std::size_t i) {
+  return n.inputs[i].needs_grad && (wanted == nullptr || (*wanted)[i] != 0);
+}
+
+void check_vjp_result(const Node& n, const std::vector<char>* wanted, const std::vector<Tensor>& grads) {
   if (grads.size() != n.inputs.size()) {
     throw GraphError(fmt::format("{}: VJP returned {} gradients for {} inputs", describe(n),
                                  grads.size(), n.inputs.size()));
@@ -256,7 +263,7 @@ void check_vjp_result(const Node& n, const OpContext& ctx, const std::vector<Ten
   // still fit its input.
   for (std::size_t i = 0; i < grads.size(); ++i) {
     const auto& in = n.inputs[i];
-    if (!in.needs_grad || (!grads[i].defined() && !ctx.needs_input_grad(i))) continue;
+    if (!in.needs_grad || (!grads[i].defined() && !wants(n, wanted, i))) continue;
     if (!grads[i].defined()) {
       throw GraphError(fmt::format("{}: VJP returned no gradient for input {} ({} {}), which "
                                    "needs one", describe(n), i, in.meta.shape, in.meta.dtype));
@@ -409,9 +416,10 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
           "again, but the VJP of {} calls raw kernels (it declares differentiable_vjp = false), "
           "so its gradient cannot carry a graph", fn, describe(n)));
     }
-    OpContext ctx(&n, wanted.empty() ? nullptr : &wanted[v]);
+    const std::vector<char>* mask = wanted.empty() ? nullptr : &wanted[v];
+    OpContext ctx(&n, mask);
     std::vector<Tensor> grads = n.op->vjp(ctx, grad_out);
-    check_vjp_result(n, ctx, grads);
+    check_vjp_result(n, mask, grads);
     if (anomaly_enabled) check_finite(n, grads);
     if (!retain_graph) {
       n.saved.clear();
@@ -419,7 +427,7 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     }
     for (std::size_t i = 0; i < grads.size(); ++i) {
       const auto& in = n.inputs[i];
-      if (!ctx.needs_input_grad(i)) continue;
+      if (!wants(n, mask, i)) continue;
       if (in.producer) {
         auto& slot = vertex_grad[static_cast<std::size_t>(in.producer->vertex)];
         slot = add_grads(slot, grads[i]);
@@ -467,7 +475,7 @@ void OpContext::save(const Tensor& t) {
     node_->saved.push_back({});
     return;
   }
-  node_->saved.push_back({t.detach(), t.version(), t.requires_grad() ? t.impl() : nullptr, false});
+  node_->saved.push_back({t.detach(), t.version(), t.requires_grad() ? t.impl() : nullptr, {}});
 }
 
 Tensor OpContext::saved(std::size_t i) const {
@@ -487,18 +495,17 @@ Tensor OpContext::saved(std::size_t i) const {
   // Recording is on inside a VJP only under create_graph: hand out the graph too.
   if (!detail::grad_enabled) return s.tensor;
   if (s.source) return Tensor(s.source);
-  if (s.is_output) {
+  if (auto producer = s.output_of.lock()) {
     Tensor out = detail::alias(s.tensor, s.tensor.shape());
     out.impl()->requires_grad = true;
-    out.impl()->grad_fn = node_->shared_from_this();
+    out.impl()->grad_fn = std::move(producer);
     return out;
   }
   return s.tensor;
 }
 
 bool OpContext::needs_input_grad(std::size_t i) const {
-  return node_ != nullptr && i < node_->inputs.size() && node_->inputs[i].needs_grad &&
-         (wanted_ == nullptr || (*wanted_)[i] != 0);
+  return node_ != nullptr && i < node_->inputs.size() && detail::wants(*node_, wanted_, i);
 }
 
 const TensorMeta& OpContext::input(std::size_t i) const {

@@ -52,12 +52,13 @@ struct SavedTensor {
   /// The input as passed to save(), when it requires grad: a VJP that is recorded
   /// (create_graph) sees it with its graph.
   std::shared_ptr<TensorImpl> source;
-  /// The op's own output: a recorded VJP sees it with this node as its producer.
-  bool is_output = false;
+  /// For the op's own output, the node (not owned: it owns this): a recorded VJP sees the
+  /// output with it as its producer.
+  std::weak_ptr<Node> output_of;
 };
 
 /// One recorded op application: a vertex of the tape's graph.
-struct Node : std::enable_shared_from_this<Node> {
+struct Node {
   struct Input {
     std::shared_ptr<Node> producer;        ///< set when the input came from a recorded op
     std::shared_ptr<TensorImpl> leaf;      ///< set when the input is a leaf requiring grad
