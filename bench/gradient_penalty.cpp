@@ -25,20 +25,13 @@
 #include <tapegrad/tapegrad.hpp>
 
 #include "harness.hpp"
+#include "lenet.hpp"
 
 namespace tg = tapegrad;
 
 namespace {
 
 constexpr double kLambda = 0.1;
-
-tg::Tensor lenet(const tg::Tensor& x, const std::vector<tg::Tensor>& p) {
-  tg::Tensor h = tg::max_pool2d(tg::relu(tg::conv2d(x, p[0], p[1], {.padding = {2, 2}})));
-  h = tg::max_pool2d(tg::relu(tg::conv2d(h, p[2], p[3])));
-  h = tg::relu(tg::linear(tg::flatten(h, 1), p[4], p[5]));
-  h = tg::relu(tg::linear(h, p[6], p[7]));
-  return tg::linear(h, p[8], p[9]);
-}
 
 struct Losses {
   tg::Tensor ce, penalty, total;
@@ -47,7 +40,7 @@ struct Losses {
 /// x must require grad.
 Losses gradient_penalty_loss(const tg::Tensor& x, const tg::Tensor& y,
                              const std::vector<tg::Tensor>& p) {
-  const tg::Tensor ce = tg::cross_entropy(lenet(x, p), y);
+  const tg::Tensor ce = tg::cross_entropy(bench::lenet_logits(x, p), y);
   const std::vector<tg::Tensor> gx = tg::grad({ce}, {x}, {}, {.create_graph = true});
   const tg::Tensor penalty = tg::sum(gx[0] * gx[0]);
   return {ce, penalty, ce + penalty * kLambda};
@@ -151,16 +144,8 @@ int main() {
                          "%.2e (%s 1e-4)\n", worst, worst <= 1e-4 ? "within" : "NOT within");
   }
 
-  tg::manual_seed(0);
-  auto param = [](const tg::Shape& s, double fan_in) {
-    return tg::uniform(s, -1 / std::sqrt(fan_in), 1 / std::sqrt(fan_in)).set_requires_grad(true);
-  };
-  std::vector<tg::Tensor> p{param({6, 1, 5, 5}, 25),   param({6}, 25),   param({16, 6, 5, 5}, 150),
-                            param({16}, 150),          param({120, 400}, 400), param({120}, 400),
-                            param({84, 120}, 120),     param({84}, 120), param({10, 84}, 84),
-                            param({10}, 84)};
+  std::vector<tg::Tensor> p = bench::lenet_params();
   std::vector<tg::Tensor> velocity;
-  for (const auto& t : p) velocity.push_back(tg::zeros_like(t));
   tg::Tensor x = tg::randn({64, 1, 28, 28});
   x.set_requires_grad(true);  // for ∂L_ce/∂x
   const tg::Tensor y = tg::randint(0, 10, {64});
@@ -179,12 +164,7 @@ int main() {
   auto step = [&] {
     const Losses l = gradient_penalty_loss(x, y, p);
     l.total.backward();
-    tg::NoGradGuard no_grad;
-    for (std::size_t i = 0; i < p.size(); ++i) {
-      velocity[i].mul_(0.9).add_(p[i].grad());
-      p[i].add_(velocity[i], -0.01);
-      p[i].zero_grad();
-    }
+    bench::sgd_momentum(p, velocity);
     x.set_grad(tg::Tensor());  // backward also reached x; drop it (not part of the update)
   };
   for (int threads : {1, 2}) {

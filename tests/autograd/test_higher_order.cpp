@@ -13,9 +13,11 @@
 #include <tapegrad/tapegrad.hpp>
 
 #include "support/numeric.hpp"
+#include "support/planted.hpp"
 
 namespace tg = tapegrad;
 using Catch::Matchers::Contains;
+using tapegrad::testing::ForgetfulSquare;
 using tapegrad::testing::leaf;
 
 namespace {
@@ -48,21 +50,6 @@ tg::Tensor mlp_loss(const std::vector<tg::Tensor>& in) {
 std::vector<tg::Tensor> mlp_inputs() {
   return {leaf({6, 5}, 1), leaf({4, 5}, 2, -0.5, 0.5), leaf({4, 3}, 3, -0.5, 0.5)};
 }
-
-/// relu whose VJP reads its saved input detached: right to first order, but its gradient
-/// forgets that it depends on x, so every second derivative through it is silently 0.
-/// (A relu's own second derivative is 0, so this op multiplies: y = x·x, VJP 2·x·g.)
-struct ForgetfulSquare {
-  static constexpr std::string_view name = "forgetful_square";
-  tg::TensorMeta infer(std::span<const tg::Tensor> in) const { return in[0].meta(); }
-  tg::Tensor forward(tg::OpContext& ctx, std::span<const tg::Tensor> in) {
-    ctx.save(in[0]);
-    return in[0] * in[0];
-  }
-  std::vector<tg::Tensor> vjp(tg::OpContext& ctx, const tg::Tensor& g) {
-    return {g * ctx.saved(0).detach() * 2.0};
-  }
-};
 
 /// The same square with a VJP written on raw values, which says so.
 struct RawSquare {

@@ -11,6 +11,7 @@
 #include <tapegrad/tapegrad.hpp>
 
 #include "support/numeric.hpp"
+#include "support/planted.hpp"
 
 namespace tg = tapegrad;
 using Catch::Matchers::Contains;
@@ -255,24 +256,6 @@ TEST_CASE("explain_no_grad: names the reason and the op that cuts the path", "[c
   CHECK_THAT(tg::explain_no_grad(out3, late), Contains("did not require grad yet"));
 }
 
-namespace {
-
-/// y = x·x whose VJP, 2·x·g, reads x detached: right to first order, but its gradient
-/// forgets that it depends on x (a second derivative silently 0 instead of 2·g).
-struct ForgetfulSquare {
-  static constexpr std::string_view name = "forgetful_square";
-  tg::TensorMeta infer(std::span<const tg::Tensor> in) const { return in[0].meta(); }
-  tg::Tensor forward(tg::OpContext& ctx, std::span<const tg::Tensor> in) {
-    ctx.save(in[0]);
-    return in[0] * in[0];
-  }
-  std::vector<tg::Tensor> vjp(tg::OpContext& ctx, const tg::Tensor& g) {
-    return {g * ctx.saved(0).detach() * 2.0};
-  }
-};
-
-}  // namespace
-
 TEST_CASE("check_graph: in a gradient-penalty graph, order 2 names the op and the order",
           "[checker][higher-order]") {
   const tg::Tensor target = tg::from_vector(std::vector<std::int64_t>{1, 0, 2}, {3});
@@ -285,7 +268,7 @@ TEST_CASE("check_graph: in a gradient-penalty graph, order 2 names the op and th
       tg::RecordInputsGuard keep;
       const tg::Tensor x = leaf({3, 4}, 51);
       tg::Tensor h = tg::tanh(x);
-      h = forgetful ? tg::apply(ForgetfulSquare{}, {h}) : h * h;
+      h = forgetful ? tg::apply(tg::testing::ForgetfulSquare{}, {h}) : h * h;
       const tg::Tensor loss = tg::cross_entropy(tg::linear(h, w), target);
       const auto gx = tg::grad({loss}, {x}, {}, {.create_graph = true});
       total = loss + tg::sum(gx[0] * gx[0]);
