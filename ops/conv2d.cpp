@@ -616,11 +616,11 @@ std::vector<Sample> grad_samples(Pick pick, std::uint64_t seed) {
 }
 
 std::vector<Sample> Conv2dInputGrad::samples() {
-  return grad_samples<Conv2dInputGrad>([](const ConvGrad& of) { return std::pair{of.y(), of.w}; }, 250);
+  return grad_samples<Conv2dInputGrad>([](const ConvGrad& grad) { return std::pair{grad.y(), grad.w}; }, 250);
 }
 
 std::vector<Sample> Conv2dWeightGrad::samples() {
-  return grad_samples<Conv2dWeightGrad>([](const ConvGrad& of) { return std::pair{of.x, of.y()}; }, 280);
+  return grad_samples<Conv2dWeightGrad>([](const ConvGrad& grad) { return std::pair{grad.x, grad.y()}; }, 280);
 }
 
 }  // namespace

@@ -234,27 +234,27 @@ template <bool Scatter>
 struct WinnersAlongDim {
   static constexpr std::string_view name = Scatter ? "max_backward" : "max_gather";
   Max max;
-  TensorMeta in;
+  TensorMeta input;  // max's input
   std::string attributes() const { return max.attributes(); }
   TensorMeta reduced() const {
     std::array<bool, Shape::kMaxRank> mask{};
-    mask[detail::normalize_dim(name, max.dim, in.shape.size())] = true;
-    return {reduced_shape(in.shape, mask, max.keepdim), in.dtype};
+    mask[detail::normalize_dim(name, max.dim, input.shape.size())] = true;
+    return {reduced_shape(input.shape, mask, max.keepdim), input.dtype};
   }
   TensorMeta infer(std::span<const Tensor> args) const {
-    const TensorMeta values = Scatter ? reduced() : in;
+    const TensorMeta values = Scatter ? reduced() : input;
     if (!args[0].defined() || args[0].meta() != values || !args[1].defined() ||
         args[1].dtype() != DType::i64 || args[1].shape() != reduced().shape) {
       throw ShapeError(fmt::format("{}: expects values {} {} and the winners' indices as i64 {}",
                                    name, values.shape, values.dtype, reduced().shape));
     }
-    return Scatter ? in : reduced();
+    return Scatter ? input : reduced();
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> args) {
     ctx.save(args[1]);
-    const auto [outer, n, inner] = detail::DimSplit(in.shape, detail::normalize_dim(name, max.dim, in.shape.size()));
-    Tensor out = Scatter ? zeros(in.shape, in.dtype) : detail::make_tensor(reduced());
-    detail::dispatch_floating(in.dtype, name, [&, outer = outer, n = n, inner = inner](auto tag) {
+    const auto [outer, n, inner] = detail::DimSplit(input.shape, detail::normalize_dim(name, max.dim, input.shape.size()));
+    Tensor out = Scatter ? zeros(input.shape, input.dtype) : detail::make_tensor(reduced());
+    detail::dispatch_floating(input.dtype, name, [&, outer = outer, n = n, inner = inner](auto tag) {
       using T = decltype(tag);
       const T* src = args[0].data<T>();
       const std::int64_t* pi = args[1].data<std::int64_t>();
@@ -270,7 +270,7 @@ struct WinnersAlongDim {
     return out;
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    return {apply(WinnersAlongDim<!Scatter>{max, in}, {grad_out, ctx.saved(0)}), Tensor()};
+    return {apply(WinnersAlongDim<!Scatter>{max, input}, {grad_out, ctx.saved(0)}), Tensor()};
   }
   static std::vector<Sample> samples();
 };
