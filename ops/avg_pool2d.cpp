@@ -126,13 +126,7 @@ struct AvgPool2dBackward {
   TensorMeta x;
   std::string attributes() const { return pool.attributes(); }
   TensorMeta infer(std::span<const Tensor> in) const {
-    detail::check_floating(name, in[0], "grad_out");
-    const Shape expected = detail::pool_output_shape(x.shape, pool.geom);
-    if (in[0].shape() != expected || in[0].dtype() != x.dtype) {
-      throw ShapeError(fmt::format("avg_pool2d_backward: grad_out must be {} {} (the output of "
-                                   "avg_pool2d on {}), got {} {}", expected, x.dtype, x.shape,
-                                   in[0].shape(), in[0].dtype()));
-    }
+    detail::check_meta(name, "grad_out", in[0], {detail::pool_output_shape(x.shape, pool.geom), x.dtype});
     return x;
   }
   Tensor forward(OpContext&, std::span<const Tensor> in) { return pool.spread(in[0], x); }

@@ -476,7 +476,7 @@ struct Conv2d {
 };
 
 /// What conv2d_input_grad and conv2d_weight_grad share: the conv2d (options and forward
-/// geometry) whose gradient they are, and the checks of their arguments.
+/// geometry) whose gradient they are, and the shapes of its tensors.
 struct ConvGrad {
   Conv2d conv;
   TensorMeta x, w;
@@ -484,13 +484,6 @@ struct ConvGrad {
     return {{conv.geom.batch, conv.geom.out_channels, conv.geom.h.out, conv.geom.w.out}, x.dtype};
   }
   std::string attributes() const { return conv.attributes(); }
-  static void check(std::string_view op, const char* what, const Tensor& t, const TensorMeta& expected) {
-    if (!t.defined() || t.meta() != expected) {
-      throw ShapeError(fmt::format("{}: {} must be {} {}, got {}", op, what, expected.shape,
-                                   expected.dtype,
-                                   t.defined() ? fmt::format("{} {}", t.shape(), t.dtype()) : "undefined"));
-    }
-  }
 };
 
 /// conv2d_input_grad(grad_y, W) -> grad_x. VJP: grad_y's is conv2d(c, W); W's is
@@ -500,8 +493,8 @@ struct Conv2dInputGrad {
   ConvGrad of;
   std::string attributes() const { return of.attributes(); }
   TensorMeta infer(std::span<const Tensor> in) const {
-    ConvGrad::check(name, "grad_out", in[0], of.y());
-    ConvGrad::check(name, "weight", in[1], of.w);
+    detail::check_meta(name, "grad_out", in[0], of.y());
+    detail::check_meta(name, "weight", in[1], of.w);
     return of.x;
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
@@ -520,8 +513,8 @@ struct Conv2dWeightGrad {
   ConvGrad of;
   std::string attributes() const { return of.attributes(); }
   TensorMeta infer(std::span<const Tensor> in) const {
-    ConvGrad::check(name, "input", in[0], of.x);
-    ConvGrad::check(name, "grad_out", in[1], of.y());
+    detail::check_meta(name, "input", in[0], of.x);
+    detail::check_meta(name, "grad_out", in[1], of.y());
     return of.w;
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {

@@ -84,18 +84,11 @@ struct WinnerMap {
   TensorMeta x;
   Shape y() const { return detail::pool_output_shape(x.shape, g); }
   std::string attributes() const { return fmt::format("input={}", x.shape); }
+  /// The values (of `values_shape`, x's dtype) and the winners' indices (i64, y's shape).
   void check(std::string_view op, const Tensor& values, const Shape& values_shape,
              const Tensor& indices) const {
-    detail::check_floating(op, values);
-    if (values.shape() != values_shape || values.dtype() != x.dtype) {
-      throw ShapeError(fmt::format("{}: expects values {} {}, got {} {}", op, values_shape,
-                                   x.dtype, values.shape(), values.dtype()));
-    }
-    if (!indices.defined() || indices.dtype() != DType::i64 || indices.shape() != y()) {
-      throw ShapeError(fmt::format("{}: expects the winners' indices as i64 {}, got {}", op, y(),
-                                   indices.defined() ? fmt::format("{} {}", indices.shape(), indices.dtype())
-                                                     : std::string("an undefined tensor")));
-    }
+    detail::check_meta(op, "values", values, {values_shape, x.dtype});
+    detail::check_meta(op, "the winners' indices", indices, {y(), DType::i64});
   }
 };
 

@@ -242,12 +242,8 @@ struct WinnersAlongDim {
     return {reduced_shape(input.shape, mask, max.keepdim), input.dtype};
   }
   TensorMeta infer(std::span<const Tensor> args) const {
-    const TensorMeta values = Scatter ? reduced() : input;
-    if (!args[0].defined() || args[0].meta() != values || !args[1].defined() ||
-        args[1].dtype() != DType::i64 || args[1].shape() != reduced().shape) {
-      throw ShapeError(fmt::format("{}: expects values {} {} and the winners' indices as i64 {}",
-                                   name, values.shape, values.dtype, reduced().shape));
-    }
+    detail::check_meta(name, "values", args[0], Scatter ? reduced() : input);
+    detail::check_meta(name, "the winners' indices", args[1], {reduced().shape, DType::i64});
     return Scatter ? input : reduced();
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> args) {

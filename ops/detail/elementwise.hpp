@@ -22,6 +22,18 @@ inline void check_floating(std::string_view op, const Tensor& t, std::string_vie
   }
 }
 
+/// Throws ShapeError unless t is defined with exactly `expected` shape and dtype (the
+/// arguments of an op that is another op's VJP, whose sizes the forward fixed).
+inline void check_meta(std::string_view op, std::string_view what, const Tensor& t,
+                       const TensorMeta& expected) {
+  if (!t.defined() || t.meta() != expected) {
+    throw ShapeError(fmt::format("{}: {} must be {} {}, got {}", op, what, expected.shape,
+                                 expected.dtype,
+                                 t.defined() ? fmt::format("{} {}", t.shape(), t.dtype())
+                                             : std::string("an undefined tensor")));
+  }
+}
+
 /// Throws unless a and b are defined floating tensors of one dtype.
 inline void check_same_floating(std::string_view op, const Tensor& a, const Tensor& b) {
   check_floating(op, a, "first operand");
