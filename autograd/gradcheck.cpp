@@ -314,21 +314,23 @@ struct Checker {
   /// <J·t, c_k> by finite differences against <t, Jᵀc_k> for the part of the unit
   /// direction t on elements [lo, hi) of input `pos`, scaled back to unit length. Compared
   /// into r when it passes; returns false (r untouched) when it fails.
-  bool compare_direction(std::size_t pos, std::vector<double> t, std::size_t lo, std::size_t hi,
-                         GradcheckInput& r, const std::vector<double>& analytic_k, std::size_t k,
-                         double& worst_ratio) {
+  bool compare_direction(std::size_t pos, const std::vector<double>& t, std::size_t lo,
+                         std::size_t hi, GradcheckInput& r, const std::vector<double>& analytic_k,
+                         std::size_t k, double& worst_ratio) {
+    std::vector<double> dir(t.begin() + static_cast<std::ptrdiff_t>(lo),
+                            t.begin() + static_cast<std::ptrdiff_t>(hi));
     double norm = 0;
-    for (std::size_t e = lo; e < hi; ++e) norm += t[e] * t[e];
+    for (double v : dir) norm += v * v;
     norm = std::sqrt(norm);
-    double* p = work[pos].data<double>();
-    std::vector<double> x0(p + lo, p + hi);
+    double* p = work[pos].data<double>() + lo;
+    const std::vector<double> x0(p, p + dir.size());
     double analytic = 0;
-    for (std::size_t e = lo; e < hi; ++e) {
-      t[e] /= norm;
-      analytic += t[e] * analytic_k[e];
+    for (std::size_t e = 0; e < dir.size(); ++e) {
+      dir[e] /= norm;
+      analytic += dir[e] * analytic_k[lo + e];
     }
     const Slope s = slope([&](double h) {
-      for (std::size_t e = lo; e < hi; ++e) p[e] = x0[e - lo] + h * t[e];
+      for (std::size_t e = 0; e < dir.size(); ++e) p[e] = x0[e] + h * dir[e];
       return h;
     });
     GradcheckInput trial = r;
