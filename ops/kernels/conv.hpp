@@ -1,6 +1,7 @@
 #pragma once
 // Loops behind conv2d: im2col / col2im, and the direct depthwise kernel. Each works on
-// one image (one n) and one group; conv2d.cpp parallelises over the batch.
+// one image (one n) and one group; conv_plan.cpp chooses among them and parallelises over
+// the batch.
 #include <cstdint>
 
 #include "ops/kernels/window.hpp"

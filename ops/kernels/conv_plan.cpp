@@ -1,0 +1,350 @@
+// conv2d's plan (see conv_plan.hpp) and the two loops that follow it: the forward, and the
+// VJP's raw gradients. Both walk the batch in chunks, split across OpenMP threads when the
+// plan says so, each thread reusing its own workspaces.
+#include "ops/kernels/conv_plan.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <type_traits>
+#include <vector>
+
+#include <omp.h>
+
+#include "ops/kernels/gemm.hpp"
+
+namespace tapegrad::detail {
+namespace {
+
+/// The forward keeps the whole batch's unfolded input for the VJP up to this size.
+constexpr std::int64_t kKeepUnfoldedBytes = std::int64_t{16} << 20;
+
+/// A chunk's unfolded inputs stay within about this many bytes (roughly an L2 cache).
+constexpr std::int64_t kChunkBytes = std::int64_t{1} << 20;
+
+/// Per-thread scratch buffers (slot 0: unfolded input, slot 1: a chunk of outputs) that
+/// grow to the largest size asked of them and are reused.
+template <class T>
+T* workspace(int slot, std::int64_t size) {
+  thread_local std::array<std::vector<T>, 2> buffers;
+  auto& buffer = buffers[static_cast<std::size_t>(slot)];
+  if (static_cast<std::int64_t>(buffer.size()) < size) buffer.resize(static_cast<std::size_t>(size));
+  return buffer.data();
+}
+
+/// Runs body(n) for n in [0, count), on all threads when `parallel`, rethrowing the first
+/// exception a thread hit (exceptions must not leave an OpenMP region).
+template <class F>
+void for_batch(std::int64_t count, bool parallel, F body) {
+  std::exception_ptr error;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (std::int64_t n = 0; n < count; ++n) {
+    try {
+      body(n);
+    } catch (...) {
+#pragma omp critical(tapegrad_conv_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+/// Images per chunk: as many unfolded images as fit in kChunkBytes (at least one; the
+/// whole batch for loops that unfold nothing), in a number of chunks that the threads
+/// share evenly when the batch is split.
+struct Chunks {
+  std::int64_t size = 1, count = 0;
+  Chunks(const ConvPlan& p, bool unfolds) {
+    const ConvGeometry& g = p.g;
+    const std::int64_t batch = std::max<std::int64_t>(g.batch, 1);
+    if (!g.pointwise()) {
+      const auto per_image = std::max<std::int64_t>(g.col_rows() * g.plane_out() * static_cast<std::int64_t>(p.elem), 1);
+      size = unfolds ? std::clamp<std::int64_t>(kChunkBytes / per_image, 1, batch) : batch;
+      if (p.parallel) {  // a multiple of the thread count, as even as the batch allows
+        const std::int64_t threads = omp_get_max_threads();
+        const std::int64_t chunks = ((batch + size - 1) / size + threads - 1) / threads * threads;
+        size = (batch + chunks - 1) / chunks;
+      }
+    }
+    count = (g.batch + size - 1) / size;
+  }
+  std::int64_t first(std::int64_t c) const { return c * size; }
+  std::int64_t images(std::int64_t c, std::int64_t batch) const { return std::min(size, batch - c * size); }
+};
+
+/// A band of output rows of one image, as a geometry of its own: its output rows, the
+/// input rows they read (starting x_offset elements into each input plane) and the padding
+/// they see. Its channels stay a whole input plane apart, so it is unfolded and folded one
+/// channel at a time.
+struct Band {
+  ConvGeometry g;
+  std::int64_t x_offset = 0, y_offset = 0, cols = 0;  // within one plane
+};
+
+Band band(const ConvPlan& p, std::int64_t i) {
+  const ConvGeometry& g = p.g;
+  Band b{g, 0, i * p.band_rows * g.w.out, 0};
+  const std::int64_t rows = std::min(p.band_rows, g.h.out - i * p.band_rows);
+  const std::int64_t begin = g.h.start(i * p.band_rows), end = begin + (rows - 1) * g.h.stride + g.h.span();
+  const std::int64_t first = std::max<std::int64_t>(begin, 0);
+  b.g.h.in = std::min(end, g.h.in) - first;
+  b.g.h.pad_begin = first - begin;
+  b.g.h.pad_end = std::max<std::int64_t>(end - g.h.in, 0);
+  b.g.h.out = rows;
+  b.x_offset = first * g.w.in;
+  b.cols = rows * g.w.out;
+  return b;
+}
+
+/// f(n, gi, band) for each image of [n0, n0 + images), each group and each band.
+template <class F>
+void each_band(const ConvPlan& p, std::int64_t n0, std::int64_t images, F f) {
+  for (std::int64_t n = n0; n < n0 + images; ++n) {
+    for (std::int64_t gi = 0; gi < p.g.groups; ++gi) {
+      for (std::int64_t i = 0; i < p.bands; ++i) f(n, gi, band(p, i));
+    }
+  }
+}
+
+/// im2col / col2im of one group's channels over a band (col's rows are band.cols long).
+template <class T>
+void unfold_band(const T* x, const ConvGeometry& g, const Band& b, T* col) {
+  const std::int64_t taps = g.h.kernel * g.w.kernel;
+  for (std::int64_t c = 0; c < g.group_in(); ++c) {
+    im2col(x + c * g.plane_in() + b.x_offset, b.g, 1, col + c * taps * b.cols, b.cols);
+  }
+}
+template <class T>
+void fold_band(const T* col, const ConvGeometry& g, const Band& b, T* x) {
+  const std::int64_t taps = g.h.kernel * g.w.kernel;
+  for (std::int64_t c = 0; c < g.group_in(); ++c) {
+    col2im(col + c * taps * b.cols, b.cols, b.g, 1, x + c * g.plane_in() + b.x_offset);
+  }
+}
+
+/// The weight transposed per group and padded to 16 lanes for the direct kernels:
+/// [groups][col_rows][16], zero beyond group_out.
+std::vector<float> direct_weight(const float* w, const ConvGeometry& g) {
+  const std::int64_t go = g.group_out(), rows = g.col_rows();
+  std::vector<float> wt(static_cast<std::size_t>(g.groups * rows * 16), 0.0f);
+  for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+    for (std::int64_t o = 0; o < go; ++o) {
+      for (std::int64_t r = 0; r < rows; ++r) wt[static_cast<std::size_t>((gi * rows + r) * 16 + o)] = w[(gi * go + o) * rows + r];
+    }
+  }
+  return wt;
+}
+
+/// copy(nchw, chunk) for each output plane of one group over a chunk of images: its offset
+/// in NCHW and in the chunk's [group_out, images, plane] layout (images side by side).
+template <class F>
+void each_chunk_plane(const ConvGeometry& g, std::int64_t n0, std::int64_t images, std::int64_t group, F copy) {
+  const std::int64_t go = g.group_out(), plane = g.plane_out();
+  for (std::int64_t j = 0; j < images; ++j) {
+    for (std::int64_t o = 0; o < go; ++o) copy(((n0 + j) * g.out_channels + group * go + o) * plane, (o * images + j) * plane);
+  }
+}
+
+}  // namespace
+
+ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geometry), elem(elem_size) {
+  const bool f32 = elem == sizeof(float);
+  const double macs = static_cast<double>(g.batch) * static_cast<double>(g.out_channels) *
+                      static_cast<double>(g.plane_out()) * static_cast<double>(g.col_rows());
+  parallel = g.batch > 1 && omp_get_max_threads() > 1 && macs > 2e5;
+  band_rows = g.h.out;
+  const std::int64_t row_bytes = g.col_rows() * g.w.out * static_cast<std::int64_t>(elem);
+  if (!g.pointwise() && g.h.pad_begin < g.h.span() && g.h.pad_end < g.h.span() && row_bytes * g.h.out > kChunkBytes) {
+    band_rows = std::clamp<std::int64_t>(kChunkBytes / row_bytes, 1, g.h.out);  // every band reads an input row
+  }
+  bands = (g.h.out + band_rows - 1) / std::max<std::int64_t>(band_rows, 1);
+  const ConvPath unfolded = bands > 1 ? ConvPath::banded : ConvPath::gemm;
+  if (g.depthwise()) {
+    forward = input_grad = weight_grad = ConvPath::depthwise;
+  } else {
+    forward = f32 && direct_conv_fits(g) ? ConvPath::direct : unfolded;
+    input_grad = unfolded;
+    weight_grad = f32 && direct_weight_grad_fits(g) ? ConvPath::direct : unfolded;
+  }
+  const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() * static_cast<std::int64_t>(elem);
+  keeps_unfolded = weight_grad == ConvPath::gemm && !g.pointwise() && unfolded_bytes <= kKeepUnfoldedBytes;
+  transposed_weight_grad = weight_grad == ConvPath::direct ||
+                           (weight_grad != ConvPath::depthwise && g.group_out() >= 16 && g.group_out() < g.col_rows());
+}
+
+template <class T>
+void conv_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T* kept) {
+  const ConvGeometry& g = p.g;
+  const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
+  const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
+  const Chunks chunks(p, p.forward == ConvPath::banded || p.forward == ConvPath::gemm);
+  std::vector<float> wt;
+  if constexpr (std::is_same_v<T, float>) {
+    if (p.forward == ConvPath::direct) wt = direct_weight(w, g);
+  }
+  for_batch(chunks.count, p.parallel, [&](std::int64_t c) {
+    const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
+    switch (p.forward) {
+      case ConvPath::depthwise:  // (adds the bias itself)
+        for (std::int64_t n = n0; n < n0 + cb; ++n) depthwise_forward(x + n * x_image, w, b, g, y + n * y_image);
+        return;
+      case ConvPath::direct:  // (adds the bias itself)
+        if constexpr (std::is_same_v<T, float>) {
+          for (std::int64_t n = n0; n < n0 + cb; ++n) direct_conv_forward(x + n * x_image, wt.data(), b, g, y + n * y_image);
+        }
+        return;
+      case ConvPath::banded: {
+        T* col = workspace<T>(0, rows * p.band_rows * g.w.out);
+        each_band(p, n0, cb, [&](std::int64_t n, std::int64_t gi, const Band& band) {
+          unfold_band(x + n * x_image + gi * g.group_in() * g.plane_in(), g, band, col);
+          gemm(false, false, go, band.cols, rows, T(1), w + gi * go * rows, rows, col, band.cols, T(0),
+               y + n * y_image + gi * go * plane + band.y_offset, plane);
+        });
+        break;
+      }
+      case ConvPath::gemm: {
+        // The chunk's unfolded input: in the kept tensor (all images side by side, one block
+        // per group) or in this thread's workspace; x itself for a pointwise kernel.
+        const std::int64_t col_ld = kept != nullptr ? g.batch * plane : ld;
+        T* col_base = kept != nullptr ? kept + n0 * plane : g.pointwise() ? nullptr : workspace<T>(0, rows * ld);
+        T* chunk_out = cb > 1 ? workspace<T>(1, go * ld) : nullptr;
+        for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+          const std::int64_t x_off = gi * g.group_in() * g.plane_in();
+          T* col = kept != nullptr ? col_base + gi * rows * col_ld : col_base;
+          for (std::int64_t j = 0; col != nullptr && j < cb; ++j) {
+            im2col(x + (n0 + j) * x_image + x_off, g, g.group_in(), col + j * plane, col_ld);
+          }
+          const T* unfolded = col != nullptr ? col : x + n0 * x_image + x_off;
+          T* dst = chunk_out != nullptr ? chunk_out : y + n0 * y_image + gi * go * plane;
+          gemm(false, false, go, ld, rows, T(1), w + gi * go * rows, rows, unfolded, col != nullptr ? col_ld : ld, T(0),
+               dst, ld);
+          if (chunk_out == nullptr) continue;
+          each_chunk_plane(g, n0, cb, gi, [&](std::int64_t nchw, std::int64_t chunk) {
+            std::copy_n(chunk_out + chunk, plane, y + nchw);
+          });
+        }
+        break;
+      }
+    }
+    for (std::int64_t n = n0; b != nullptr && n < n0 + cb; ++n) {
+      for (std::int64_t o = 0; o < g.out_channels; ++o) {
+        T* dst = y + n * y_image + o * plane;
+        for (std::int64_t i = 0; i < plane; ++i) dst[i] += b[o];
+      }
+    }
+  });
+}
+
+template <class T>
+void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, const T* gy, T* gx, T* grad_w) {
+  const ConvGeometry& g = p.g;
+  const bool need_x = gx != nullptr, need_w = grad_w != nullptr;
+  if (!need_x && !need_w) return;
+  const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
+  const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
+  const bool depthwise = p.forward == ConvPath::depthwise;
+  const bool direct_w = need_w && p.weight_grad == ConvPath::direct;
+  const bool unfolded_w = need_w && (p.weight_grad == ConvPath::banded || p.weight_grad == ConvPath::gemm);
+  // col2im adds into grad_x; the depthwise kernel writes every element.
+  if (need_x && !depthwise) std::fill_n(gx, g.batch * x_image, T(0));
+  const Chunks chunks(p, !depthwise && (need_x || unfolded_w));
+  // Each thread sums its chunks' weight gradients in its own slot (in the plan's layout);
+  // the slots are added in a fixed order afterwards, so the result does not depend on
+  // scheduling.
+  const std::int64_t slots = p.parallel ? omp_get_max_threads() : 1;
+  const std::int64_t wsize = g.out_channels * rows;
+  std::vector<T> partial(need_w ? static_cast<std::size_t>(slots * wsize) : 0, T(0));
+  // grad_W_g (or its transpose) += grad_y · unfoldedᵀ over `cols` output elements
+  auto add_weight_grad = [&](const T* unfolded, std::int64_t unfolded_ld, const T* gyc, std::int64_t gy_ld,
+                             std::int64_t cols, T* gw_g) {
+    if (p.transposed_weight_grad) {
+      gemm(false, true, rows, go, cols, T(1), unfolded, unfolded_ld, gyc, gy_ld, T(1), gw_g, go);
+    } else {
+      gemm(false, true, go, rows, cols, T(1), gyc, gy_ld, unfolded, unfolded_ld, T(1), gw_g, rows);
+    }
+  };
+  for_batch(chunks.count, p.parallel, [&](std::int64_t c) {
+    const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
+    T* gw = need_w ? partial.data() + (p.parallel ? omp_get_thread_num() : 0) * wsize : nullptr;
+    if (depthwise) {
+      for (std::int64_t n = n0; n < n0 + cb; ++n) {
+        depthwise_backward(need_w ? x + n * x_image : nullptr, w, gy + n * y_image, g,
+                           need_x ? gx + n * x_image : nullptr, gw);
+      }
+      return;
+    }
+    if constexpr (std::is_same_v<T, float>) {  // the direct kernel's weight gradient, per image
+      for (std::int64_t n = n0; direct_w && n < n0 + cb; ++n) direct_conv_weight_grad(x + n * x_image, gy + n * y_image, g, gw);
+    }
+    if (!need_x && !unfolded_w) return;
+    if (p.bands > 1) {  // input_grad and an unfolding weight_grad are both banded
+      T* col = workspace<T>(0, rows * p.band_rows * g.w.out);
+      each_band(p, n0, cb, [&](std::int64_t n, std::int64_t gi, const Band& band) {
+        const std::int64_t x_off = n * x_image + gi * g.group_in() * g.plane_in();
+        const T* gyb = gy + n * y_image + gi * go * plane + band.y_offset;
+        if (need_x) {
+          gemm(true, false, rows, band.cols, go, T(1), w + gi * go * rows, rows, gyb, plane, T(0), col, band.cols);
+          fold_band(col, g, band, gx + x_off);
+        }
+        if (unfolded_w) {
+          unfold_band(x + x_off, g, band, col);
+          add_weight_grad(col, band.cols, gyb, plane, band.cols, gw + gi * go * rows);
+        }
+      });
+      return;
+    }
+    T* col = g.pointwise() ? nullptr : workspace<T>(0, rows * ld);
+    T* chunk_gy = cb > 1 ? workspace<T>(1, go * ld) : nullptr;
+    for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+      const std::int64_t x_off = gi * g.group_in() * g.plane_in();
+      if (chunk_gy != nullptr) {
+        each_chunk_plane(g, n0, cb, gi, [&](std::int64_t nchw, std::int64_t chunk) {
+          std::copy_n(gy + nchw, plane, chunk_gy + chunk);
+        });
+      }
+      const T* gyc = chunk_gy != nullptr ? chunk_gy : gy + n0 * y_image + gi * go * plane;
+      if (need_x) {  // grad of the unfolded input = W_gᵀ · grad_y, folded back
+        const T* wg = w + gi * go * rows;
+        if (col == nullptr) {
+          gemm(true, false, rows, ld, go, T(1), wg, rows, gyc, ld, T(0), gx + n0 * x_image + x_off, ld);
+        } else {
+          gemm(true, false, rows, ld, go, T(1), wg, rows, gyc, ld, T(0), col, ld);
+          for (std::int64_t j = 0; j < cb; ++j) col2im(col + j * plane, ld, g, g.group_in(), gx + (n0 + j) * x_image + x_off);
+        }
+      }
+      if (unfolded_w) {  // grad_W_g += grad_y · unfoldedᵀ
+        const std::int64_t kept_ld = g.batch * plane;
+        for (std::int64_t j = 0; kept == nullptr && col != nullptr && j < cb; ++j) {
+          im2col(x + (n0 + j) * x_image + x_off, g, g.group_in(), col + j * plane, ld);
+        }
+        const T* unfolded = kept != nullptr ? kept + gi * rows * kept_ld + n0 * plane
+                            : col != nullptr ? col
+                                             : x + n0 * x_image + x_off;
+        add_weight_grad(unfolded, kept != nullptr ? kept_ld : ld, gyc, ld, ld, gw + gi * go * rows);
+      }
+    }
+  });
+  if (!need_w) return;
+  std::fill_n(grad_w, wsize, T(0));
+  for (std::int64_t s = 0; s < slots; ++s) {
+    const T* slot = partial.data() + s * wsize;
+    if (!p.transposed_weight_grad) {
+      for (std::int64_t i = 0; i < wsize; ++i) grad_w[i] += slot[i];
+      continue;
+    }
+    for (std::int64_t gi = 0; gi < g.groups; ++gi) {  // [rows, go] -> [go, rows]
+      const T* src = slot + gi * go * rows;
+      T* dst = grad_w + gi * go * rows;
+      for (std::int64_t r = 0; r < rows; ++r) {
+        for (std::int64_t o = 0; o < go; ++o) dst[o * rows + r] += src[r * go + o];
+      }
+    }
+  }
+}
+
+template void conv_forward(const ConvPlan&, const float*, const float*, const float*, float*, float*);
+template void conv_forward(const ConvPlan&, const double*, const double*, const double*, double*, double*);
+template void conv_backward(const ConvPlan&, const float*, const float*, const float*, const float*, float*, float*);
+template void conv_backward(const ConvPlan&, const double*, const double*, const double*, const double*, double*,
+                            double*);
+
+}  // namespace tapegrad::detail
