@@ -16,18 +16,20 @@ decltype(auto) dispatch_floating(DType dtype, std::string_view op, F&& f) {
   switch (dtype) {
     case DType::f32: return f(float{});
     case DType::f64: return f(double{});
-    case DType::i64: break;
+    case DType::i64:
+    case DType::boolean: break;
   }
   throw DTypeError(fmt::format("{}: expects a floating tensor (f32 or f64), got {}", op, dtype));
 }
 
-/// f(float{}), f(double{}) or f(std::int64_t{}).
+/// f(float{}), f(double{}), f(std::int64_t{}) or f(bool{}).
 template <class F>
 decltype(auto) dispatch_all(DType dtype, F&& f) {
   switch (dtype) {
     case DType::f32: return f(float{});
     case DType::f64: return f(double{});
     case DType::i64: return f(std::int64_t{});
+    case DType::boolean: return f(bool{});
   }
   return f(std::int64_t{});
 }

@@ -16,7 +16,9 @@ constexpr std::int64_t kEdgeItems = 3;
 
 template <class T>
 std::string cell(T v) {
-  if constexpr (std::is_integral_v<T>) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return v ? "true" : "false";
+  } else if constexpr (std::is_integral_v<T>) {
     return fmt::format("{}", v);
   } else {
     if (std::isnan(v)) return "nan";

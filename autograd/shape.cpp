@@ -11,11 +11,20 @@ std::string_view dtype_name(DType dtype) {
     case DType::f32: return "f32";
     case DType::f64: return "f64";
     case DType::i64: return "i64";
+    case DType::boolean: return "bool";
   }
   return "?";
 }
 
-std::size_t dtype_size(DType dtype) { return dtype == DType::f32 ? 4 : 8; }
+std::size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return 4;
+    case DType::boolean: return 1;
+    case DType::f64:
+    case DType::i64: return 8;
+  }
+  return 8;
+}
 
 Shape::Shape(std::initializer_list<std::int64_t> sizes)
     : Shape(std::span<const std::int64_t>(sizes.begin(), sizes.size())) {}

@@ -22,6 +22,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -64,8 +65,21 @@ std::uint8_t dtype_code(DType dtype) {
     case DType::f32: return 0;
     case DType::f64: return 1;
     case DType::i64: return 2;
+    case DType::boolean: return 3;
   }
   return 255;
+}
+
+/// The first byte of t's elements, whatever its dtype (TensorT: Tensor or const Tensor).
+template <class TensorT>
+auto elements(TensorT& t) -> std::conditional_t<std::is_const_v<TensorT>, const void*, void*> {
+  switch (t.dtype()) {
+    case DType::f32: return t.template data<float>();
+    case DType::f64: return t.template data<double>();
+    case DType::i64: return t.template data<std::int64_t>();
+    case DType::boolean: return t.template data<bool>();
+  }
+  return nullptr;
 }
 
 std::string shape_string(const std::vector<std::int64_t>& sizes) {
@@ -166,10 +180,7 @@ std::vector<unsigned char> encode(const NamedTensors& tensors) {
     put(out, dtype_code(t.dtype()));
     put(out, static_cast<std::uint8_t>(t.dim()));
     for (std::int64_t size : t.shape()) put(out, size);
-    const auto* data = static_cast<const unsigned char*>(
-        t.dtype() == DType::f32   ? static_cast<const void*>(t.data<float>())
-        : t.dtype() == DType::f64 ? static_cast<const void*>(t.data<double>())
-                                  : static_cast<const void*>(t.data<std::int64_t>()));
+    const auto* data = static_cast<const unsigned char*>(elements(t));
     out.insert(out.end(), data, data + static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype()));
   }
   std::memcpy(out.data(), kMagic.data(), kMagic.size());
@@ -281,12 +292,13 @@ NamedTensors load_checkpoint(const std::string& path) {
                                 path, i, r.name.empty() ? "an empty" : "a duplicate", r.name));
     }
     const auto code = reader.get<std::uint8_t>(fmt::format("the dtype of '{}'", r.name));
-    if (code > 2) {
+    if (code > 3) {
       throw IoError(fmt::format("load_checkpoint: '{}' is malformed: tensor '{}' has dtype code "
-                                "{} (0 = f32, 1 = f64, 2 = i64)",
+                                "{} (0 = f32, 1 = f64, 2 = i64, 3 = bool)",
                                 path, r.name, code));
     }
-    r.dtype = code == 0 ? DType::f32 : code == 1 ? DType::f64 : DType::i64;
+    constexpr std::array<DType, 4> kCodes{DType::f32, DType::f64, DType::i64, DType::boolean};
+    r.dtype = kCodes[code];
     const auto rank = reader.get<std::uint8_t>(fmt::format("the rank of '{}'", r.name));
     if (rank > Shape::kMaxRank) {
       throw IoError(fmt::format("load_checkpoint: '{}' is malformed: tensor '{}' has rank {}, "
@@ -334,10 +346,7 @@ NamedTensors load_checkpoint(const std::string& path) {
   for (const Record& r : records) {
     Tensor t = empty(Shape(r.sizes), r.dtype);
     if (r.data_bytes != 0) {
-      void* dst = r.dtype == DType::f32   ? static_cast<void*>(t.data<float>())
-                  : r.dtype == DType::f64 ? static_cast<void*>(t.data<double>())
-                                          : static_cast<void*>(t.data<std::int64_t>());
-      std::memcpy(dst, r.data, r.data_bytes);
+      std::memcpy(elements(t), r.data, r.data_bytes);
     }
     out.emplace_back(r.name, std::move(t));
   }

@@ -326,14 +326,18 @@ std::vector<Sample> WinnersAlongDim<Scatter>::samples() {
   return out;
 }
 
+/// x, or a bool x as i64: the sum of a mask counts its true elements.
+Tensor counted(const Tensor& x) { return x.defined() && x.dtype() == DType::boolean ? x.to(DType::i64) : x; }
+
 }  // namespace
 
-Tensor sum(const Tensor& x) { return apply(Sum{}, {x}); }
+// A bool tensor sums as i64 (it counts the true elements), as PyTorch.
+Tensor sum(const Tensor& x) { return apply(Sum{}, {counted(x)}); }
 Tensor sum(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
   if (dims.empty()) {
     throw ValueError("sum: the list of dims is empty; call sum(x) to sum every element");
   }
-  return apply(Sum{dims, keepdim}, {x});
+  return apply(Sum{dims, keepdim}, {counted(x)});
 }
 Tensor mean(const Tensor& x) { return apply(Mean{}, {x}); }
 Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {

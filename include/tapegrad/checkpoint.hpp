@@ -21,10 +21,10 @@
 /// | size        | field                                                          |
 /// |-------------|----------------------------------------------------------------|
 /// | 4           | u32 name_length, then name_length bytes of UTF-8 name          |
-/// | 1           | u8 dtype: 0 = f32, 1 = f64, 2 = i64                            |
+/// | 1           | u8 dtype: 0 = f32, 1 = f64, 2 = i64, 3 = bool (one byte each)  |
 /// | 1           | u8 rank (0..8)                                                 |
 /// | 8 × rank    | i64 sizes, outermost first                                     |
-/// | numel × 4/8 | the values, row-major, IEEE-754 or two's complement            |
+/// | numel × 1-8 | the values, row-major: IEEE-754, two's complement, 0 or 1      |
 ///
 /// Names are unique and non-empty. The file size must be exactly 32 + payload_size + 4.
 /// Writes go to `<path>.tmp`, which is flushed to disk (fsync) and renamed over `<path>`,

@@ -106,6 +106,43 @@ Tensor mse_loss(const Tensor& a, const Tensor& b, Reduction reduction = Reductio
 /// the identity otherwise. Draws from the global generator (see manual_seed).
 Tensor dropout(const Tensor& x, double p = 0.5, bool train = true);
 
+// ---- masks: comparisons, logical ops and where ----------------------------------------------
+/// Element-wise comparisons -> bool, with NumPy broadcasting: two tensors of one dtype (any
+/// dtype), or a tensor and a number (converted to the tensor's dtype when it is floating).
+/// NaN compares false, except in ne. No gradient.
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor eq(const Tensor& a, double b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, double b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, double b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, double b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, double b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, double b);
+/// Logical ops -> bool on any dtypes (nonzero is true), with broadcasting. No gradient.
+Tensor logical_and(const Tensor& a, const Tensor& b);
+Tensor logical_or(const Tensor& a, const Tensor& b);
+Tensor logical_xor(const Tensor& a, const Tensor& b);
+Tensor logical_not(const Tensor& x);
+/// a where the bool `condition` holds, b elsewhere; the three broadcast together. a and b
+/// share a dtype; differentiable in a and b (the gradient follows the condition).
+Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b);
+Tensor where(const Tensor& condition, const Tensor& a, double b);
+Tensor where(const Tensor& condition, double a, const Tensor& b);
+/// x with `value` where the bool mask (broadcast with x) holds: where(mask, value, x).
+/// value: a number, or a 0-dim tensor of x's dtype (differentiable).
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+Tensor masked_fill(const Tensor& x, const Tensor& mask, const Tensor& value);
+/// The indices (i64) that sort x along dim, stably (equal values keep their order, in both
+/// directions); NaN sorts above every number. No gradient.
+Tensor argsort(const Tensor& x, std::int64_t dim = -1, bool descending = false);
+/// indices (i64, in [0, num_classes)) -> i64 [..., num_classes] with a 1 at each index;
+/// num_classes = -1 takes the largest index + 1.
+Tensor one_hot(const Tensor& indices, std::int64_t num_classes = -1);
+
 // ---- convolution and pooling -----------------------------------------------------------------
 
 /// How conv2d pads: by `padding`, or PyTorch's padding='same' (stride 1; an odd total

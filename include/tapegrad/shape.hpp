@@ -12,15 +12,17 @@
 
 namespace tapegrad {
 
-/// Element types. f32 and f64 are differentiable; i64 holds indices and class labels.
-enum class DType : std::uint8_t { f32, f64, i64 };
+/// Element types. f32 and f64 are differentiable; i64 holds indices and class labels;
+/// boolean (one byte per element, as PyTorch's torch.bool) holds masks: what comparisons
+/// return and where / masked_fill read.
+enum class DType : std::uint8_t { f32, f64, i64, boolean };
 
-/// "f32", "f64" or "i64".
+/// "f32", "f64", "i64" or "bool".
 std::string_view dtype_name(DType dtype);
 /// Size of one element in bytes.
 std::size_t dtype_size(DType dtype);
 /// True for f32 and f64.
-constexpr bool is_floating(DType dtype) { return dtype != DType::i64; }
+constexpr bool is_floating(DType dtype) { return dtype == DType::f32 || dtype == DType::f64; }
 
 /// Sizes of a tensor, outermost first (NCHW for images). Rank 0 is a scalar.
 class Shape {

@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// Tensor: a dense, contiguous, row-major array of f32, f64 or i64 values that can record
+/// Tensor: a dense, contiguous, row-major array of f32, f64, i64 or bool values that can record
 /// the ops applied to it for reverse-mode differentiation.
 #include <cstdint>
 #include <initializer_list>
@@ -125,6 +125,8 @@ template <>
 constexpr DType dtype_of<double>() { return DType::f64; }
 template <>
 constexpr DType dtype_of<std::int64_t>() { return DType::i64; }
+template <>
+constexpr DType dtype_of<bool>() { return DType::boolean; }
 
 template <class T>
 T* Tensor::data() {

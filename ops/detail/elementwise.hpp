@@ -155,6 +155,35 @@ Tensor map_broadcast(const Tensor& a, const Tensor& b, const Shape& out_shape, F
   return out;
 }
 
+/// f(i, offsets) for every element i of out_shape (row-major), where offsets[k] is the
+/// element of operand k (of shapes[k], which broadcast to out_shape) that i reads: for ops
+/// whose operands differ in dtype (a bool condition and two values, say).
+template <std::size_t N, class F>
+void each_broadcast(const Shape& out_shape, const std::array<Shape, N>& shapes, F f) {
+  const std::int64_t n = out_shape.numel();
+  std::array<std::int64_t, N> off{};
+  if (n == 0) return;
+  if (out_shape.empty()) return f(std::int64_t{0}, off);
+  std::array<std::array<std::int64_t, Shape::kMaxRank>, N> strides;
+  for (std::size_t k = 0; k < N; ++k) strides[k] = broadcast_strides(shapes[k], out_shape);
+  const std::size_t rank = out_shape.size();
+  const std::int64_t inner = out_shape[rank - 1];
+  std::array<std::int64_t, Shape::kMaxRank> idx{};
+  for (std::int64_t base = 0; base < n; base += inner) {
+    std::array<std::int64_t, N> at = off;
+    for (std::int64_t j = 0; j < inner; ++j) {
+      f(base + j, at);
+      for (std::size_t k = 0; k < N; ++k) at[k] += strides[k][rank - 1];
+    }
+    for (std::size_t d = rank - 1; d-- > 0;) {  // odometer over the outer dims
+      for (std::size_t k = 0; k < N; ++k) off[k] += strides[k][d];
+      if (++idx[d] < out_shape[d]) break;
+      for (std::size_t k = 0; k < N; ++k) off[k] -= strides[k][d] * out_shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
 /// Sums a gradient of a broadcast result back to the shape of the operand: over the
 /// leading dims the operand lacked and over dims where it had size 1.
 inline Tensor sum_to(const Tensor& grad, const Shape& shape) {
@@ -186,7 +215,7 @@ inline Tensor broadcast_to(const Tensor& t, const Shape& shape) {
 /// Normalises a possibly negative dim against `rank`, or throws naming `op`.
 inline std::size_t normalize_dim(std::string_view op, std::int64_t dim, std::size_t rank) {
   const auto r = static_cast<std::int64_t>(rank);
-  const std::int64_t d = dim < 0 ? dim + r : dim;
+  const std::int64_t d = dim < 0 ? dim + std::max<std::int64_t>(r, 1) : dim;  // a 0-dim tensor takes 0 and -1
   if (d < 0 || d >= std::max<std::int64_t>(r, 1) || (r == 0 && d != 0)) {
     throw ValueError(fmt::format("{}: dim {} is out of range for a tensor of rank {} (valid: "
                                  "{} to {})", op, dim, rank, -std::max<std::int64_t>(r, 1),

@@ -35,6 +35,7 @@ bool same_bits(const tg::Tensor& a, const tg::Tensor& b) {
     case tg::DType::f64: return std::memcmp(a.data<double>(), b.data<double>(), bytes) == 0;
     case tg::DType::i64:
       return std::memcmp(a.data<std::int64_t>(), b.data<std::int64_t>(), bytes) == 0;
+    case tg::DType::boolean: return std::memcmp(a.data<bool>(), b.data<bool>(), bytes) == 0;
   }
   return false;
 }
@@ -47,6 +48,7 @@ tg::NamedTensors sample_tensors() {
       {"features.0.bias", tg::randn({4}, tg::DType::f64)},
       {"scalar", tg::scalar_tensor(-0.0, tg::DType::f64)},
       {"step", tg::scalar_tensor(12345, tg::DType::i64)},
+      {"mask", tg::from_vector(std::vector<std::int64_t>{1, 0, 0, 1, 1}, {5}).to(tg::DType::boolean)},
       {"empty", tg::zeros({0, 3}, tg::DType::f32)},
       {"empty.i64", tg::zeros({2, 0, 4}, tg::DType::i64)},
       {"specials", tg::from_vector(std::vector<double>{std::nan(""), inf, -inf, 1e-310, -0.0},

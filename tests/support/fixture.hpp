@@ -1,0 +1,86 @@
+#pragma once
+// Reading the PyTorch reference fixtures in tests/fixtures/: text files of lines
+// `<case>.<item> <values...>` (numbers in full precision, nan/inf allowed) that a Python
+// generator beside each file writes. A tensor T of a case is two items, `T.shape <sizes>`
+// (empty for 0-dim) and `T <values>`. Header-only; every error FAILs the running test with the
+// file, line or case and item named.
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <tapegrad/tapegrad.hpp>
+
+namespace tapegrad::testing {
+
+/// One case of a fixture: its items (item key -> values).
+struct FixtureCase {
+  std::string file, name;
+  std::map<std::string, std::vector<double>> items;
+
+  bool has(const std::string& key) const { return items.count(key) != 0; }
+  const std::vector<double>& values(const std::string& key) const {
+    const auto it = items.find(key);
+    if (it == items.end()) FAIL(fmt::format("{}: case {} has no item {}", file, name, key));
+    return it->second;
+  }
+  Shape shape(const std::string& key) const {
+    std::vector<std::int64_t> sizes;
+    for (double d : values(key + ".shape")) sizes.push_back(static_cast<std::int64_t>(d));
+    return Shape(sizes);
+  }
+  /// Item `key` as a tensor of `shape` (f64, or i64 / bool from integer values).
+  Tensor tensor(const std::string& key, const Shape& shape, DType dtype = DType::f64) const {
+    const std::vector<double>& v = values(key);
+    if (static_cast<std::int64_t>(v.size()) != shape.numel()) {
+      FAIL(fmt::format("{}: {}.{} has {} values, its shape {} needs {}", file, name, key, v.size(), shape,
+                       shape.numel()));
+    }
+    if (dtype == DType::f64 || dtype == DType::f32) return from_vector(v, shape, dtype);
+    std::vector<std::int64_t> ints(v.begin(), v.end());
+    return from_vector(ints, shape, DType::i64).to(dtype);
+  }
+  /// Item `key` with the shape of item `key.shape`.
+  Tensor tensor(const std::string& key, DType dtype = DType::f64) const { return tensor(key, shape(key), dtype); }
+};
+
+/// The cases of a fixture file, in file order.
+inline std::vector<FixtureCase> read_fixture(const std::string& path) {
+  std::ifstream in(path);
+  if (!in.good()) FAIL(fmt::format("cannot open {}", path));
+  std::vector<FixtureCase> cases;
+  std::map<std::string, std::size_t> index;
+  std::string line;
+  for (int line_no = 1; std::getline(in, line); ++line_no) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream s(line);
+    std::string key;
+    s >> key;
+    const auto dot = key.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == key.size()) {
+      FAIL(fmt::format("{}:{}: key '{}' is not <case>.<item>", path, line_no, key));
+    }
+    const std::string name = key.substr(0, dot);
+    auto [at, added] = index.emplace(name, cases.size());
+    if (added) cases.push_back({path, name, {}});
+    auto [item, fresh] = cases[at->second].items.emplace(key.substr(dot + 1), std::vector<double>{});
+    if (!fresh) FAIL(fmt::format("{}:{}: key {} appears twice", path, line_no, key));
+    std::string token;
+    while (s >> token) {
+      char* end = nullptr;
+      item->second.push_back(std::strtod(token.c_str(), &end));
+      if (end != token.c_str() + token.size()) {
+        FAIL(fmt::format("{}:{}: {} holds '{}', not a number", path, line_no, key, token));
+      }
+    }
+  }
+  return cases;
+}
+
+}  // namespace tapegrad::testing
