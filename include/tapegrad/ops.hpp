@@ -59,6 +59,13 @@ Tensor round(const Tensor& x);
 /// min > max every element is max (PyTorch's rule). The gradient passes where
 /// min <= x <= max, bounds included, and is 0 elsewhere.
 Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max = {});
+/// Element-wise min/max of a and b with broadcasting; where a = b each gets half the gradient
+/// (PyTorch 1.13's rule); a NaN operand wins.
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);
+/// a^b with broadcasting. As PyTorch: d/da = b·a^(b-1), 0 where b = 0; d/db = a^b·log(a),
+/// 0 where a = 0 and b >= 0 (so a negative base gives a NaN exponent gradient).
+Tensor pow(const Tensor& a, const Tensor& b);
 
 Tensor operator+(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a, const Tensor& b);
