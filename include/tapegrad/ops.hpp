@@ -131,6 +131,9 @@ Tensor softplus(const Tensor& x, double beta = 1.0, double threshold = 20.0);
 Tensor hardtanh(const Tensor& x, double min_val = -1.0, double max_val = 1.0);
 /// log(sigmoid(x)) = -softplus(-x), computed without overflow.
 Tensor log_sigmoid(const Tensor& x);
+/// Gated linear unit: a·sigmoid(b), with a and b the first and second half of x along dim
+/// (its size must be even): [..., 2h, ...] -> [..., h, ...].
+Tensor glu(const Tensor& x, std::int64_t dim = -1);
 Tensor softmax(const Tensor& x, std::int64_t dim);
 /// log(softmax(x)), computed stably as x - max - log(sum(exp(x - max))).
 Tensor log_softmax(const Tensor& x, std::int64_t dim);
