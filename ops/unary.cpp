@@ -4,8 +4,10 @@
 // tensors: recorded for create_graph, it is evaluated on tensors, so the second derivative
 // flows through y (or x) and grad_out. A piecewise op also takes b = branch(s), which piece
 // each element is on, as a constant: relu's df is grad_out·b. Where one piece's formula
-// would overflow on the other's elements (elu's e^x for large x), the formula reads x·(1 - b)
-// so that masked elements stay finite and contribute exactly 0.
+// would overflow on the other's elements (elu's e^x for large x), or where PyTorch's second
+// derivative masks with a strict inequality while its first derivative does not (elu and
+// softplus exactly at their kink), the formula reads x·below(b): masked elements stay
+// finite and get no gradient through x.
 // An op with options (leaky_relu's slope) keeps them in its Def, one instance per call.
 #include <cmath>
 #include <concepts>

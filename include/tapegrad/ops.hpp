@@ -57,7 +57,7 @@ Tensor floor(const Tensor& x);
 Tensor round(const Tensor& x);
 /// min(max(x, min), max) with either bound optional (both absent throws ValueError); with
 /// min > max every element is max (PyTorch's rule). The gradient passes where
-/// min <= x <= max, bounds included, and is 0 elsewhere.
+/// min <= x <= max, bounds included, and is 0 elsewhere (NaN included).
 Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max = {});
 /// Element-wise min/max of a and b with broadcasting; where a = b each gets half the gradient
 /// (PyTorch 1.13's rule); a NaN operand wins.
@@ -127,7 +127,7 @@ Tensor elu(const Tensor& x, double alpha = 1.0);
 /// log(1 + e^(beta·x)) / beta, and x itself where beta·x > threshold.
 Tensor softplus(const Tensor& x, double beta = 1.0, double threshold = 20.0);
 /// clamp(x, min_val, max_val); the gradient passes only strictly inside (min_val, max_val),
-/// as PyTorch. min_val > max_val throws ValueError (F.hardtanh would return max_val).
+/// as PyTorch (0 for NaN). min_val > max_val throws ValueError (F.hardtanh would return max_val).
 Tensor hardtanh(const Tensor& x, double min_val = -1.0, double max_val = 1.0);
 /// log(sigmoid(x)) = -softplus(-x), computed without overflow.
 Tensor log_sigmoid(const Tensor& x);

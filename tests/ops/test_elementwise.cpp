@@ -70,6 +70,19 @@ std::vector<Tensor> inputs(const Case& c, const tg::Shape& shape, std::uint64_t 
 
 }  // namespace
 
+TEST_CASE("element-wise ops: registered once each, with checker samples", "[ops][elementwise][registry]") {
+  for (const char* name :
+       {"clamp", "minimum", "maximum", "pow_tensor", "log1p", "expm1", "sin", "cos", "erf",
+        "rsqrt", "sign", "floor", "round", "gelu", "silu", "leaky_relu", "elu", "softplus",
+        "hardtanh", "log_sigmoid", "glu", "glu_half", "glu_half_backward"}) {
+    INFO(name);
+    const tg::OpInfo op = tg::find_op(name);
+    REQUIRE(op.samples);
+    CHECK_FALSE(op.samples().empty());
+    CHECK(op.differentiable_vjp);
+  }
+}
+
 TEST_CASE("element-wise ops: f32 agrees with f64, values and gradients", "[ops][elementwise][f32]") {
   std::uint64_t seed = 3000;
   for (const Case& c : cases()) {
