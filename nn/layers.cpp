@@ -75,6 +75,11 @@ Tensor AvgPool2d::forward(const Tensor& x) { return tapegrad::avg_pool2d(x, opti
 Tensor ReLU::forward(const Tensor& x) { return tapegrad::relu(x); }
 Tensor Sigmoid::forward(const Tensor& x) { return tapegrad::sigmoid(x); }
 Tensor Tanh::forward(const Tensor& x) { return tapegrad::tanh(x); }
+Tensor GELU::forward(const Tensor& x) { return tapegrad::gelu(x, approximate_); }
+Tensor SiLU::forward(const Tensor& x) { return tapegrad::silu(x); }
+Tensor LeakyReLU::forward(const Tensor& x) { return tapegrad::leaky_relu(x, negative_slope_); }
+Tensor ELU::forward(const Tensor& x) { return tapegrad::elu(x, alpha_); }
+Tensor Softplus::forward(const Tensor& x) { return tapegrad::softplus(x, beta_, threshold_); }
 
 Flatten::Flatten(std::int64_t start_dim, std::int64_t end_dim)
     : start_dim_(start_dim), end_dim_(end_dim) {}
@@ -147,6 +152,15 @@ std::shared_ptr<AvgPool2d> avg_pool2d(const AvgPool2dOptions& options) {
 std::shared_ptr<ReLU> relu() { return std::make_shared<ReLU>(); }
 std::shared_ptr<Sigmoid> sigmoid() { return std::make_shared<Sigmoid>(); }
 std::shared_ptr<Tanh> tanh() { return std::make_shared<Tanh>(); }
+std::shared_ptr<GELU> gelu(GeluApproximate approximate) { return std::make_shared<GELU>(approximate); }
+std::shared_ptr<SiLU> silu() { return std::make_shared<SiLU>(); }
+std::shared_ptr<LeakyReLU> leaky_relu(double negative_slope) {
+  return std::make_shared<LeakyReLU>(negative_slope);
+}
+std::shared_ptr<ELU> elu(double alpha) { return std::make_shared<ELU>(alpha); }
+std::shared_ptr<Softplus> softplus(double beta, double threshold) {
+  return std::make_shared<Softplus>(beta, threshold);
+}
 std::shared_ptr<Flatten> flatten(std::int64_t start_dim, std::int64_t end_dim) {
   return std::make_shared<Flatten>(start_dim, end_dim);
 }

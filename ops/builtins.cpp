@@ -6,6 +6,7 @@
   X(binary)                       \
   X(scalar)                       \
   X(unary)                        \
+  X(glu)                          \
   X(reduce)                       \
   X(shape)                        \
   X(copy)                         \

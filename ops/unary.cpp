@@ -1,10 +1,18 @@
 // Element-wise functions y = f(x), each with its derivative right below it. The VJP is
-// grad_input = grad_out * f'(x), with f' written in terms of what the op saved: the input
-// x or the output y (exp, sigmoid, tanh, sqrt reuse y and need not keep x). df is written
-// once for numbers and tensors: recorded for create_graph, it is evaluated on tensors, so
-// the second derivative flows through y (or x) and grad_out. A piecewise-linear op (abs,
-// relu) has f' = its branch indicator, a constant: grad_out * branches(x).
+// grad_input = df(grad_out, s) with s what the op saved: the input x or the output y (exp,
+// sigmoid, tanh, sqrt reuse y and need not keep x). df is written once for numbers and
+// tensors: recorded for create_graph, it is evaluated on tensors, so the second derivative
+// flows through y (or x) and grad_out. A piecewise op also takes b = branch(s), which piece
+// each element is on, as a constant: relu's df is grad_out·b. Where one piece's formula
+// would overflow on the other's elements (elu's e^x for large x), or where PyTorch's second
+// derivative masks with a strict inequality while its first derivative does not (elu and
+// softplus exactly at their kink), the formula reads x·below(b): masked elements stay
+// finite and get no gradient through x.
+// An op with options (leaky_relu's slope) keeps them in its Def, one instance per call.
 #include <cmath>
+#include <concepts>
+#include <limits>
+#include <type_traits>
 
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
@@ -15,6 +23,34 @@ namespace tapegrad {
 namespace {
 
 enum class Saves { nothing, input, output };
+
+/// The functions a df calls, for numbers (std::) and for tensors (recorded ops) alike.
+namespace generic {
+using std::cos, std::erf, std::exp, std::log1p, std::sin, std::tanh;
+using tapegrad::cos, tapegrad::erf, tapegrad::exp, tapegrad::log1p, tapegrad::sin,
+    tapegrad::tanh, tapegrad::sigmoid;
+// 1 / (1 + e^-x), without overflow for large |x|.
+template <std::floating_point T>
+T sigmoid(T x) {
+  if (x >= 0) return T(1) / (T(1) + std::exp(-x));
+  const T e = std::exp(x);
+  return e / (T(1) + e);
+}
+/// An option (a double) in a df's arithmetic: T for numbers, so that f32 stays f32.
+template <class T>
+using Num = std::conditional_t<std::is_floating_point_v<T>, T, double>;
+/// The zero gradient of sign, floor and round: PyTorch returns zeros, unconnected to grad_out.
+template <class T>
+T zero_like(const T& g) {
+  if constexpr (std::is_floating_point_v<T>) return T(0);
+  else return zeros_like(g);
+}
+/// For a branch b of -1 (below a kink), 0 (exactly at it) or 1 (above it): 1 above, else 0;
+/// and 1 below, else 0. Exactly at the kink both are 0.
+template <class T> T above(const T& b) { return b * (b + 1) * Num<T>(0.5); }
+template <class T> T below(const T& b) { return b * (b - 1) * Num<T>(0.5); }
+}  // namespace generic
+using generic::Num;
 
 struct NegDef {
   static constexpr std::string_view name = "neg";
@@ -53,7 +89,7 @@ struct AbsDef {
   static constexpr std::string_view name = "abs";
   static constexpr Saves saves = Saves::input;
   template <class T> static T f(T x) { return std::abs(x); }
-  template <class T> static T df(T g, T x) { return x > 0 ? g : (x < 0 ? -g : T(0)); }
+  template <class T> static T df(T g, T, T b) { return g * b; }
   static constexpr double low = -2, high = 2;
   static constexpr std::string_view kinks = "x = 0";
   template <class T> static T branch(T x) { return x > 0 ? T(1) : (x < 0 ? T(-1) : T(0)); }
@@ -65,21 +101,16 @@ struct ReluDef {
   static constexpr std::string_view name = "relu";
   static constexpr Saves saves = Saves::output;
   template <class T> static T f(T x) { return x > 0 ? x : (x == x ? T(0) : x); }  // NaN stays
-  template <class T> static T df(T g, T y) { return y > 0 ? g : T(0); }
+  template <class T> static T df(T g, T, T b) { return g * b; }
   static constexpr double low = -2, high = 2;
   static constexpr std::string_view kinks = "x = 0";
   template <class T> static T branch(T x) { return x > 0 ? T(1) : T(0); }
 };
 
-// sigmoid(x) = 1 / (1 + e^-x), evaluated without overflow for large |x|.
 struct SigmoidDef {
   static constexpr std::string_view name = "sigmoid";
   static constexpr Saves saves = Saves::output;
-  template <class T> static T f(T x) {
-    if (x >= 0) return T(1) / (T(1) + std::exp(-x));
-    const T e = std::exp(x);
-    return e / (T(1) + e);
-  }
+  template <class T> static T f(T x) { return generic::sigmoid(x); }
   template <class T> static T df(T g, T y) { return g * y * (1 - y); }
   static constexpr double low = -3, high = 3;
 };
@@ -92,6 +123,240 @@ struct TanhDef {
   static constexpr double low = -2, high = 2;
 };
 
+struct Log1pDef {
+  static constexpr std::string_view name = "log1p";
+  static constexpr Saves saves = Saves::input;
+  template <class T> static T f(T x) { return std::log1p(x); }
+  template <class T> static T df(T g, T x) { return g / (x + 1); }
+  static constexpr double low = -0.8, high = 2;
+};
+
+struct Expm1Def {
+  static constexpr std::string_view name = "expm1";
+  static constexpr Saves saves = Saves::output;
+  template <class T> static T f(T x) { return std::expm1(x); }
+  template <class T> static T df(T g, T y) { return g * (y + 1); }
+  static constexpr double low = -2, high = 2;
+};
+
+struct SinDef {
+  static constexpr std::string_view name = "sin";
+  static constexpr Saves saves = Saves::input;
+  template <class T> static T f(T x) { return std::sin(x); }
+  template <class T> static T df(T g, T x) { return g * generic::cos(x); }
+  static constexpr double low = -3, high = 3;
+};
+
+struct CosDef {
+  static constexpr std::string_view name = "cos";
+  static constexpr Saves saves = Saves::input;
+  template <class T> static T f(T x) { return std::cos(x); }
+  template <class T> static T df(T g, T x) { return -(g * generic::sin(x)); }
+  static constexpr double low = -3, high = 3;
+};
+
+// erf'(x) = 2/sqrt(π)·e^(-x²).
+struct ErfDef {
+  static constexpr std::string_view name = "erf";
+  static constexpr Saves saves = Saves::input;
+  template <class T> static T f(T x) { return std::erf(x); }
+  template <class T> static T df(T g, T x) { return g * generic::exp(-(x * x)) * Num<T>(M_2_SQRTPI); }
+  static constexpr double low = -2, high = 2;
+};
+
+// d(x^-1/2)/dx = -x^-3/2 / 2 = -y³/2 (PyTorch's formula, from the output).
+struct RsqrtDef {
+  static constexpr std::string_view name = "rsqrt";
+  static constexpr Saves saves = Saves::output;
+  template <class T> static T f(T x) { return T(1) / std::sqrt(x); }
+  template <class T> static T df(T g, T y) { return g * (y * y * y) * Num<T>(-0.5); }
+  static constexpr double low = 0.2, high = 3;
+};
+
+// sign, floor and round are piecewise constant: gradient 0 everywhere, also at their jumps
+// (PyTorch's rule). Their branch is their value, which changes exactly at a jump.
+struct SignDef {
+  static constexpr std::string_view name = "sign";
+  static constexpr Saves saves = Saves::nothing;
+  template <class T> static T f(T x) { return x > 0 ? T(1) : (x < 0 ? T(-1) : T(0)); }  // NaN -> 0
+  template <class T> static T df(T g, T) { return generic::zero_like(g); }
+  static constexpr double low = -2, high = 2;
+  static constexpr std::string_view kinks = "x = 0";
+  template <class T> static T branch(T x) { return f(x); }
+};
+
+struct FloorDef {
+  static constexpr std::string_view name = "floor";
+  static constexpr Saves saves = Saves::nothing;
+  template <class T> static T f(T x) { return std::floor(x); }
+  template <class T> static T df(T g, T) { return generic::zero_like(g); }
+  static constexpr double low = -3, high = 3;
+  static constexpr std::string_view kinks = "x an integer";
+  template <class T> static T branch(T x) { return f(x); }
+};
+
+// nearbyint in the default rounding mode rounds half to even, as torch.round.
+struct RoundDef {
+  static constexpr std::string_view name = "round";
+  static constexpr Saves saves = Saves::nothing;
+  template <class T> static T f(T x) { return std::nearbyint(x); }
+  template <class T> static T df(T g, T) { return generic::zero_like(g); }
+  static constexpr double low = -3, high = 3;
+  static constexpr std::string_view kinks = "x a half-integer";
+  template <class T> static T branch(T x) { return f(x); }
+};
+
+// ---- activations ----------------------------------------------------------------------------
+
+// silu'(x) = s·(1 + x·(1 - s)), s = sigmoid(x) (PyTorch's formula).
+struct SiluDef {
+  static constexpr std::string_view name = "silu";
+  static constexpr Saves saves = Saves::input;
+  template <class T> static T f(T x) { return x * generic::sigmoid(x); }
+  template <class T> static T df(T g, T x) {
+    const T s = generic::sigmoid(x);
+    return g * s * (x * (1 - s) + 1);
+  }
+  static constexpr double low = -3, high = 3;
+};
+
+// log(sigmoid(x)) = min(x, 0) - log1p(e^-|x|): no overflow at either end. Its derivative is
+// 1 - sigmoid(x) = sigmoid(-x).
+struct LogSigmoidDef {
+  static constexpr std::string_view name = "log_sigmoid";
+  static constexpr Saves saves = Saves::input;
+  template <class T> static T f(T x) { return std::min(x, T(0)) - std::log1p(std::exp(-std::abs(x))); }
+  template <class T> static T df(T g, T x) { return g * generic::sigmoid(-x); }
+  static constexpr double low = -3, high = 3;
+};
+
+// gelu with the normal CDF Φ: (x·Φ(x))' = Φ(x) + x·φ(x). With tanh, u = k·(x + c·x³):
+// (0.5·x·(1 + tanh u))' = 0.5·(1 + tanh u) + 0.5·x·(1 - tanh² u)·k·(1 + 3c·x²).
+struct GeluDef {
+  static constexpr std::string_view name = "gelu";
+  static constexpr Saves saves = Saves::input;
+  GeluApproximate approximate = GeluApproximate::none;
+  static constexpr double kappa = 0.044715, k = M_SQRT2 * M_2_SQRTPI * 0.5;  // k = sqrt(2/π)
+  std::string attributes() const {
+    return approximate == GeluApproximate::none ? "approximate=none" : "approximate=tanh";
+  }
+  template <class T> T f(T x) const {
+    if (approximate == GeluApproximate::none) return x * T(0.5) * (1 + std::erf(x * T(M_SQRT1_2)));
+    const T inner = T(k) * (x + T(kappa) * x * x * x);
+    return T(0.5) * x * (1 + std::tanh(inner));
+  }
+  template <class T> T df(T g, T x) const {
+    if (approximate == GeluApproximate::none) {
+      const T cdf = (generic::erf(x * Num<T>(M_SQRT1_2)) + 1) * Num<T>(0.5);
+      const T pdf = generic::exp(x * x * Num<T>(-0.5)) * Num<T>(M_2_SQRTPI * M_SQRT1_2 * 0.5);
+      return g * (cdf + x * pdf);
+    }
+    const T t = generic::tanh((x + x * x * x * Num<T>(kappa)) * Num<T>(k));
+    const T d_inner = (x * x * Num<T>(3 * kappa) + 1) * Num<T>(k);
+    return g * ((t + 1) * Num<T>(0.5) + x * Num<T>(0.5) * (1 - t * t) * d_inner);
+  }
+  static constexpr double low = -3, high = 3;
+  static std::vector<GeluDef> variants() { return {{GeluApproximate::none}, {GeluApproximate::tanh}}; }
+};
+
+// Gradient negative_slope at x = 0 (PyTorch: x > 0 ? grad : grad·slope).
+struct LeakyReluDef {
+  static constexpr std::string_view name = "leaky_relu";
+  static constexpr Saves saves = Saves::input;
+  double negative_slope = 0.01;
+  std::string attributes() const { return fmt::format("negative_slope={}", negative_slope); }
+  template <class T> T f(T x) const { return x > 0 ? x : x * T(negative_slope); }
+  template <class T> T df(T g, T, T b) const { return g * (b + (1 - b) * Num<T>(negative_slope)); }
+  static constexpr double low = -2, high = 2;
+  static constexpr std::string_view kinks = "x = 0";
+  template <class T> static T branch(T x) { return x > 0 ? T(1) : T(0); }
+  static std::vector<LeakyReluDef> variants() { return {{0.01}, {0.2}, {-0.5}}; }
+};
+
+// elu'(x) = alpha·e^x for x <= 0 (alpha at 0, as PyTorch), 1 above; a NaN takes the upper
+// piece (PyTorch's x <= 0 test). Its second derivative is alpha·e^x only for x < 0: PyTorch's
+// double backward masks with x < 0, so at exactly 0 it is 0. Hence x·below(b) in the exponent:
+// e^0 = 1 at the kink, with no gradient through it.
+struct EluDef {
+  static constexpr std::string_view name = "elu";
+  static constexpr Saves saves = Saves::input;
+  double alpha = 1.0;
+  std::string attributes() const { return fmt::format("alpha={}", alpha); }
+  template <class T> T f(T x) const { return x > 0 ? x : std::expm1(x) * T(alpha); }
+  template <class T> T df(T g, T x, T b) const {
+    const T up = generic::above(b);
+    return g * (up + (1 - up) * generic::exp(x * generic::below(b)) * Num<T>(alpha));
+  }
+  static constexpr double low = -2, high = 2;
+  static constexpr std::string_view kinks = "x = 0";
+  template <class T> static T branch(T x) { return x < 0 ? T(-1) : (x == 0 ? T(0) : T(1)); }
+  static std::vector<EluDef> variants() { return {{1.0}, {1.5}}; }
+};
+
+// Where beta·x > threshold softplus is x itself (gradient 1); elsewhere its derivative is
+// sigmoid(beta·x). The pieces meet with a tiny jump at the threshold. As for elu, PyTorch's
+// second derivative masks with beta·x < threshold: at exactly the threshold the gradient is
+// sigmoid(threshold), a constant.
+struct SoftplusDef {
+  static constexpr std::string_view name = "softplus";
+  static constexpr Saves saves = Saves::input;
+  double beta = 1.0, threshold = 20.0;
+  std::string attributes() const { return fmt::format("beta={}, threshold={}", beta, threshold); }
+  template <class T> T f(T x) const {
+    return x * T(beta) > T(threshold) ? x : std::log1p(std::exp(x * T(beta))) / T(beta);
+  }
+  template <class T> T df(T g, T x, T b) const {
+    const T up = generic::above(b), down = generic::below(b);
+    const T beta_x = x * down * Num<T>(beta) + (1 - down) * Num<T>(threshold);
+    return g * (up + (1 - up) * generic::sigmoid(beta_x));
+  }
+  static constexpr double low = -2, high = 2;
+  static constexpr std::string_view kinks = "beta*x = threshold";
+  template <class T> T branch(T x) const {
+    const T beta_x = x * T(beta);
+    return beta_x > T(threshold) ? T(1) : (beta_x == T(threshold) ? T(0) : T(-1));
+  }
+  static std::vector<SoftplusDef> variants() { return {{1.0, 20.0}, {2.0, 3.0}}; }
+};
+
+// clamp and hardtanh: min(max(x, low), high) (NaN stays NaN; low > high gives high). The
+// branch is -1 below, 1 above, 0 where the gradient passes: clamp includes the bounds,
+// hardtanh excludes them, and a NaN gets no gradient from either (as PyTorch 1.13).
+template <bool Inclusive>
+struct BoundsDef {
+  static constexpr std::string_view name = Inclusive ? "clamp" : "hardtanh";
+  static constexpr Saves saves = Saves::input;
+  double low_bound = -std::numeric_limits<double>::infinity();
+  double high_bound = std::numeric_limits<double>::infinity();
+  std::string attributes() const {
+    return fmt::format("{}={}, {}={}", Inclusive ? "min" : "min_val", low_bound,
+                       Inclusive ? "max" : "max_val", high_bound);
+  }
+  template <class T> T f(T x) const { return std::min(std::max(x, T(low_bound)), T(high_bound)); }
+  template <class T> T df(T g, T, T b) const { return g * (1 - b * b); }
+  static constexpr double low = -2, high = 2;
+  static constexpr std::string_view kinks = Inclusive ? "x = min or x = max" : "x = min_val or x = max_val";
+  template <class T> T branch(T x) const {
+    const bool passes = Inclusive ? x >= T(low_bound) && x <= T(high_bound)
+                                  : x > T(low_bound) && x < T(high_bound);
+    return passes ? T(0) : (x < T(low_bound) || x != x ? T(-1) : T(1));
+  }
+  static std::vector<BoundsDef> variants() {
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    if constexpr (Inclusive) return {{-0.5, 1.0}, {0.3, inf}, {-inf, -0.2}, {0.5, -0.5}};
+    else return {{-1.0, 1.0}, {-0.5, 1.2}};
+  }
+};
+using ClampDef = BoundsDef<true>;
+using HardtanhDef = BoundsDef<false>;
+
+/// Whether Def is piecewise: df takes the branch, and the gradient checker is told where.
+template <class Def>
+concept Piecewise = requires(const Def def, double v) {
+  Def::kinks;
+  def.df(v, v, v);
+};
+
 template <class Def>
 struct Unary {
   static constexpr std::string_view name = Def::name;
@@ -99,6 +364,11 @@ struct Unary {
     if constexpr (requires { Def::kinks; }) return Def::kinks;
     else return std::string_view{};
   }();
+  Def def{};
+  std::string attributes() const {
+    if constexpr (requires { def.attributes(); }) return def.attributes();
+    else return {};
+  }
   TensorMeta infer(std::span<const Tensor> in) const {
     detail::check_floating(name, in[0]);
     return in[0].meta();
@@ -106,25 +376,27 @@ struct Unary {
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
     Tensor out = detail::dispatch_floating(in[0].dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      return detail::map_unary<T>(in[0], [](T v) { return Def::f(v); });
+      return detail::map_unary<T>(in[0], [this](T v) { return def.f(v); });
     });
     if constexpr (Def::saves == Saves::input) ctx.save(in[0]);
     if constexpr (Def::saves == Saves::output) ctx.save(out);
     return out;
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    const Tensor saved = Def::saves == Saves::nothing ? Tensor() : ctx.saved(0);
     if (is_grad_enabled()) {  // recorded (create_graph): the same df on tensors
-      if constexpr (requires { Def::kinks; }) return {grad_out * branch_of(ctx.saved(0))};
-      else if constexpr (Def::saves == Saves::nothing) return {Def::df(grad_out, Tensor())};
-      else return {Def::df(grad_out, ctx.saved(0))};
+      if constexpr (Piecewise<Def>) return {def.df(grad_out, saved, branch_of(saved))};
+      else return {def.df(grad_out, saved)};
     }
     return {detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (Def::saves == Saves::nothing) {
-        return detail::map_unary<T>(grad_out, [](T g) { return Def::df(g, T(0)); });
+        return detail::map_unary<T>(grad_out, [this](T g) { return def.df(g, T(0)); });
+      } else if constexpr (Piecewise<Def>) {
+        return detail::map_binary_same<T>(grad_out, saved,
+                                          [this](T g, T s) { return def.df(g, s, def.branch(s)); });
       } else {
-        return detail::map_binary_same<T>(grad_out, ctx.saved(0),
-                                          [](T g, T s) { return Def::df(g, s); });
+        return detail::map_binary_same<T>(grad_out, saved, [this](T g, T s) { return def.df(g, s); });
       }
     })};
   }
@@ -133,20 +405,20 @@ struct Unary {
   Tensor branches(std::span<const Tensor> in, const Tensor& out) const
     requires requires { Def::kinks; }
   {
-    return branch_of(Def::saves == Saves::input ? in[0] : out);
+    return branch_of(Def::saves == Saves::output ? out : in[0]);
   }
-  static Tensor branch_of(const Tensor& saved) {
+  Tensor branch_of(const Tensor& saved) const {
     return detail::dispatch_floating(saved.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      return detail::map_unary<T>(saved, [](T v) { return Def::branch(v); });
+      return detail::map_unary<T>(saved, [this](T v) { return def.branch(v); });
     });
   }
   static std::vector<Sample> samples();
 };
 
 template <class Def>
-Tensor unary(const Tensor& x) {
-  return apply(Unary<Def>{}, {x});
+Tensor unary(const Tensor& x, Def def = {}) {
+  return apply(Unary<Def>{def}, {x});
 }
 
 template <class Def>
@@ -156,8 +428,17 @@ std::vector<Sample> Unary<Def>::samples() {
     return Def::low < 0 ? detail::sample_away_from_zero(s, Def::low, Def::high, 0.05, seed)
                         : detail::sample_tensor(s, Def::low, Def::high, seed);
   };
-  auto call = [](const std::vector<Tensor>& in) { return unary<Def>(in[0]); };
-  return {{"[2, 3, 5]", {make({2, 3, 5}, 21)}, call}, {"0-dim", {make({}, 22)}, call}};
+  std::vector<Def> defs{Def{}};
+  if constexpr (requires { Def::variants(); }) defs = Def::variants();
+  std::vector<Sample> out;
+  for (const Def& d : defs) {
+    auto call = [d](const std::vector<Tensor>& in) { return unary<Def>(in[0], d); };
+    std::string options;
+    if constexpr (requires { d.attributes(); }) options = ", " + d.attributes();
+    out.push_back({"[2, 3, 5]" + options, {make({2, 3, 5}, 21)}, call});
+    out.push_back({"0-dim" + options, {make({}, 22)}, call});
+  }
+  return out;
 }
 
 }  // namespace
@@ -170,9 +451,50 @@ Tensor abs(const Tensor& x) { return unary<AbsDef>(x); }
 Tensor relu(const Tensor& x) { return unary<ReluDef>(x); }
 Tensor sigmoid(const Tensor& x) { return unary<SigmoidDef>(x); }
 Tensor tanh(const Tensor& x) { return unary<TanhDef>(x); }
+Tensor log1p(const Tensor& x) { return unary<Log1pDef>(x); }
+Tensor expm1(const Tensor& x) { return unary<Expm1Def>(x); }
+Tensor sin(const Tensor& x) { return unary<SinDef>(x); }
+Tensor cos(const Tensor& x) { return unary<CosDef>(x); }
+Tensor erf(const Tensor& x) { return unary<ErfDef>(x); }
+Tensor rsqrt(const Tensor& x) { return unary<RsqrtDef>(x); }
+Tensor sign(const Tensor& x) { return unary<SignDef>(x); }
+Tensor floor(const Tensor& x) { return unary<FloorDef>(x); }
+Tensor round(const Tensor& x) { return unary<RoundDef>(x); }
+Tensor silu(const Tensor& x) { return unary<SiluDef>(x); }
+Tensor log_sigmoid(const Tensor& x) { return unary<LogSigmoidDef>(x); }
+Tensor gelu(const Tensor& x, GeluApproximate approximate) {
+  return unary<GeluDef>(x, {approximate});
+}
+Tensor leaky_relu(const Tensor& x, double negative_slope) {
+  return unary<LeakyReluDef>(x, {negative_slope});
+}
+Tensor elu(const Tensor& x, double alpha) { return unary<EluDef>(x, {alpha}); }
+Tensor softplus(const Tensor& x, double beta, double threshold) {
+  return unary<SoftplusDef>(x, {beta, threshold});
+}
+Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max) {
+  if (!min && !max) {
+    throw ValueError(fmt::format("clamp: at least one of min and max must be given (input {} {})",
+                                 x.shape(), x.dtype()));
+  }
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  return unary<ClampDef>(x, {min.value_or(-inf), max.value_or(inf)});
+}
+Tensor hardtanh(const Tensor& x, double min_val, double max_val) {
+  if (min_val > max_val) {
+    throw ValueError(fmt::format("hardtanh: min_val must be <= max_val, got min_val={} > "
+                                 "max_val={} (input {} {})", min_val, max_val, x.shape(), x.dtype()));
+  }
+  return unary<HardtanhDef>(x, {min_val, max_val});
+}
 Tensor operator-(const Tensor& x) { return neg(x); }
 
 TAPEGRAD_BUILTIN_OPS(unary, Unary<NegDef>, Unary<ExpDef>, Unary<LogDef>, Unary<SqrtDef>,
-                     Unary<AbsDef>, Unary<ReluDef>, Unary<SigmoidDef>, Unary<TanhDef>)
+                     Unary<AbsDef>, Unary<ReluDef>, Unary<SigmoidDef>, Unary<TanhDef>,
+                     Unary<Log1pDef>, Unary<Expm1Def>, Unary<SinDef>, Unary<CosDef>,
+                     Unary<ErfDef>, Unary<RsqrtDef>, Unary<SignDef>, Unary<FloorDef>,
+                     Unary<RoundDef>, Unary<SiluDef>, Unary<LogSigmoidDef>, Unary<GeluDef>,
+                     Unary<LeakyReluDef>, Unary<EluDef>, Unary<SoftplusDef>, Unary<ClampDef>,
+                     Unary<HardtanhDef>)
 
 }  // namespace tapegrad

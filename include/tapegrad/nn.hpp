@@ -216,6 +216,48 @@ class Tanh : public Module {
  public:
   Tensor forward(const Tensor& x) override;
 };
+/// Element-wise gelu (see tapegrad::gelu); any shape.
+class GELU : public Module {
+ public:
+  explicit GELU(GeluApproximate approximate = GeluApproximate::none) : approximate_(approximate) {}
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  GeluApproximate approximate_;
+};
+/// Element-wise x·sigmoid(x); any shape.
+class SiLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+};
+/// Element-wise leaky_relu with the given negative slope; any shape.
+class LeakyReLU : public Module {
+ public:
+  explicit LeakyReLU(double negative_slope = 0.01) : negative_slope_(negative_slope) {}
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  double negative_slope_;
+};
+/// Element-wise elu with the given alpha; any shape.
+class ELU : public Module {
+ public:
+  explicit ELU(double alpha = 1.0) : alpha_(alpha) {}
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  double alpha_;
+};
+/// Element-wise softplus log(1 + e^(beta·x)) / beta, x itself where beta·x > threshold.
+class Softplus : public Module {
+ public:
+  explicit Softplus(double beta = 1.0, double threshold = 20.0)
+      : beta_(beta), threshold_(threshold) {}
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  double beta_, threshold_;
+};
 
 /// Merges dims start_dim..end_dim: [N, C, H, W] -> [N, C·H·W] with the defaults.
 class Flatten : public Module {
@@ -289,6 +331,11 @@ std::shared_ptr<AvgPool2d> avg_pool2d(const AvgPool2dOptions& options);
 std::shared_ptr<ReLU> relu();
 std::shared_ptr<Sigmoid> sigmoid();
 std::shared_ptr<Tanh> tanh();
+std::shared_ptr<GELU> gelu(GeluApproximate approximate = GeluApproximate::none);
+std::shared_ptr<SiLU> silu();
+std::shared_ptr<LeakyReLU> leaky_relu(double negative_slope = 0.01);
+std::shared_ptr<ELU> elu(double alpha = 1.0);
+std::shared_ptr<Softplus> softplus(double beta = 1.0, double threshold = 20.0);
 std::shared_ptr<Flatten> flatten(std::int64_t start_dim = 1, std::int64_t end_dim = -1);
 std::shared_ptr<Dropout> dropout(double p = 0.5);
 std::shared_ptr<BatchNorm2d> batch_norm2d(std::int64_t num_features,

@@ -40,6 +40,32 @@ Tensor abs(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor tanh(const Tensor& x);
+/// log(1 + x), accurate for small |x|.
+Tensor log1p(const Tensor& x);
+/// e^x - 1, accurate for small |x|.
+Tensor expm1(const Tensor& x);
+Tensor sin(const Tensor& x);
+Tensor cos(const Tensor& x);
+Tensor erf(const Tensor& x);
+/// 1 / sqrt(x).
+Tensor rsqrt(const Tensor& x);
+/// -1, 0 or 1 (0 for 0 and, as PyTorch 1.13, for NaN); its gradient is 0 everywhere.
+Tensor sign(const Tensor& x);
+/// Its gradient is 0 everywhere (PyTorch's rule, also at the integers).
+Tensor floor(const Tensor& x);
+/// Rounds half to even (2.5 -> 2, as PyTorch); its gradient is 0 everywhere.
+Tensor round(const Tensor& x);
+/// min(max(x, min), max) with either bound optional (both absent throws ValueError); with
+/// min > max every element is max (PyTorch's rule). The gradient passes where
+/// min <= x <= max, bounds included, and is 0 elsewhere (NaN included).
+Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max = {});
+/// Element-wise min/max of a and b with broadcasting; where a = b each gets half the gradient
+/// (PyTorch 1.13's rule); a NaN operand wins.
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);
+/// a^b with broadcasting. As PyTorch: d/da = b·a^(b-1), 0 where b = 0; d/db = a^b·log(a),
+/// 0 where a = 0 and b >= 0 (so a negative base gives a NaN exponent gradient).
+Tensor pow(const Tensor& a, const Tensor& b);
 
 Tensor operator+(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a, const Tensor& b);
@@ -88,6 +114,26 @@ Tensor transpose(const Tensor& x, std::int64_t dim0, std::int64_t dim1);
 Tensor permute(const Tensor& x, const std::vector<std::int64_t>& dims);
 
 // ---- activations, losses -------------------------------------------------------------------
+enum class GeluApproximate { none, tanh };
+/// x·Φ(x) with Φ the standard normal CDF; GeluApproximate::tanh uses
+/// 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
+Tensor gelu(const Tensor& x, GeluApproximate approximate = GeluApproximate::none);
+/// x·sigmoid(x).
+Tensor silu(const Tensor& x);
+/// x where x > 0, negative_slope·x elsewhere (gradient negative_slope at 0, as PyTorch).
+Tensor leaky_relu(const Tensor& x, double negative_slope = 0.01);
+/// x where x > 0, alpha·(e^x - 1) elsewhere (gradient alpha at 0, as PyTorch).
+Tensor elu(const Tensor& x, double alpha = 1.0);
+/// log(1 + e^(beta·x)) / beta, and x itself where beta·x > threshold.
+Tensor softplus(const Tensor& x, double beta = 1.0, double threshold = 20.0);
+/// clamp(x, min_val, max_val); the gradient passes only strictly inside (min_val, max_val),
+/// as PyTorch (0 for NaN). min_val > max_val throws ValueError (F.hardtanh would return max_val).
+Tensor hardtanh(const Tensor& x, double min_val = -1.0, double max_val = 1.0);
+/// log(sigmoid(x)) = -softplus(-x), computed without overflow.
+Tensor log_sigmoid(const Tensor& x);
+/// Gated linear unit: a·sigmoid(b), with a and b the first and second half of x along dim
+/// (its size must be even): [..., 2h, ...] -> [..., h, ...].
+Tensor glu(const Tensor& x, std::int64_t dim = -1);
 Tensor softmax(const Tensor& x, std::int64_t dim);
 /// log(softmax(x)), computed stably as x - max - log(sum(exp(x - max))).
 Tensor log_softmax(const Tensor& x, std::int64_t dim);

@@ -167,6 +167,19 @@ TEST_CASE("Layers: output shapes and options", "[nn][layers]") {
   CHECK_THAT(nn::ReLU()(x), AllClose(tg::relu(x), 0, 0));
   CHECK_THAT(nn::Sigmoid()(x), AllClose(tg::sigmoid(x), 0, 0));
   CHECK_THAT(nn::Tanh()(x), AllClose(tg::tanh(x), 0, 0));
+  CHECK_THAT(nn::GELU()(x), AllClose(tg::gelu(x), 0, 0));
+  CHECK_THAT(nn::GELU(tg::GeluApproximate::tanh)(x),
+             AllClose(tg::gelu(x, tg::GeluApproximate::tanh), 0, 0));
+  CHECK_THAT(nn::SiLU()(x), AllClose(tg::silu(x), 0, 0));
+  CHECK_THAT(nn::LeakyReLU()(x), AllClose(tg::leaky_relu(x), 0, 0));
+  CHECK_THAT((*nn::leaky_relu(0.3))(x), AllClose(tg::leaky_relu(x, 0.3), 0, 0));
+  CHECK_THAT(nn::ELU(0.7)(x), AllClose(tg::elu(x, 0.7), 0, 0));
+  CHECK_THAT((*nn::elu())(x), AllClose(tg::elu(x), 0, 0));
+  CHECK_THAT(nn::Softplus(2.0, 1.0)(x), AllClose(tg::softplus(x, 2.0, 1.0), 0, 0));
+  CHECK_THAT((*nn::gelu())(x), AllClose(tg::gelu(x), 0, 0));
+  CHECK_THAT((*nn::silu())(x), AllClose(tg::silu(x), 0, 0));
+  CHECK_THAT((*nn::softplus())(x), AllClose(tg::softplus(x), 0, 0));
+  CHECK(nn::GELU().named_parameters().empty());
   nn::Linear no_bias(7, 3, false);
   CHECK(no_bias.named_parameters().size() == 1);
   CHECK_THAT(no_bias(x), AllClose(tg::linear(x, no_bias.weight()), 0, 0));
