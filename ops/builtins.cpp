@@ -16,7 +16,8 @@
   X(conv2d)                       \
   X(max_pool2d)                   \
   X(avg_pool2d)                   \
-  X(batch_norm2d)
+  X(batch_norm2d)                 \
+  X(slice)
 
 namespace tapegrad::detail {
 

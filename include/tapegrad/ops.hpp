@@ -87,6 +87,26 @@ Tensor transpose(const Tensor& x, std::int64_t dim0, std::int64_t dim1);
 /// Reorders the dims: output dim i is input dim dims[i].
 Tensor permute(const Tensor& x, const std::vector<std::int64_t>& dims);
 
+// ---- joining, slicing and indexing (PyTorch 1.13 semantics; any dtype unless stated) ------------
+/// x[start:end:step] along `dim`, as Python slicing: a negative bound counts from the end,
+/// bounds then clamp to [0, size], end <= start is empty; step > 0. Unset bounds: the ends.
+Tensor slice(const Tensor& x, std::int64_t dim = 0, std::optional<std::int64_t> start = {},
+             std::optional<std::int64_t> end = {}, std::int64_t step = 1);
+/// x[start : start + length] along `dim`; start may be negative (from the end). No clamping:
+/// out-of-range bounds throw.
+Tensor narrow(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t length);
+/// x[index] along `dim`, which is removed; index in [-size, size).
+Tensor select(const Tensor& x, std::int64_t dim, std::int64_t index);
+/// Parts of split_size along `dim` (the last may be shorter).
+std::vector<Tensor> split(const Tensor& x, std::int64_t split_size, std::int64_t dim = 0);
+/// Parts of the given sizes along `dim`, which must add up to its size.
+std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& split_sizes,
+                          std::int64_t dim = 0);
+/// Parts of ceil(size / chunks) along `dim` (so possibly fewer than `chunks`).
+std::vector<Tensor> chunk(const Tensor& x, std::int64_t chunks, std::int64_t dim = 0);
+/// select(x, dim, i) for every i.
+std::vector<Tensor> unbind(const Tensor& x, std::int64_t dim = 0);
+
 // ---- activations, losses -------------------------------------------------------------------
 Tensor softmax(const Tensor& x, std::int64_t dim);
 /// log(softmax(x)), computed stably as x - max - log(sum(exp(x - max))).
