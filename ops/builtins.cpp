@@ -17,7 +17,9 @@
   X(max_pool2d)                   \
   X(avg_pool2d)                   \
   X(batch_norm2d)                 \
-  X(slice)
+  X(slice)                        \
+  X(join)                         \
+  X(expand)
 
 namespace tapegrad::detail {
 

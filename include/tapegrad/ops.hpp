@@ -88,6 +88,11 @@ Tensor transpose(const Tensor& x, std::int64_t dim0, std::int64_t dim1);
 Tensor permute(const Tensor& x, const std::vector<std::int64_t>& dims);
 
 // ---- joining, slicing and indexing (PyTorch 1.13 semantics; any dtype unless stated) ------------
+/// Concatenates along `dim` (negative counts from the end). All tensors need one dtype and
+/// one shape apart from `dim`; as in PyTorch, 1-D empty tensors ([0]) are skipped.
+Tensor cat(const std::vector<Tensor>& tensors, std::int64_t dim = 0);
+/// Joins tensors of one shape along a new dim `dim` (in [-rank-1, rank]).
+Tensor stack(const std::vector<Tensor>& tensors, std::int64_t dim = 0);
 /// x[start:end:step] along `dim`, as Python slicing: a negative bound counts from the end,
 /// bounds then clamp to [0, size], end <= start is empty; step > 0. Unset bounds: the ends.
 Tensor slice(const Tensor& x, std::int64_t dim = 0, std::optional<std::int64_t> start = {},
@@ -106,6 +111,21 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& spli
 std::vector<Tensor> chunk(const Tensor& x, std::int64_t chunks, std::int64_t dim = 0);
 /// select(x, dim, i) for every i.
 std::vector<Tensor> unbind(const Tensor& x, std::int64_t dim = 0);
+
+// ---- reshaping and rearranging (PyTorch 1.13 semantics; any dtype unless stated) --------------
+/// Inserts a dim of size 1 at `dim` (in [-rank-1, rank]); shares storage.
+Tensor unsqueeze(const Tensor& x, std::int64_t dim);
+/// Removes every dim of size 1; shares storage.
+Tensor squeeze(const Tensor& x);
+/// Removes `dim` if its size is 1 (otherwise returns x's shape unchanged); shares storage.
+Tensor squeeze(const Tensor& x, std::int64_t dim);
+/// Repeats size-1 dims (and new leading dims) to `sizes`; -1 keeps a dim's size.
+Tensor expand(const Tensor& x, const Shape& sizes);
+/// expand(x, shape).
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
+/// Tiles x `repeats[d]` times along each dim; repeats may have more dims than x (new
+/// leading dims).
+Tensor repeat(const Tensor& x, const std::vector<std::int64_t>& repeats);
 
 // ---- activations, losses -------------------------------------------------------------------
 Tensor softmax(const Tensor& x, std::int64_t dim);
