@@ -19,7 +19,9 @@
   X(batch_norm2d)                 \
   X(slice)                        \
   X(join)                         \
-  X(expand)
+  X(expand)                       \
+  X(reorder)                      \
+  X(pad)
 
 namespace tapegrad::detail {
 

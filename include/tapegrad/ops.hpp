@@ -126,6 +126,24 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape);
 /// Tiles x `repeats[d]` times along each dim; repeats may have more dims than x (new
 /// leading dims).
 Tensor repeat(const Tensor& x, const std::vector<std::int64_t>& repeats);
+/// Reverses the order along each of `dims`.
+Tensor flip(const Tensor& x, const std::vector<std::int64_t>& dims);
+/// Shifts circularly by shifts[i] along dims[i]; with no dims, rolls the flattened tensor
+/// by its one shift.
+Tensor roll(const Tensor& x, const std::vector<std::int64_t>& shifts,
+            const std::vector<std::int64_t>& dims = {});
+
+enum class PadMode { constant, reflect, replicate, circular };
+/// torch.nn.functional.pad: `pad` lists (before, after) pairs starting from the LAST dim.
+/// constant: any rank, pairs <= rank, negative pads crop, filled with `value`. reflect,
+/// replicate, circular: one, two or three pairs on inputs of rank 2-3, 3-4 or 4-5, value 0;
+/// reflect needs pad < size, circular pad <= size.
+Tensor pad(const Tensor& x, const std::vector<std::int64_t>& pad, PadMode mode = PadMode::constant,
+           double value = 0.0);
+/// The lower triangle of the last two dims: keeps x[..., i, j] where j - i <= diagonal.
+Tensor tril(const Tensor& x, std::int64_t diagonal = 0);
+/// The upper triangle: keeps x[..., i, j] where j - i >= diagonal.
+Tensor triu(const Tensor& x, std::int64_t diagonal = 0);
 
 // ---- activations, losses -------------------------------------------------------------------
 Tensor softmax(const Tensor& x, std::int64_t dim);
