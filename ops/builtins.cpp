@@ -21,7 +21,8 @@
   X(join)                         \
   X(expand)                       \
   X(reorder)                      \
-  X(pad)
+  X(pad)                          \
+  X(index)
 
 namespace tapegrad::detail {
 

@@ -111,6 +111,21 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& spli
 std::vector<Tensor> chunk(const Tensor& x, std::int64_t chunks, std::int64_t dim = 0);
 /// select(x, dim, i) for every i.
 std::vector<Tensor> unbind(const Tensor& x, std::int64_t dim = 0);
+/// index: i64, 1-D (or 0-D), values in [0, size of dim) -> x with dim resized to index's length.
+/// Repeated indices accumulate their gradients.
+Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index);
+/// out[i][j][k] = x[index[i][j][k]][j][k] for dim 0 (and so on): index is i64, has x's rank,
+/// index.size(d) <= x.size(d) for d != dim, values in [0, x.size(dim)); out has index's shape.
+Tensor gather(const Tensor& x, std::int64_t dim, const Tensor& index);
+/// x with src[i][j][k] added into out[index[i][j][k]][j][k] (dim 0; and so on). x, index and
+/// src have one rank; index.size(d) <= src.size(d) for all d and <= x.size(d) for d != dim.
+/// Differentiable in x and src.
+Tensor scatter_add(const Tensor& x, std::int64_t dim, const Tensor& index, const Tensor& src);
+/// weight[ids]: ids i64 of any shape, weight [num_embeddings, dim] -> [*ids.shape, dim].
+/// Repeated ids accumulate gradient; the row padding_idx (in [-num, num); negative counts
+/// from the end) gets none.
+Tensor embedding(const Tensor& ids, const Tensor& weight,
+                 std::optional<std::int64_t> padding_idx = {});
 
 // ---- reshaping and rearranging (PyTorch 1.13 semantics; any dtype unless stated) --------------
 /// Inserts a dim of size 1 at `dim` (in [-rank-1, rank]); shares storage.
