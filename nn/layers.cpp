@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "tapegrad/autograd.hpp"
 #include "tapegrad/error.hpp"
 #include "tapegrad/nn.hpp"
 
@@ -36,6 +37,30 @@ Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias) {
 }
 
 Tensor Linear::forward(const Tensor& x) { return tapegrad::linear(x, *weight_, *bias_); }
+
+Embedding::Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim,
+                     std::optional<std::int64_t> padding_idx) {
+  check_positive("Embedding", "num_embeddings", num_embeddings);
+  check_positive("Embedding", "embedding_dim", embedding_dim);
+  if (padding_idx && (*padding_idx < -num_embeddings || *padding_idx >= num_embeddings)) {
+    throw ValueError(fmt::format("Embedding: padding_idx {} is out of range for {} embeddings "
+                                 "(valid: {} to {})", *padding_idx, num_embeddings,
+                                 -num_embeddings, num_embeddings - 1));
+  }
+  if (padding_idx && *padding_idx < 0) padding_idx = *padding_idx + num_embeddings;
+  padding_idx_ = padding_idx;
+  weight_ = &register_parameter("weight", empty({num_embeddings, embedding_dim}));
+  normal_(*weight_);
+  if (padding_idx_) {
+    // PyTorch zeroes the padding row at init; it stays zero because it gets no gradient.
+    Tensor keep = ones({num_embeddings, 1}, DType::f32);  // parameters start as f32
+    keep.data<float>()[*padding_idx_] = 0.0F;
+    NoGradGuard no_grad;
+    weight_->copy_(*weight_ * keep);
+  }
+}
+
+Tensor Embedding::forward(const Tensor& ids) { return tapegrad::embedding(ids, *weight_, padding_idx_); }
 
 Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, Size2 kernel_size,
                const Conv2dOptions& options)
@@ -132,6 +157,10 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
 
 std::shared_ptr<Linear> linear(std::int64_t in_features, std::int64_t out_features, bool bias) {
   return std::make_shared<Linear>(in_features, out_features, bias);
+}
+std::shared_ptr<Embedding> embedding(std::int64_t num_embeddings, std::int64_t embedding_dim,
+                                     std::optional<std::int64_t> padding_idx) {
+  return std::make_shared<Embedding>(num_embeddings, embedding_dim, padding_idx);
 }
 std::shared_ptr<Conv2d> conv2d(std::int64_t in_channels, std::int64_t out_channels,
                                Size2 kernel_size, const Conv2dOptions& options) {

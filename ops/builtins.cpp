@@ -18,7 +18,13 @@
   X(max_pool2d)                   \
   X(avg_pool2d)                   \
   X(batch_norm2d)                 \
-  X(where)
+  X(where)                        \
+  X(slice)                        \
+  X(join)                         \
+  X(expand)                       \
+  X(reorder)                      \
+  X(pad)                          \
+  X(index)
 
 namespace tapegrad::detail {
 

@@ -147,6 +147,24 @@ class Linear : public Module {
   Tensor no_bias_;
 };
 
+/// A lookup table, as torch.nn.Embedding: ids (i64, any shape) -> [*ids.shape, embedding_dim].
+/// weight: [num_embeddings, embedding_dim], initialised N(0, 1) as PyTorch, with the row
+/// padding_idx (in [-num_embeddings, num_embeddings); negative counts from the end) zeroed;
+/// that row never receives a gradient.
+class Embedding : public Module {
+ public:
+  Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim,
+            std::optional<std::int64_t> padding_idx = {});
+  Tensor forward(const Tensor& ids) override;
+  Tensor& weight() { return *weight_; }
+  /// Normalised to [0, num_embeddings), or empty.
+  std::optional<std::int64_t> padding_idx() const { return padding_idx_; }
+
+ private:
+  Tensor* weight_;
+  std::optional<std::int64_t> padding_idx_;
+};
+
 /// The options of tapegrad::conv2d plus whether the layer has a bias.
 struct Conv2dOptions {
   std::array<std::int64_t, 2> stride{1, 1};
@@ -322,6 +340,8 @@ class BatchNorm2d : public Module {
 std::shared_ptr<Sequential> sequential(std::initializer_list<std::shared_ptr<Module>> modules);
 std::shared_ptr<Linear> linear(std::int64_t in_features, std::int64_t out_features,
                                bool bias = true);
+std::shared_ptr<Embedding> embedding(std::int64_t num_embeddings, std::int64_t embedding_dim,
+                                     std::optional<std::int64_t> padding_idx = {});
 std::shared_ptr<Conv2d> conv2d(std::int64_t in_channels, std::int64_t out_channels,
                                Size2 kernel_size, const Conv2dOptions& options = {});
 std::shared_ptr<MaxPool2d> max_pool2d(Size2 kernel_size);

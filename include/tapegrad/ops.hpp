@@ -113,6 +113,79 @@ Tensor transpose(const Tensor& x, std::int64_t dim0, std::int64_t dim1);
 /// Reorders the dims: output dim i is input dim dims[i].
 Tensor permute(const Tensor& x, const std::vector<std::int64_t>& dims);
 
+// ---- joining, slicing and indexing (PyTorch 1.13 semantics; any dtype unless stated) ------------
+/// Concatenates along `dim` (negative counts from the end). All tensors need one dtype and
+/// one shape apart from `dim`; as in PyTorch, 1-D empty tensors ([0]) are skipped.
+Tensor cat(const std::vector<Tensor>& tensors, std::int64_t dim = 0);
+/// Joins tensors of one shape along a new dim `dim` (in [-rank-1, rank]).
+Tensor stack(const std::vector<Tensor>& tensors, std::int64_t dim = 0);
+/// x[start:end:step] along `dim`, as Python slicing: a negative bound counts from the end,
+/// bounds then clamp to [0, size], end <= start is empty; step > 0. Unset bounds: the ends.
+Tensor slice(const Tensor& x, std::int64_t dim = 0, std::optional<std::int64_t> start = {},
+             std::optional<std::int64_t> end = {}, std::int64_t step = 1);
+/// x[start : start + length] along `dim`; start may be negative (from the end). No clamping:
+/// out-of-range bounds throw.
+Tensor narrow(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t length);
+/// x[index] along `dim`, which is removed; index in [-size, size).
+Tensor select(const Tensor& x, std::int64_t dim, std::int64_t index);
+/// Parts of split_size along `dim` (the last may be shorter).
+std::vector<Tensor> split(const Tensor& x, std::int64_t split_size, std::int64_t dim = 0);
+/// Parts of the given sizes along `dim`, which must add up to its size.
+std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& split_sizes,
+                          std::int64_t dim = 0);
+/// Parts of ceil(size / chunks) along `dim` (so possibly fewer than `chunks`).
+std::vector<Tensor> chunk(const Tensor& x, std::int64_t chunks, std::int64_t dim = 0);
+/// select(x, dim, i) for every i.
+std::vector<Tensor> unbind(const Tensor& x, std::int64_t dim = 0);
+/// index: i64, 1-D (or 0-D), values in [0, size of dim) -> x with dim resized to index's length.
+/// Repeated indices accumulate their gradients.
+Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index);
+/// out[i][j][k] = x[index[i][j][k]][j][k] for dim 0 (and so on): index is i64, has x's rank,
+/// index.size(d) <= x.size(d) for d != dim, values in [0, x.size(dim)); out has index's shape.
+Tensor gather(const Tensor& x, std::int64_t dim, const Tensor& index);
+/// x with src[i][j][k] added into out[index[i][j][k]][j][k] (dim 0; and so on). x, index and
+/// src have one rank; index.size(d) <= src.size(d) for all d and <= x.size(d) for d != dim.
+/// Differentiable in x and src.
+Tensor scatter_add(const Tensor& x, std::int64_t dim, const Tensor& index, const Tensor& src);
+/// weight[ids]: ids i64 of any shape, weight [num_embeddings, dim] -> [*ids.shape, dim].
+/// Repeated ids accumulate gradient; the row padding_idx (in [-num, num); negative counts
+/// from the end) gets none.
+Tensor embedding(const Tensor& ids, const Tensor& weight,
+                 std::optional<std::int64_t> padding_idx = {});
+
+// ---- reshaping and rearranging (PyTorch 1.13 semantics; any dtype unless stated) --------------
+/// Inserts a dim of size 1 at `dim` (in [-rank-1, rank]); shares storage.
+Tensor unsqueeze(const Tensor& x, std::int64_t dim);
+/// Removes every dim of size 1; shares storage.
+Tensor squeeze(const Tensor& x);
+/// Removes `dim` if its size is 1 (otherwise returns x's shape unchanged); shares storage.
+Tensor squeeze(const Tensor& x, std::int64_t dim);
+/// Repeats size-1 dims (and new leading dims) to `sizes`; -1 keeps a dim's size.
+Tensor expand(const Tensor& x, const Shape& sizes);
+/// expand(x, shape).
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
+/// Tiles x `repeats[d]` times along each dim; repeats may have more dims than x (new
+/// leading dims).
+Tensor repeat(const Tensor& x, const std::vector<std::int64_t>& repeats);
+/// Reverses the order along each of `dims`.
+Tensor flip(const Tensor& x, const std::vector<std::int64_t>& dims);
+/// Shifts circularly by shifts[i] along dims[i]; with no dims, rolls the flattened tensor
+/// by its one shift.
+Tensor roll(const Tensor& x, const std::vector<std::int64_t>& shifts,
+            const std::vector<std::int64_t>& dims = {});
+
+enum class PadMode { constant, reflect, replicate, circular };
+/// torch.nn.functional.pad: `pad` lists (before, after) pairs starting from the LAST dim.
+/// constant: any rank, pairs <= rank, negative pads crop, filled with `value`. reflect,
+/// replicate, circular: one, two or three pairs on inputs of rank 2-3, 3-4 or 4-5, value 0;
+/// reflect needs pad < size, circular pad <= size.
+Tensor pad(const Tensor& x, const std::vector<std::int64_t>& pad, PadMode mode = PadMode::constant,
+           double value = 0.0);
+/// The lower triangle of the last two dims: keeps x[..., i, j] where j - i <= diagonal.
+Tensor tril(const Tensor& x, std::int64_t diagonal = 0);
+/// The upper triangle: keeps x[..., i, j] where j - i >= diagonal.
+Tensor triu(const Tensor& x, std::int64_t diagonal = 0);
+
 // ---- activations, losses -------------------------------------------------------------------
 enum class GeluApproximate { none, tanh };
 /// x·Φ(x) with Φ the standard normal CDF; GeluApproximate::tanh uses
