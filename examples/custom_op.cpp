@@ -1,6 +1,7 @@
-// Adding an op from user code: softplus(x) = log(1 + e^x), with its VJP
-// grad_x = grad_out · sigmoid(x). It is registered with sample inputs, used in a small
-// network, trained a few steps and gradchecked. Then a twin with a deliberately wrong VJP
+// Adding an op from user code: softsign(x) = x / (1 + |x|), with its VJP
+// grad_x = grad_out / (1 + |x|)². It is registered with sample inputs, used in a small
+// network, trained a few steps and gradchecked. Its VJP is written with public ops, so it is
+// also twice differentiable, which check_op verifies too. Then a twin with a deliberately wrong VJP
 // is caught by gradcheck and localised inside the network by check_graph.
 #include <cmath>
 #include <span>
@@ -14,52 +15,51 @@ namespace tg = tapegrad;
 
 namespace {
 
-tg::Tensor softplus(const tg::Tensor& x, bool wrong_vjp = false);
+tg::Tensor softsign(const tg::Tensor& x, bool wrong_vjp = false);
 
-struct Softplus {
-  static constexpr std::string_view name = "softplus";
-  bool wrong_vjp = false;  // for the demonstration below: forgets the sigmoid
+struct Softsign {
+  static constexpr std::string_view name = "softsign";
+  bool wrong_vjp = false;  // for the demonstration below: forgets the square
 
   tg::TensorMeta infer(std::span<const tg::Tensor> in) const {
     if (in.size() != 1 || !in[0].defined() || !tg::is_floating(in[0].dtype())) {
-      throw tg::ValueError("softplus: expects one f32 or f64 tensor");
+      throw tg::ValueError("softsign: expects one f32 or f64 tensor");
     }
     return in[0].meta();
   }
-  // log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): no overflow for large x.
   tg::Tensor forward(tg::OpContext& ctx, std::span<const tg::Tensor> in) {
     const tg::Tensor& x = in[0];
     ctx.save(x);
-    return tg::relu(x) + tg::log(tg::exp(-tg::abs(x)) + 1.0);
+    return x / (tg::abs(x) + 1.0);
   }
   std::vector<tg::Tensor> vjp(tg::OpContext& ctx, const tg::Tensor& grad_out) {
-    const tg::Tensor& x = ctx.saved(0);
-    return {wrong_vjp ? grad_out * tg::exp(x) : grad_out * tg::sigmoid(x)};
+    const tg::Tensor d = tg::abs(ctx.saved(0)) + 1.0;
+    return {wrong_vjp ? grad_out / d : grad_out / (d * d)};
   }
   std::string attributes() const { return wrong_vjp ? "wrong_vjp=true" : ""; }
   static std::vector<tg::Sample> samples() {
     tg::manual_seed(5);
     tg::Tensor x = tg::uniform({3, 4}, -4, 4, tg::DType::f64).set_requires_grad(true);
-    return {{"[3, 4]", {x}, [](const std::vector<tg::Tensor>& in) { return softplus(in[0]); }}};
+    return {{"[3, 4]", {x}, [](const std::vector<tg::Tensor>& in) { return softsign(in[0]); }}};
   }
 };
 
-tg::Tensor softplus(const tg::Tensor& x, bool wrong_vjp) {
-  return tg::apply(Softplus{wrong_vjp}, {x});
+tg::Tensor softsign(const tg::Tensor& x, bool wrong_vjp) {
+  return tg::apply(Softsign{wrong_vjp}, {x});
 }
 
-/// A two-layer classifier with softplus in the middle.
+/// A two-layer classifier with softsign in the middle.
 tg::Tensor net(const tg::Tensor& x, const std::vector<tg::Tensor>& p, bool wrong_vjp = false) {
-  return tg::linear(softplus(tg::linear(x, p[0], p[1]), wrong_vjp), p[2], p[3]);
+  return tg::linear(softsign(tg::linear(x, p[0], p[1]), wrong_vjp), p[2], p[3]);
 }
 
 }  // namespace
 
 int main() {
-  tg::register_op<Softplus>();  // now tapegrad-check style sweeps see it too
+  tg::register_op<Softsign>();  // now tapegrad-check style sweeps see it too
 
   // 1. The op's own samples through gradcheck and the contract checks.
-  const tg::OpCheckReport contract = tg::check_op(tg::find_op("softplus"));
+  const tg::OpCheckReport contract = tg::check_op(tg::find_op("softsign"));
   fmt::print("{}\n", contract.to_string(true));
 
   // 2. Train a few steps on a toy problem: class = whether x0 + x1 > 0.
@@ -98,7 +98,7 @@ int main() {
     return tg::cross_entropy(net(x, p, true), target);
   };
   const tg::GradcheckReport bad = tg::gradcheck(wrong, params);
-  fmt::print("\nwith a wrong softplus VJP:\n{}\n", bad);
+  fmt::print("\nwith a wrong softsign VJP:\n{}\n", bad);
   tg::Tensor loss;
   {
     tg::RecordInputsGuard keep;  // nodes keep their inputs so each can be re-checked
@@ -108,7 +108,7 @@ int main() {
   fmt::print("\n{}\n", where);
 
   const bool ok = contract.passed() && last < first * 0.5 && good.passed && !bad.passed &&
-                  where.failing_ops() == std::vector<std::string>{"softplus"};
+                  where.failing_ops() == std::vector<std::string>{"softsign"};
   fmt::print("\ncustom_op: {}\n", ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }

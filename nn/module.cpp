@@ -1,5 +1,11 @@
-// Module: the registry of parameters, buffers and submodules behind every layer, and
-// Sequential. Names are validated on registration so that dotted names stay unambiguous.
+// Module: the registry of parameters, buffers and submodules behind every layer, and the
+// containers ModuleList, Sequential and ModuleDict. Names are validated on registration so
+// that dotted names stay unambiguous.
+#include <cxxabi.h>
+
+#include <cstdlib>
+#include <memory>
+
 #include <fmt/format.h>
 
 #include "tapegrad/autograd.hpp"
@@ -122,37 +128,98 @@ Module& Module::to(DType dtype) {
   return *this;
 }
 
-// ---- Sequential ------------------------------------------------------------------------------
+// ---- containers ------------------------------------------------------------------------------
 
-Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
+namespace {
+/// A type's name as written in C++ ("tapegrad::nn::Linear"), not mangled.
+std::string readable(const char* mangled) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
+  return status == 0 ? name.get() : mangled;
+}
+}  // namespace
+
+void detail::throw_wrong_module(const Module& module, const std::string& what, const char* wanted) {
+  throw ValueError(fmt::format("{} is a {}, not the {} asked for", what, readable(typeid(module).name()),
+                               readable(wanted)));
+}
+
+ModuleList::ModuleList(std::initializer_list<std::shared_ptr<Module>> modules) {
   for (const auto& m : modules) push_back(m);
 }
 
-Sequential::Sequential(const std::vector<std::shared_ptr<Module>>& modules) {
+ModuleList::ModuleList(const std::vector<std::shared_ptr<Module>>& modules) {
   for (const auto& m : modules) push_back(m);
 }
 
-Sequential& Sequential::push_back(std::shared_ptr<Module> module) {
-  layers_.push_back(register_module(std::to_string(layers_.size()), std::move(module)));
+ModuleList& ModuleList::push_back(std::shared_ptr<Module> module) {
+  if (!module) throw ValueError(fmt::format("{}: module {} is null", kind(), modules_.size()));
+  modules_.push_back(register_module(std::to_string(modules_.size()), std::move(module)));
   return *this;
 }
 
-Module& Sequential::operator[](std::size_t i) const {
-  if (i >= layers_.size()) {
-    throw ValueError(fmt::format("Sequential: index {} is out of range for {} modules", i,
-                                 layers_.size()));
+Module& ModuleList::operator[](std::size_t i) const {
+  if (i >= modules_.size()) {
+    throw ValueError(fmt::format("{}: index {} is out of range for {} modules", kind(), i, modules_.size()));
   }
-  return *layers_[i];
+  return *modules_[i];
+}
+
+Tensor ModuleList::forward(const Tensor&) {
+  throw ValueError("ModuleList: a container has no forward; call its modules from your model's forward "
+                   "(or use Sequential to chain them)");
 }
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor y = x;
-  for (auto& layer : layers_) y = layer->forward(y);
+  for (const auto& layer : *this) y = layer->forward(y);
   return y;
+}
+
+ModuleDict::ModuleDict(std::initializer_list<std::pair<std::string, std::shared_ptr<Module>>> modules) {
+  for (const auto& [name, m] : modules) insert(name, m);
+}
+
+ModuleDict& ModuleDict::insert(const std::string& name, std::shared_ptr<Module> module) {
+  if (!module) throw ValueError(fmt::format("ModuleDict: module '{}' is null", name));
+  register_module(name, std::move(module));
+  return *this;
+}
+
+bool ModuleDict::contains(const std::string& name) const {
+  for (const auto& [key, _] : children()) {
+    if (key == name) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> ModuleDict::keys() const {
+  std::vector<std::string> out;
+  for (const auto& [key, _] : children()) out.push_back(key);
+  return out;
+}
+
+Module& ModuleDict::operator[](const std::string& name) const {
+  for (const auto& [key, module] : children()) {
+    if (key == name) return *module;
+  }
+  throw ValueError(fmt::format("ModuleDict: no module named '{}' (it holds {})", name, fmt::join(keys(), ", ")));
+}
+
+Tensor ModuleDict::forward(const Tensor&) {
+  throw ValueError("ModuleDict: a container has no forward; call its modules from your model's forward");
 }
 
 std::shared_ptr<Sequential> sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
   return std::make_shared<Sequential>(modules);
 }
+std::shared_ptr<ModuleList> module_list(std::initializer_list<std::shared_ptr<Module>> modules) {
+  return std::make_shared<ModuleList>(modules);
+}
+std::shared_ptr<ModuleDict> module_dict(
+    std::initializer_list<std::pair<std::string, std::shared_ptr<Module>>> modules) {
+  return std::make_shared<ModuleDict>(modules);
+}
+std::shared_ptr<Identity> identity() { return std::make_shared<Identity>(); }
 
 }  // namespace tapegrad::nn

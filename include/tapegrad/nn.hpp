@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -32,6 +33,18 @@ namespace tapegrad::nn {
 
 
 // ---- Module ----------------------------------------------------------------------------------
+
+class Module;
+namespace detail {
+/// Throws ValueError naming `what`, the module's type and M's: a container's typed access
+/// asked for the wrong layer type.
+[[noreturn]] void throw_wrong_module(const Module& module, const std::string& what, const char* wanted);
+template <class M>
+M& as(Module& module, const std::string& what) {
+  if (auto* m = dynamic_cast<M*>(&module)) return *m;
+  throw_wrong_module(module, what, typeid(M).name());
+}
+}  // namespace detail
 
 /// Base of every layer and model. A module owns named parameters (tensors that require grad
 /// and that optimizers update), named buffers (state that is saved but not trained, such as
@@ -100,22 +113,74 @@ class Module {
   bool training_ = true;
 };
 
-/// Modules applied one after the other; submodule i is named "i".
-class Sequential : public Module {
+/// Submodules in a list, named "0", "1", ... as torch.nn.ModuleList: their parameters appear in
+/// named_parameters() and checkpoints as "0.weight", ... A ModuleList is a container, not a
+/// layer: its forward throws; a model iterates it in its own forward.
+class ModuleList : public Module {
  public:
-  Sequential() = default;
-  /// `nn::Sequential seq({nn::linear(4, 8), nn::relu(), nn::linear(8, 2)});`
-  Sequential(std::initializer_list<std::shared_ptr<Module>> modules);
-  explicit Sequential(const std::vector<std::shared_ptr<Module>>& modules);
+  ModuleList() = default;
+  ModuleList(std::initializer_list<std::shared_ptr<Module>> modules);
+  explicit ModuleList(const std::vector<std::shared_ptr<Module>>& modules);
   /// Appends a module (named by its position) and returns *this.
-  Sequential& push_back(std::shared_ptr<Module> module);
-  std::size_t size() const { return layers_.size(); }
+  ModuleList& push_back(std::shared_ptr<Module> module);
+  std::size_t size() const { return modules_.size(); }
   /// Module i; throws ValueError when i >= size().
   Module& operator[](std::size_t i) const;
+  /// Module i as an M (`layers.at<nn::Linear>(0).weight()`); throws ValueError when i >=
+  /// size() or module i is not an M.
+  template <class M>
+  M& at(std::size_t i) const {
+    return detail::as<M>((*this)[i], fmt::format("module {}", i));
+  }
+  auto begin() const { return modules_.begin(); }
+  auto end() const { return modules_.end(); }
   Tensor forward(const Tensor& x) override;
 
+ protected:
+  /// The class name errors give ("ModuleList", "Sequential").
+  virtual const char* kind() const { return "ModuleList"; }
+
  private:
-  std::vector<std::shared_ptr<Module>> layers_;
+  std::vector<std::shared_ptr<Module>> modules_;
+};
+
+/// Modules applied one after the other; submodule i is named "i". A ModuleList whose forward
+/// chains its modules.
+class Sequential : public ModuleList {
+ public:
+  using ModuleList::ModuleList;
+  Tensor forward(const Tensor& x) override;
+
+ protected:
+  const char* kind() const override { return "Sequential"; }
+};
+
+/// Submodules by name, in insertion order, as torch.nn.ModuleDict: their parameters appear as
+/// "<name>.weight", ... A container: its forward throws.
+class ModuleDict : public Module {
+ public:
+  ModuleDict() = default;
+  ModuleDict(std::initializer_list<std::pair<std::string, std::shared_ptr<Module>>> modules);
+  /// Adds a module under `name` (non-empty, no '.', not yet used; else ValueError).
+  ModuleDict& insert(const std::string& name, std::shared_ptr<Module> module);
+  std::size_t size() const { return children().size(); }
+  bool contains(const std::string& name) const;
+  /// The names in insertion order.
+  std::vector<std::string> keys() const;
+  /// The module named `name`; throws ValueError when there is none.
+  Module& operator[](const std::string& name) const;
+  /// The module named `name` as an M; throws ValueError when there is none or it is not an M.
+  template <class M>
+  M& at(const std::string& name) const {
+    return detail::as<M>((*this)[name], fmt::format("module '{}'", name));
+  }
+  Tensor forward(const Tensor& x) override;
+};
+
+/// Returns its input: a placeholder layer (a skipped block, a removed head), as torch.nn.Identity.
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
 };
 
 // ---- layers ----------------------------------------------------------------------------------
@@ -338,6 +403,10 @@ class BatchNorm2d : public Module {
 // ---- factories: std::make_shared with shorter names --------------------------------------------
 
 std::shared_ptr<Sequential> sequential(std::initializer_list<std::shared_ptr<Module>> modules);
+std::shared_ptr<ModuleList> module_list(std::initializer_list<std::shared_ptr<Module>> modules);
+std::shared_ptr<ModuleDict> module_dict(
+    std::initializer_list<std::pair<std::string, std::shared_ptr<Module>>> modules);
+std::shared_ptr<Identity> identity();
 std::shared_ptr<Linear> linear(std::int64_t in_features, std::int64_t out_features,
                                bool bias = true);
 std::shared_ptr<Embedding> embedding(std::int64_t num_embeddings, std::int64_t embedding_dim,
