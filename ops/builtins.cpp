@@ -7,6 +7,10 @@
   X(scalar)                       \
   X(unary)                        \
   X(reduce)                       \
+  X(reduce_extrema)               \
+  X(reduce_stats)                 \
+  X(prod)                         \
+  X(cumsum)                       \
   X(shape)                        \
   X(copy)                         \
   X(matmul)                       \

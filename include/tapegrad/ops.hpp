@@ -77,6 +77,39 @@ struct MaxResult {
 };
 MaxResult max(const Tensor& x, std::int64_t dim, bool keepdim = false);
 
+/// Product of all elements (0-dim), or along one dim. Zeros included, with PyTorch's
+/// gradient: each element gets the product of the others (so with one zero only that zero's
+/// gradient is nonzero); with two or more zeros the gradient of prod(x) is 0 and not
+/// differentiable again, as in PyTorch 1.13.
+Tensor prod(const Tensor& x);
+Tensor prod(const Tensor& x, std::int64_t dim, bool keepdim = false);
+/// Cumulative sum along dim: out[..., k, ...] = Σ_{i <= k} x[..., i, ...].
+Tensor cumsum(const Tensor& x, std::int64_t dim);
+
+/// Variance over `dims` (empty: every element) with Bessel's correction: Σ (x - mean)² /
+/// max(0, N - correction); correction 1 is the unbiased estimate, 0 the population variance.
+Tensor var(const Tensor& x, const std::vector<std::int64_t>& dims = {}, std::int64_t correction = 1,
+           bool keepdim = false);
+/// sqrt(var(x, dims, correction, keepdim)); its gradient is 0 where it is 0 (PyTorch's rule).
+Tensor std(const Tensor& x, const std::vector<std::int64_t>& dims = {}, std::int64_t correction = 1,
+           bool keepdim = false);
+/// log Σ exp(x) over `dims` (empty: every element), stable for large x; an all -inf group
+/// gives -inf (and a nan gradient, as PyTorch).
+Tensor logsumexp(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim = false);
+/// Maximum / minimum over `dims` (empty: every element). The gradient is split evenly among
+/// tied extrema (PyTorch's rule for amax / amin); NaN propagates.
+Tensor amax(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+Tensor amin(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+/// i64 index of the first maximum / minimum along dim, or into the flattened x without a
+/// dim; NaN counts as the extremum (PyTorch's rule). Not differentiable.
+Tensor argmax(const Tensor& x, std::optional<std::int64_t> dim = std::nullopt, bool keepdim = false);
+Tensor argmin(const Tensor& x, std::optional<std::int64_t> dim = std::nullopt, bool keepdim = false);
+/// p-norm over `dims` (empty: every element) for p = 1, 2 or infinity (pass
+/// std::numeric_limits<double>::infinity()). Gradients at 0 as PyTorch's: 0 for p = 1 and 2;
+/// for p = inf, sgn(x) split evenly among the tied maxima of |x|.
+Tensor norm(const Tensor& x, double p = 2, const std::vector<std::int64_t>& dims = {},
+            bool keepdim = false);
+
 // ---- shapes -------------------------------------------------------------------------------
 /// Same data, new shape (one size may be -1); shares storage with x.
 Tensor reshape(const Tensor& x, const Shape& shape);
