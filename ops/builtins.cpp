@@ -16,6 +16,7 @@
   X(matmul)                       \
   X(softmax)                      \
   X(loss)                         \
+  X(loss_pointwise)               \
   X(dropout)                      \
   X(conv2d)                       \
   X(max_pool2d)                   \
