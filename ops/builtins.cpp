@@ -8,11 +8,16 @@
   X(unary)                        \
   X(glu)                          \
   X(reduce)                       \
+  X(reduce_extrema)               \
+  X(reduce_stats)                 \
+  X(prod)                         \
+  X(cumsum)                       \
   X(shape)                        \
   X(copy)                         \
   X(matmul)                       \
   X(softmax)                      \
   X(loss)                         \
+  X(loss_pointwise)               \
   X(dropout)                      \
   X(conv2d)                       \
   X(max_pool2d)                   \

@@ -1,120 +1,187 @@
 // Losses.
-//   nll_loss: logp [N, C], target [N] (i64 in [0, C)):  l_n = -logp[n, target[n]],
-//     reduced by mean (Σ l_n / N), sum, or none ([N]).
-//     grad_logp[n, target[n]] = -grad_out (/ N for mean), 0 elsewhere.
+//   nll_loss: logp [N, C], target [N] (i64 in [0, C), or ignore_index), class weights w [C]
+//     (1 when absent): c_n = w[target[n]], 0 for an ignored row;  l_n = -c_n · logp[n, target[n]],
+//     reduced by mean (Σ l_n / Σ c_n: PyTorch's weighted mean, nan when every row is
+//     ignored), sum, or none ([N]). grad_logp[n, target[n]] = -c_n · grad_out (/ Σ c_n for
+//     mean), 0 elsewhere: the op nll_loss_backward, whose VJP is nll_loss.
 //   mse_loss: l = (a - b)², reduced likewise; grad_a = 2(a - b)·grad_out (/ numel for mean),
 //     grad_b = -grad_a.
-//   cross_entropy = nll_loss(log_softmax(logits, 1), target).
+//   cross_entropy = nll_loss(log_softmax(logits, 1), target) · (1 - ε) + ε / C · smooth with
+//     label smoothing ε, where smooth_n = -Σ_c w_c · logp[n, c] (0 for an ignored row),
+//     reduced like nll_loss: its mean divides by the same Σ c_n (PyTorch 1.13's formula).
 #include "ops/detail/elementwise.hpp"
+#include "ops/detail/loss.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
-#include "tapegrad/autograd.hpp"
 
 namespace tapegrad {
 namespace {
 
-std::string_view reduction_name(Reduction r) {
-  switch (r) {
-    case Reduction::none: return "none";
-    case Reduction::mean: return "mean";
-    case Reduction::sum: return "sum";
+using detail::reduction_name;
+
+/// The checks of nll_loss's arguments, naming `op`: the function the user called.
+void check_nll_args(std::string_view op, const Tensor& logp, const Tensor& target,
+                    const Tensor& weight, std::int64_t ignore_index) {
+  detail::check_floating(op, logp, "input");
+  if (!target.defined() || target.dtype() != DType::i64) {
+    throw DTypeError(fmt::format("{}: target must be an i64 tensor of class indices, got {}", op,
+                                 target.defined() ? fmt::format("{} {}", target.shape(), target.dtype())
+                                                  : std::string("undefined")));
   }
-  return "?";
+  if (logp.dim() != 2 || target.dim() != 1 || target.shape()[0] != logp.shape()[0]) {
+    throw ShapeError(fmt::format("{}: expects input [N, C] and target [N], got input {} "
+                                 "and target {}", op, logp.shape(), target.shape()));
+  }
+  const std::int64_t classes = logp.shape()[1];
+  detail::check_loss_constant(op, "weight", weight, logp.dtype());
+  if (weight.defined() && weight.shape() != Shape{classes}) {
+    throw ShapeError(fmt::format("{}: weight must be [C] = [{}] (one per class of input {}), got {}",
+                                 op, classes, logp.shape(), weight.shape()));
+  }
+  const auto* t = target.data<std::int64_t>();
+  for (std::int64_t n = 0; n < target.numel(); ++n) {
+    if (t[n] != ignore_index && (t[n] < 0 || t[n] >= classes)) {
+      throw ValueError(fmt::format("{}: target[{}] = {} is not a class index in [0, {}) nor "
+                                   "ignore_index = {} (input {})", op, n, t[n], classes,
+                                   ignore_index, logp.shape()));
+    }
+  }
+}
+
+/// Each row's weight c_n: the target class's weight (1 without weights), 0 when ignored.
+std::vector<double> row_weights(const Tensor& target, const Tensor& weight, std::int64_t ignore_index) {
+  const auto* t = target.data<std::int64_t>();
+  std::vector<double> c(static_cast<std::size_t>(target.numel()), 0.0);
+  const Tensor w = weight.defined() ? weight.to(DType::f64) : Tensor();
+  for (std::size_t n = 0; n < c.size(); ++n) {
+    if (t[n] != ignore_index) c[n] = w.defined() ? w.data<double>()[t[n]] : 1.0;
+  }
+  return c;
+}
+
+double total(const std::vector<double>& c) {
+  double s = 0;
+  for (double v : c) s += v;
+  return s;
 }
 
 struct NllLoss {
   static constexpr std::string_view name = "nll_loss";
-  Reduction reduction;
-  std::string attributes() const { return fmt::format("reduction={}", reduction_name(reduction)); }
+  NllLossOptions options;
+  std::string attributes() const {
+    return fmt::format("reduction={}, ignore_index={}, weight={}", reduction_name(options.reduction),
+                       options.ignore_index, options.weight.defined());
+  }
   TensorMeta infer(std::span<const Tensor> in) const {
-    const Tensor& logp = in[0];
-    const Tensor& target = in[1];
-    detail::check_floating(name, logp, "logp");
-    if (!target.defined() || target.dtype() != DType::i64) {
-      throw DTypeError(fmt::format("nll_loss: target must be an i64 tensor of class indices, got {}",
-                                   target.defined() ? fmt::format("{} {}", target.shape(), target.dtype())
-                                                    : std::string("undefined")));
-    }
-    if (logp.dim() != 2 || target.dim() != 1 || target.shape()[0] != logp.shape()[0]) {
-      throw ShapeError(fmt::format("nll_loss: expects logp [N, C] and target [N], got logp {} "
-                                   "and target {}", logp.shape(), target.shape()));
-    }
-    const std::int64_t classes = logp.shape()[1];
-    const auto* t = target.data<std::int64_t>();
-    for (std::int64_t n = 0; n < target.numel(); ++n) {
-      if (t[n] < 0 || t[n] >= classes) {
-        throw ValueError(fmt::format("nll_loss: target[{}] = {} is not a class index in [0, {})",
-                                     n, t[n], classes));
-      }
-    }
-    return {reduction == Reduction::none ? target.shape() : Shape{}, logp.dtype()};
+    check_nll_args(name, in[0], in[1], options.weight, options.ignore_index);
+    return {options.reduction == Reduction::none ? in[1].shape() : Shape{}, in[0].dtype()};
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
     const Tensor& logp = in[0];
     const Tensor& target = in[1];
     ctx.save(target);
     const std::int64_t batch = logp.shape()[0], classes = logp.shape()[1];
+    const std::vector<double> c = row_weights(target, options.weight, options.ignore_index);
     Tensor out = detail::make_tensor(infer(in));
     detail::dispatch_floating(logp.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* p = logp.data<T>();
       const auto* t = target.data<std::int64_t>();
       T* o = out.data<T>();
-      T total = 0;
+      T sum_loss = 0;
       for (std::int64_t n = 0; n < batch; ++n) {
-        const T l = -p[n * classes + t[n]];
-        if (reduction == Reduction::none) o[n] = l;
-        total += l;
+        // An ignored row is skipped, never read: its target need not be a class.
+        const T l = t[n] == options.ignore_index ? T(0) : -static_cast<T>(c[static_cast<std::size_t>(n)]) * p[n * classes + t[n]];
+        if (options.reduction == Reduction::none) o[n] = l;
+        sum_loss += l;
       }
-      // The mean over an empty batch is nan (0/0), as in PyTorch.
-      if (reduction == Reduction::sum) o[0] = total;
-      if (reduction == Reduction::mean) o[0] = total / static_cast<T>(batch);
+      // The mean over an empty or wholly ignored batch is nan (0/0), as in PyTorch.
+      if (options.reduction == Reduction::sum) o[0] = sum_loss;
+      if (options.reduction == Reduction::mean) o[0] = sum_loss / static_cast<T>(total(c));
     });
     return out;
   }
-  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    const TensorMeta& m = ctx.input(0);
-    const Tensor target = ctx.saved(0);
-    const std::int64_t batch = m.shape[0], classes = m.shape[1];
-    if (is_grad_enabled()) {  // recorded (create_graph): -grad_out at the targets, as ops
-      Tensor onehot = zeros(m.shape, m.dtype);  // a constant: 1 at each target
-      detail::dispatch_floating(m.dtype, name, [&](auto tag) {
-        using T = decltype(tag);
-        T* p = onehot.data<T>();
-        const auto* t = target.data<std::int64_t>();
-        for (std::int64_t n = 0; n < batch; ++n) p[n * classes + t[n]] = T(1);
-      });
-      const Tensor g = reduction == Reduction::none   ? reshape(grad_out, {batch, 1})
-                       : reduction == Reduction::mean ? grad_out / static_cast<double>(batch)
-                                                      : grad_out;
-      return {-(onehot * g), Tensor()};
-    }
-    Tensor grad = zeros(m.shape, m.dtype);
-    detail::dispatch_floating(m.dtype, name, [&](auto tag) {
-      using T = decltype(tag);
-      const T* g = grad_out.data<T>();
-      const auto* t = target.data<std::int64_t>();
-      T* pg = grad.data<T>();
-      const T scale = reduction == Reduction::mean ? T(1) / static_cast<T>(batch) : T(1);
-      for (std::int64_t n = 0; n < batch; ++n) {
-        pg[n * classes + t[n]] = -(reduction == Reduction::none ? g[n] : g[0] * scale);
-      }
-    });
-    return {grad, Tensor()};
-  }
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out);
   static std::vector<Sample> samples() {
     const Tensor target = from_vector(std::vector<std::int64_t>{2, 0, 4, 2}, {4});
-    auto with = [target](Reduction r) {
-      return [target, r](const std::vector<Tensor>& in) { return nll_loss(in[0], target, r); };
+    const Tensor ignored = from_vector(std::vector<std::int64_t>{2, -100, 4, 1}, {4});
+    const Tensor weight = detail::sample_tensor({5}, 0.5, 1.5, 97, false);
+    auto with = [](Tensor t, NllLossOptions o) {
+      return [t, o](const std::vector<Tensor>& in) { return nll_loss(in[0], t, o); };
+    };
+    auto ce = [](Tensor t, CrossEntropyOptions o) {
+      return [t, o](const std::vector<Tensor>& in) { return cross_entropy(in[0], t, o); };
     };
     auto logp = [] { return detail::sample_tensor({4, 5}, -3, 0, 91); };
-    return {{"[4, 5] mean", {logp()}, with(Reduction::mean)},
-            {"[4, 5] sum", {logp()}, with(Reduction::sum)},
-            {"[4, 5] none", {logp()}, with(Reduction::none)},
-            {"cross_entropy [4, 5]", {detail::sample_tensor({4, 5}, -3, 3, 92)},
-             [target](const std::vector<Tensor>& in) { return cross_entropy(in[0], target); }}};
+    auto logits = [] { return detail::sample_tensor({4, 5}, -3, 3, 92); };
+    return {{"[4, 5] mean", {logp()}, with(target, {})},
+            {"[4, 5] sum", {logp()}, with(target, {.reduction = Reduction::sum})},
+            {"[4, 5] none", {logp()}, with(target, {.reduction = Reduction::none})},
+            {"[4, 5] mean, weight, a row ignored", {logp()}, with(ignored, {.weight = weight})},
+            {"cross_entropy [4, 5]", {logits()}, ce(target, {})},
+            {"cross_entropy [4, 5] weight, ignore_index, label smoothing", {logits()},
+             ce(ignored, {.weight = weight, .label_smoothing = 0.2})},
+            {"cross_entropy [4, 5] none, label smoothing", {logits()},
+             ce(target, {.reduction = Reduction::none, .label_smoothing = 0.1})}};
   }
 };
+
+/// nll_loss's VJP, linear in grad_out: grad_logp[n, target[n]] = -c_n · grad_out (/ Σ c_n for
+/// mean; grad_out[n] for none), 0 elsewhere. Its adjoint, and so its VJP, is nll_loss itself
+/// applied to the upstream gradient; that is PyTorch's double backward too, which makes the
+/// second derivative in grad_out nan for a wholly ignored mean (0/0) as in PyTorch.
+struct NllLossBackward {
+  static constexpr std::string_view name = "nll_loss_backward";
+  NllLossOptions options;
+  TensorMeta input;  // nll_loss's logp
+  std::string attributes() const { return NllLoss{options}.attributes(); }
+  TensorMeta infer(std::span<const Tensor> args) const {
+    const Shape batch{input.shape[0]};
+    detail::check_meta(name, "grad_out", args[0], {options.reduction == Reduction::none ? batch : Shape{}, input.dtype});
+    detail::check_meta(name, "target", args[1], {batch, DType::i64});
+    return input;
+  }
+  Tensor forward(OpContext& ctx, std::span<const Tensor> args) {
+    const Tensor &grad_out = args[0], &target = args[1];
+    ctx.save(target);
+    const std::int64_t batch = input.shape[0], classes = input.shape[1];
+    const std::vector<double> c = row_weights(target, options.weight, options.ignore_index);
+    const double scale = options.reduction == Reduction::mean ? 1.0 / total(c) : 1.0;
+    const std::int64_t row_stride = options.reduction == Reduction::none ? 1 : 0;
+    Tensor grad = zeros(input.shape, input.dtype);
+    detail::dispatch_floating(input.dtype, name, [&](auto tag) {
+      using T = decltype(tag);
+      T* p = grad.data<T>();
+      const T* g = grad_out.data<T>();
+      const auto* t = target.data<std::int64_t>();
+      for (std::int64_t n = 0; n < batch; ++n) {
+        if (t[n] == options.ignore_index) continue;
+        p[n * classes + t[n]] = -static_cast<T>(c[static_cast<std::size_t>(n)] * scale) * g[n * row_stride];
+      }
+    });
+    return grad;
+  }
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    return {nll_loss(grad_out, ctx.saved(0), options), Tensor()};
+  }
+  static std::vector<Sample> samples() {
+    const Tensor target = from_vector(std::vector<std::int64_t>{2, -100, 4, 1}, {4});
+    const Tensor weight = detail::sample_tensor({5}, 0.5, 1.5, 98, false);
+    std::vector<Sample> out;
+    std::uint64_t seed = 99;
+    for (const NllLossOptions& o : {NllLossOptions{.weight = weight}, NllLossOptions{.reduction = Reduction::none}}) {
+      const NllLossBackward op{o, {{4, 5}, DType::f64}};
+      out.push_back({fmt::format("[4, 5] {}, a row ignored", reduction_name(o.reduction)),
+                     {detail::sample_tensor(op.options.reduction == Reduction::none ? Shape{4} : Shape{}, -1, 1, seed++), target},
+                     [op](const std::vector<Tensor>& in) { return apply(op, {in[0], in[1]}); }});
+    }
+    return out;
+  }
+};
+
+std::vector<Tensor> NllLoss::vjp(OpContext& ctx, const Tensor& grad_out) {
+  return {apply(NllLossBackward{options, ctx.input(0)}, {grad_out, ctx.saved(0)}), Tensor()};
+}
 
 struct MseLoss {
   static constexpr std::string_view name = "mse_loss";
@@ -157,19 +224,43 @@ struct MseLoss {
 }  // namespace
 
 Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction) {
-  return apply(NllLoss{reduction}, {logp, target});
+  return nll_loss(logp, target, NllLossOptions{.reduction = reduction});
+}
+Tensor nll_loss(const Tensor& logp, const Tensor& target, const NllLossOptions& options) {
+  return apply(NllLoss{options}, {logp, target});
 }
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction) {
+  return cross_entropy(logits, target, CrossEntropyOptions{.reduction = reduction});
+}
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options) {
   if (!logits.defined() || logits.dim() != 2) {
     throw ShapeError(fmt::format("cross_entropy: expects logits [N, C], got {}",
                                  logits.defined() ? to_string(logits.shape()) : "undefined"));
   }
-  return nll_loss(log_softmax(logits, 1), target, reduction);
+  check_nll_args("cross_entropy", logits, target, options.weight, options.ignore_index);
+  const double eps = options.label_smoothing;
+  if (!(eps >= 0 && eps <= 1)) {
+    throw ValueError(fmt::format("cross_entropy: label_smoothing must be in [0, 1], got {} (logits {})",
+                                 eps, logits.shape()));
+  }
+  const Tensor logp = log_softmax(logits, 1);
+  const Tensor nll = nll_loss(logp, target, {options.weight, options.ignore_index, options.reduction});
+  if (eps == 0) return nll;
+  const std::int64_t classes = logits.shape()[1];
+  const std::vector<double> c = row_weights(target, options.weight, options.ignore_index);
+  std::vector<double> kept(c.size());
+  for (std::size_t n = 0; n < c.size(); ++n) kept[n] = target.data<std::int64_t>()[n] == options.ignore_index ? 0.0 : 1.0;
+  const Tensor per_class = options.weight.defined() ? logp * reshape(options.weight, {1, classes}) : logp;
+  const Tensor rows = neg(sum(per_class, {1})) * from_vector(kept, target.shape(), DType::f64).to(logits.dtype());
+  const Tensor smooth = options.reduction == Reduction::none  ? rows
+                        : options.reduction == Reduction::sum ? sum(rows)
+                                                              : sum(rows) / total(c);
+  return nll * (1.0 - eps) + smooth * (eps / static_cast<double>(classes));
 }
 Tensor mse_loss(const Tensor& a, const Tensor& b, Reduction reduction) {
   return apply(MseLoss{reduction}, {a, b});
 }
 
-TAPEGRAD_BUILTIN_OPS(loss, NllLoss, MseLoss)
+TAPEGRAD_BUILTIN_OPS(loss, NllLoss, NllLossBackward, MseLoss)
 
 }  // namespace tapegrad

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "ops/detail/elementwise.hpp"
+#include "ops/detail/reduce.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
 #include "tapegrad/autograd.hpp"
@@ -16,53 +17,19 @@
 namespace tapegrad {
 namespace {
 
-/// Which dims a reduction removes; empty `dims` means all of them.
-std::array<bool, Shape::kMaxRank> reduced_mask(std::string_view op, const Shape& shape,
-                                               const std::vector<std::int64_t>& dims) {
-  std::array<bool, Shape::kMaxRank> mask{};
-  if (dims.empty()) {
-    mask.fill(true);
-    return mask;
-  }
-  for (std::int64_t d : dims) {
-    const std::size_t k = detail::normalize_dim(op, d, shape.size());
-    if (shape.empty()) continue;  // dim 0 / -1 of a 0-dim tensor: nothing to reduce
-    if (mask[k]) throw ValueError(fmt::format("{}: dim {} appears twice in the dims", op, d));
-    mask[k] = true;
-  }
-  return mask;
-}
+using detail::DimMask;
+using detail::keepdim_shape;
+using detail::reduced_mask;
+using detail::reduced_shape;
 
-Shape reduced_shape(const Shape& shape, const std::array<bool, Shape::kMaxRank>& mask,
-                    bool keepdim) {
-  Shape out;
-  for (std::size_t d = 0; d < shape.size(); ++d) {
-    if (!mask[d]) out.push_back(shape[d]);
-    else if (keepdim) out.push_back(1);
-  }
-  return out;
-}
-
-Shape keepdim_shape(const Shape& shape, const std::array<bool, Shape::kMaxRank>& mask) {
-  return reduced_shape(shape, mask, true);
-}
-
-/// A reduction's VJP: grad_out spread back over the reduced dims of in_shape (each input
-/// element fed its reduction once). Recorded (create_graph) as a reshape and a
-/// broadcasting add, whose own VJPs sum it back.
-Tensor spread(const Tensor& grad_out, const Shape& in_shape,
-              const std::array<bool, Shape::kMaxRank>& mask) {
-  const Shape keep = keepdim_shape(in_shape, mask);
-  if (is_grad_enabled()) return reshape(grad_out, keep) + zeros(in_shape, grad_out.dtype());
-  return detail::broadcast_to(detail::alias(grad_out, keep), in_shape);
-}
+using detail::spread;
 
 /// Sums x over the masked dims into a tensor of `out_shape` (same element count as the
 /// keepdim shape). The dims are collapsed into runs that are all summed or all kept (an
 /// NCHW sum over {0, 2, 3} is three runs: N summed, C kept, H·W summed), so the innermost
 /// run is a contiguous loop; contiguous sums of f32 accumulate in double.
 template <class T>
-Tensor sum_kernel(const Tensor& x, const std::array<bool, Shape::kMaxRank>& mask,
+Tensor sum_kernel(const Tensor& x, const DimMask& mask,
                   const Shape& out_shape) {
   using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
   Tensor out = detail::make_tensor(out_shape, x.dtype());
@@ -150,12 +117,8 @@ struct Mean {
     const auto mask = reduced_mask(name, in[0].shape(), dims);
     return {reduced_shape(in[0].shape(), mask, keepdim), in[0].dtype()};
   }
-  static double count(const Shape& shape, const std::array<bool, Shape::kMaxRank>& mask) {
-    double n = 1;
-    for (std::size_t d = 0; d < shape.size(); ++d) {
-      if (mask[d]) n *= static_cast<double>(shape[d]);
-    }
-    return n;
+  static double count(const Shape& shape, const DimMask& mask) {
+    return static_cast<double>(detail::reduced_count(shape, mask));
   }
   // The mean of an empty selection is nan (0/0), as in PyTorch.
   Tensor forward(OpContext&, std::span<const Tensor> in) {
@@ -184,7 +147,7 @@ struct Max {
       throw ShapeError(fmt::format("max: cannot reduce dim {} of size 0 (shape {})", dim,
                                    in[0].shape()));
     }
-    std::array<bool, Shape::kMaxRank> mask{};
+    DimMask mask{};
     mask[d] = true;
     return {reduced_shape(in[0].shape(), mask, keepdim), in[0].dtype()};
   }
@@ -237,7 +200,7 @@ struct WinnersAlongDim {
   TensorMeta input;  // max's input
   std::string attributes() const { return max.attributes(); }
   TensorMeta reduced() const {
-    std::array<bool, Shape::kMaxRank> mask{};
+    DimMask mask{};
     mask[detail::normalize_dim(name, max.dim, input.shape.size())] = true;
     return {reduced_shape(input.shape, mask, max.keepdim), input.dtype};
   }

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "ops/detail/elementwise.hpp"
+#include "ops/detail/reduce.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
 #include "tapegrad/autograd.hpp"
@@ -14,13 +15,7 @@
 namespace tapegrad {
 namespace {
 
-/// Calls f(base, stride, n) for every lane along `dim` of a [outer, n, inner] layout.
-template <class F>
-void for_each_lane(const detail::DimSplit& s, F f) {
-  for (std::int64_t o = 0; o < s.outer; ++o) {
-    for (std::int64_t j = 0; j < s.inner; ++j) f(o * s.n * s.inner + j, s.inner, s.n);
-  }
-}
+using detail::for_each_lane;
 
 template <bool Log>
 struct SoftmaxOp {

@@ -103,6 +103,39 @@ struct MaxResult {
 };
 MaxResult max(const Tensor& x, std::int64_t dim, bool keepdim = false);
 
+/// Product of all elements (0-dim), or along one dim. Zeros included, with PyTorch's
+/// gradient: each element gets the product of the others (so with one zero only that zero's
+/// gradient is nonzero); with two or more zeros the gradient of prod(x) is 0 and not
+/// differentiable again, as in PyTorch 1.13.
+Tensor prod(const Tensor& x);
+Tensor prod(const Tensor& x, std::int64_t dim, bool keepdim = false);
+/// Cumulative sum along dim: out[..., k, ...] = Σ_{i <= k} x[..., i, ...].
+Tensor cumsum(const Tensor& x, std::int64_t dim);
+
+/// Variance over `dims` (empty: every element) with Bessel's correction: Σ (x - mean)² /
+/// max(0, N - correction); correction 1 is the unbiased estimate, 0 the population variance.
+Tensor var(const Tensor& x, const std::vector<std::int64_t>& dims = {}, std::int64_t correction = 1,
+           bool keepdim = false);
+/// sqrt(var(x, dims, correction, keepdim)); its gradient is 0 where it is 0 (PyTorch's rule).
+Tensor std(const Tensor& x, const std::vector<std::int64_t>& dims = {}, std::int64_t correction = 1,
+           bool keepdim = false);
+/// log Σ exp(x) over `dims` (empty: every element), stable for large x; an all -inf group
+/// gives -inf (and a nan gradient, as PyTorch).
+Tensor logsumexp(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim = false);
+/// Maximum / minimum over `dims` (empty: every element). The gradient is split evenly among
+/// tied extrema (PyTorch's rule for amax / amin); NaN propagates.
+Tensor amax(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+Tensor amin(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+/// i64 index of the first maximum / minimum along dim, or into the flattened x without a
+/// dim; NaN counts as the extremum (PyTorch's rule). Not differentiable.
+Tensor argmax(const Tensor& x, std::optional<std::int64_t> dim = std::nullopt, bool keepdim = false);
+Tensor argmin(const Tensor& x, std::optional<std::int64_t> dim = std::nullopt, bool keepdim = false);
+/// p-norm over `dims` (empty: every element) for p = 1, 2 or infinity (pass
+/// std::numeric_limits<double>::infinity()). Gradients at 0 as PyTorch's: 0 for p = 1 and 2;
+/// for p = inf, sgn(x) split evenly among the tied maxima of |x|.
+Tensor norm(const Tensor& x, double p = 2, const std::vector<std::int64_t>& dims = {},
+            bool keepdim = false);
+
 // ---- shapes -------------------------------------------------------------------------------
 /// Same data, new shape (one size may be -1); shares storage with x.
 Tensor reshape(const Tensor& x, const Shape& shape);
@@ -219,6 +252,57 @@ Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction = 
 /// nll_loss(log_softmax(logits, 1), target).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target,
                      Reduction reduction = Reduction::mean);
+
+/// torch.nn.functional.nll_loss's options. weight: [C] per-class weights (a constant: not
+/// differentiable, as in PyTorch) or undefined; rows whose target is ignore_index add nothing.
+/// The mean is Σ weight[target[n]]·loss_n / Σ weight[target[n]] over the rows not ignored
+/// (nan when all are ignored).
+struct NllLossOptions {
+  Tensor weight{};
+  std::int64_t ignore_index = -100;
+  Reduction reduction = Reduction::mean;
+};
+/// nll_loss with class weights and ignore_index: nll_loss(logp, target, {.weight = w, .ignore_index = 0}).
+Tensor nll_loss(const Tensor& logp, const Tensor& target, const NllLossOptions& options);
+
+/// torch.nn.functional.cross_entropy's options: those of nll_loss and label_smoothing ε in
+/// [0, 1], which mixes in the uniform distribution: (1 - ε)·nll + ε/C·Σ_c -weight[c]·logp[n, c]
+/// (the second term reduced with nll's weighted-mean divisor, PyTorch 1.13's formula).
+struct CrossEntropyOptions {
+  Tensor weight{};
+  std::int64_t ignore_index = -100;
+  Reduction reduction = Reduction::mean;
+  double label_smoothing = 0.0;
+};
+/// logits: [N, C], target: [N] i64:
+/// cross_entropy(logits, target, {.weight = w, .ignore_index = -1, .label_smoothing = 0.1}).
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options);
+
+/// |input - target| (gradient 0 where they are equal), reduced; shapes must be equal.
+Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean);
+/// 0.5·d²/beta where |d| < beta, else |d| - 0.5·beta (d = input - target); beta >= 0.
+/// beta = 0 is l1_loss except at d = 0, where the gradient is -1 (PyTorch 1.13's kernel).
+Tensor smooth_l1_loss(const Tensor& input, const Tensor& target,
+                      Reduction reduction = Reduction::mean, double beta = 1.0);
+/// 0.5·d² where |d| < delta, else delta·(|d| - 0.5·delta); delta > 0.
+Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean,
+                  double delta = 1.0);
+/// input: logits, target: probabilities, both of one shape:
+/// weight·[(1 - t)·x + (1 + (pos_weight - 1)·t)·log(1 + e^-x)], computed stably for large |x|.
+/// weight (broadcast to the input) and pos_weight (broadcast, e.g. [C] over [N, C]) are
+/// optional constants; differentiable in input and target.
+Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& target,
+                                        const Tensor& weight = Tensor(),
+                                        const Tensor& pos_weight = Tensor(),
+                                        Reduction reduction = Reduction::mean);
+
+/// kl_div's reductions: PyTorch's names, including batchmean (the sum divided by the size of
+/// dim 0, the mathematically correct KL divergence of a batch) besides mean (÷ numel).
+enum class KlDivReduction { none, batchmean, sum, mean };
+/// input: log-probabilities; target: probabilities (log-probabilities with log_target):
+/// target·(log target - input), 0 where target = 0; or exp(target)·(target - input).
+Tensor kl_div(const Tensor& input, const Tensor& target,
+              KlDivReduction reduction = KlDivReduction::mean, bool log_target = false);
 /// (a - b)^2, averaged (default), summed or element-wise; shapes must be equal.
 Tensor mse_loss(const Tensor& a, const Tensor& b, Reduction reduction = Reduction::mean);
 /// Zeroes each element with probability p and scales the rest by 1/(1-p) when `train`;

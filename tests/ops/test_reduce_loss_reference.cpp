@@ -1,0 +1,300 @@
+// The reductions (prod, cumsum, var, std, logsumexp, amax, amin, norm, argmax, argmin) and the
+// losses (l1, smooth_l1, huber, binary_cross_entropy_with_logits, kl_div, nll_loss and
+// cross_entropy with weight, ignore_index and label smoothing) against PyTorch 1.13 (CPU,
+// float64), read from tests/fixtures/reduce_loss_reference.txt (make_reduce_loss_reference.py
+// writes it and documents the format). For each case out = f(x_0, ..., x_k-1), a random
+// upstream v that itself requires grad and random u_i:
+//   g_i = d<out, v>/dx_i with create_graph,  s = sum_i <g_i, u_i>,  ds/dx_j and ds/dv,
+// all of which must agree to 1e-9 relative (1e-12 absolute near 0; nan and ±inf exactly where
+// PyTorch has them). argmax and argmin cases check the i64 forward only.
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <tapegrad/tapegrad.hpp>
+
+#include "support/numeric.hpp"
+
+namespace tg = tapegrad;
+
+namespace {
+
+constexpr double kRtol = 1e-9;
+constexpr double kAtol = 1e-12;
+constexpr const char* kFixture = TAPEGRAD_FIXTURE_DIR "/reduce_loss_reference.txt";
+
+using Items = std::map<std::string, std::vector<std::string>>;  // item ("x0.shape") -> tokens
+
+/// One case: its items, read on demand with the case named in every failure.
+struct Case {
+  std::string name;
+  Items items;
+
+  const std::vector<std::string>& tokens(const std::string& key) const {
+    const auto it = items.find(key);
+    if (it == items.end()) FAIL(fmt::format("{}: case {} has no item {}", kFixture, name, key));
+    return it->second;
+  }
+  bool has(const std::string& key) const { return items.count(key) != 0; }
+  std::vector<double> numbers(const std::string& key) const {
+    std::vector<double> out;
+    for (const std::string& token : tokens(key)) {
+      char* end = nullptr;
+      out.push_back(std::strtod(token.c_str(), &end));  // also reads nan, inf and -inf
+      if (end != token.c_str() + token.size())
+        FAIL(fmt::format("{}: {}.{} holds '{}', not a number", kFixture, name, key, token));
+    }
+    return out;
+  }
+  std::string op() const { return tokens("op").at(0); }
+  /// Option i of config; nullopt for the word none (an absent dim).
+  std::optional<double> option(std::size_t i) const {
+    const auto& config = tokens("config");
+    if (i >= config.size())
+      FAIL(fmt::format("{}: config has {} values, option {} was asked for", name, config.size(), i));
+    if (config[i] == "none") return std::nullopt;
+    return std::strtod(config[i].c_str(), nullptr);
+  }
+  std::int64_t integer(std::size_t i) const {
+    const auto v = option(i);
+    if (!v) FAIL(fmt::format("{}: option {} is none, a number was expected", name, i));
+    return static_cast<std::int64_t>(std::llround(*v));
+  }
+  bool flag(std::size_t i) const { return integer(i) != 0; }
+  /// Options i, i+1, ... as dims (an empty list: every dim).
+  std::vector<std::int64_t> dims_from(std::size_t i) const {
+    std::vector<std::int64_t> dims;
+    for (; i < tokens("config").size(); ++i) dims.push_back(integer(i));
+    return dims;
+  }
+  tg::Reduction reduction() const {
+    const std::int64_t code = integer(0);
+    if (code < 0 || code > 2) FAIL(fmt::format("{}: reduction code {} is not 0, 1 or 2", name, code));
+    return code == 0 ? tg::Reduction::none : code == 1 ? tg::Reduction::mean : tg::Reduction::sum;
+  }
+  tg::Shape shape(const std::string& key) const {
+    std::vector<std::int64_t> sizes;
+    for (double d : numbers(key + ".shape")) sizes.push_back(static_cast<std::int64_t>(d));
+    return tg::Shape(sizes);
+  }
+  /// Item `key` in the shape of item `shape_key`.
+  tg::Tensor tensor(const std::string& key, const std::string& shape_key,
+                    tg::DType dtype = tg::DType::f64) const {
+    const tg::Shape s = shape(shape_key);
+    const std::vector<double> values = numbers(key);
+    if (static_cast<std::int64_t>(values.size()) != s.numel())
+      FAIL(fmt::format("{}: {}.{} has {} values, shape {} needs {}", kFixture, name, key,
+                       values.size(), s, s.numel()));
+    if (dtype != tg::DType::i64) return tg::from_vector(values, s, dtype);
+    std::vector<std::int64_t> ints;
+    for (double d : values) ints.push_back(static_cast<std::int64_t>(d));
+    return tg::from_vector(ints, s, tg::DType::i64);
+  }
+  std::size_t count(const char* prefix) const {
+    std::size_t n = 0;
+    while (has(fmt::format("{}{}.shape", prefix, n))) ++n;
+    return n;
+  }
+  tg::Tensor constant(std::size_t i) const {
+    const std::string key = fmt::format("c{}", i);
+    return has(key + ".shape") ? tensor(key, key) : tg::Tensor();
+  }
+  tg::Tensor target() const { return tensor("target", "target", tg::DType::i64); }
+};
+
+/// The fixture's cases in file order.
+std::vector<Case> read_fixture() {
+  std::ifstream in(kFixture);
+  if (!in.good()) FAIL(fmt::format("cannot open {}", kFixture));
+  std::vector<Case> cases;
+  std::map<std::string, std::size_t> index;
+  std::string line;
+  for (int line_no = 1; std::getline(in, line); ++line_no) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream s(line);
+    std::string key;
+    s >> key;
+    const auto dot = key.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == key.size())
+      FAIL(fmt::format("{}:{}: key '{}' is not <case>.<item>", kFixture, line_no, key));
+    const std::string name = key.substr(0, dot);
+    if (!index.count(name)) {
+      index[name] = cases.size();
+      cases.push_back({name, {}});
+    }
+    auto [it, fresh] = cases[index[name]].items.try_emplace(key.substr(dot + 1));
+    if (!fresh) FAIL(fmt::format("{}:{}: key {} appears twice", kFixture, line_no, key));
+    for (std::string token; s >> token;) it->second.push_back(token);
+  }
+  return cases;
+}
+
+// ---- the functions, one per op name (the generator's f, options from config) ---------------------
+
+tg::KlDivReduction kl_reduction(const Case& c) {
+  switch (c.integer(0)) {
+    case 0: return tg::KlDivReduction::none;
+    case 1: return tg::KlDivReduction::mean;
+    case 2: return tg::KlDivReduction::sum;
+    case 3: return tg::KlDivReduction::batchmean;
+    default: FAIL(fmt::format("{}: kl_div reduction code {} is not 0 to 3", c.name, c.integer(0)));
+  }
+  return tg::KlDivReduction::none;
+}
+
+using Inputs = std::vector<tg::Tensor>;
+using OpFn = std::function<tg::Tensor(const Case&, const Inputs&)>;
+
+const std::map<std::string, OpFn>& ops() {
+  static const std::map<std::string, OpFn> table = {
+      {"prod",  // has_dim, dim, keepdim
+       [](const Case& c, const Inputs& x) {
+         return c.flag(0) ? tg::prod(x[0], c.integer(1), c.flag(2)) : tg::prod(x[0]);
+       }},
+      {"cumsum", [](const Case& c, const Inputs& x) { return tg::cumsum(x[0] * x[0], c.integer(0)); }},
+      {"var",  // correction, keepdim, dims...
+       [](const Case& c, const Inputs& x) { return tg::var(x[0], c.dims_from(2), c.integer(0), c.flag(1)); }},
+      {"std",
+       [](const Case& c, const Inputs& x) { return tg::std(x[0], c.dims_from(2), c.integer(0), c.flag(1)); }},
+      {"logsumexp",  // keepdim, dims...
+       [](const Case& c, const Inputs& x) { return tg::logsumexp(x[0], c.dims_from(1), c.flag(0)); }},
+      {"amax", [](const Case& c, const Inputs& x) { return tg::amax(x[0], c.dims_from(1), c.flag(0)); }},
+      {"amin", [](const Case& c, const Inputs& x) { return tg::amin(x[0], c.dims_from(1), c.flag(0)); }},
+      {"norm",  // p, keepdim, dims...
+       [](const Case& c, const Inputs& x) { return tg::norm(x[0], *c.option(0), c.dims_from(2), c.flag(1)); }},
+      {"argmax",  // dim (or none), keepdim
+       [](const Case& c, const Inputs& x) {
+         const auto dim = c.option(0);
+         return tg::argmax(x[0], dim ? std::optional<std::int64_t>(std::llround(*dim)) : std::nullopt, c.flag(1));
+       }},
+      {"argmin",
+       [](const Case& c, const Inputs& x) {
+         const auto dim = c.option(0);
+         return tg::argmin(x[0], dim ? std::optional<std::int64_t>(std::llround(*dim)) : std::nullopt, c.flag(1));
+       }},
+      {"l1_loss",  // reduction, beta
+       [](const Case& c, const Inputs& x) { return tg::l1_loss(x[0], x[1], c.reduction()); }},
+      {"smooth_l1_loss",
+       [](const Case& c, const Inputs& x) { return tg::smooth_l1_loss(x[0], x[1], c.reduction(), *c.option(1)); }},
+      {"huber_loss",
+       [](const Case& c, const Inputs& x) { return tg::huber_loss(x[0], x[1], c.reduction(), *c.option(1)); }},
+      {"binary_cross_entropy_with_logits",  // reduction, has_weight, has_pos_weight
+       [](const Case& c, const Inputs& x) {
+         const tg::Tensor weight = c.flag(1) ? c.constant(0) : tg::Tensor();
+         const tg::Tensor pos_weight = c.flag(2) ? c.constant(c.flag(1) ? 1 : 0) : tg::Tensor();
+         return tg::binary_cross_entropy_with_logits(x[0], x[1], weight, pos_weight, c.reduction());
+       }},
+      {"kl_div",  // reduction (3: batchmean), log_target
+       [](const Case& c, const Inputs& x) { return tg::kl_div(x[0], x[1], kl_reduction(c), c.flag(1)); }},
+      {"kl_div_const_target",
+       [](const Case& c, const Inputs& x) { return tg::kl_div(x[0], c.constant(0), kl_reduction(c), c.flag(1)); }},
+      {"nll_loss",  // reduction, ignore_index, has_weight, label_smoothing
+       [](const Case& c, const Inputs& x) {
+         return tg::nll_loss(x[0], c.target(), {.weight = c.flag(2) ? c.constant(0) : tg::Tensor(),
+                                                .ignore_index = c.integer(1),
+                                                .reduction = c.reduction()});
+       }},
+      {"cross_entropy",
+       [](const Case& c, const Inputs& x) {
+         return tg::cross_entropy(x[0], c.target(), {.weight = c.flag(2) ? c.constant(0) : tg::Tensor(),
+                                                     .ignore_index = c.integer(1),
+                                                     .reduction = c.reduction(),
+                                                     .label_smoothing = *c.option(3)});
+       }},
+  };
+  return table;
+}
+
+// ---- running and comparing -------------------------------------------------------------------
+
+/// Every element of `got` within kAtol + kRtol·|want| (nan and inf exactly); on failure, lists
+/// up to 16 differing elements with their index and both values.
+void check_values(const std::string& case_name, const std::string& what, const tg::Tensor& got,
+                  const tg::Tensor& want) {
+  INFO(fmt::format("{}: {} is {}, PyTorch's is {} {}", case_name, what,
+                   got.defined() ? fmt::format("{} {}", got.shape(), got.dtype()) : "undefined",
+                   want.shape(), want.dtype()));
+  REQUIRE(got.defined());
+  REQUIRE(got.shape() == want.shape());
+  REQUIRE(got.dtype() == want.dtype());
+  const auto a = got.to_vector<double>();
+  const auto e = want.to_vector<double>();
+  std::size_t bad = 0;
+  std::string details;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (tg::testing::close(a[i], e[i], kAtol, kRtol)) continue;
+    if (++bad <= 16) {
+      details += fmt::format("\n  at {} (flat {}): tapegrad {:.17g}, PyTorch {:.17g}",
+                             tg::testing::index_string(want.shape(), static_cast<std::int64_t>(i)),
+                             i, a[i], e[i]);
+    }
+  }
+  INFO(fmt::format("{} {}: {} of {} elements differ{}", case_name, what, bad, a.size(), details));
+  CHECK(bad == 0);
+}
+
+void run_case(const Case& c, const OpFn& f) {
+  if (!c.has("v")) {  // forward only (argmax, argmin)
+    check_values(c.name, "out", f(c, {c.tensor("x0", "x0")}), c.tensor("out", "out", tg::DType::i64));
+    return;
+  }
+  std::vector<tg::Tensor> xs;
+  for (std::size_t i = 0; i < c.count("x"); ++i) {
+    xs.push_back(c.tensor(fmt::format("x{}", i), fmt::format("x{}", i)).set_requires_grad(true));
+  }
+  REQUIRE_FALSE(xs.empty());
+  const tg::Tensor v = c.tensor("v", "out").set_requires_grad(true);
+  const tg::Tensor out = f(c, xs);
+  check_values(c.name, "out", out, c.tensor("out", "out"));
+  const std::vector<tg::Tensor> g = tg::grad({out}, xs, {v}, {.create_graph = true});
+  REQUIRE(g.size() == xs.size());
+  tg::Tensor s;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const std::string xi = fmt::format("x{}", i);
+    check_values(c.name, fmt::format("g{}", i), g[i], c.tensor(fmt::format("g{}", i), xi));
+    const tg::Tensor term = tg::sum(g[i] * c.tensor(fmt::format("u{}", i), xi));
+    s = s.defined() ? s + term : term;
+  }
+  std::vector<tg::Tensor> wrt = xs;
+  wrt.push_back(v);
+  // s carries no graph where every g_i is a constant (prod over all elements with two zeros).
+  const std::vector<tg::Tensor> h = s.requires_grad() ? tg::grad({s}, wrt, {}, {.allow_unused = true})
+                                                      : std::vector<tg::Tensor>(wrt.size());
+  REQUIRE(h.size() == wrt.size());
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    const bool is_v = i == xs.size();
+    const std::string key = is_v ? std::string("ds_dv") : fmt::format("ds_dx{}", i);
+    const tg::Tensor got = h[i].defined() ? h[i] : tg::zeros_like(wrt[i]);
+    check_values(c.name, key, got, c.tensor(key, is_v ? "out" : fmt::format("x{}", i)));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("reduce/loss reference: forward, gradients and second derivatives match PyTorch 1.13",
+          "[ops][reduce-loss-reference]") {
+  const std::vector<Case> cases = read_fixture();
+  std::set<std::string> ops_seen;
+  for (const Case& c : cases) ops_seen.insert(c.op());
+  for (const auto& [op, f] : ops()) {
+    INFO(fmt::format("{} has no case of op {}", kFixture, op));
+    CHECK(ops_seen.count(op) == 1);
+  }
+  CHECK(cases.size() >= 70);
+  for (const Case& c : cases) {
+    const auto it = ops().find(c.op());
+    if (it == ops().end()) FAIL(fmt::format("{}: case {} has op {}, which the test does not know", kFixture, c.name, c.op()));
+    SECTION(c.name) { run_case(c, it->second); }
+  }
+}
