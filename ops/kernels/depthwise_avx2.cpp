@@ -56,21 +56,28 @@ Padded padded_layout(const Axis& h, const Axis& w) {
 
 /// Fills buf (resized to p.size()) with the plane `in` (h.in × w.in) as laid out by p.
 /// pad_begin may be negative (the transposed axes of a large padding): rows are cropped.
+/// Each element is written once (zeros around the copy).
 void pad_plane(const float* in, const Axis& h, const Axis& w, const Padded& p, std::vector<float>& buf) {
-  buf.assign(static_cast<std::size_t>(p.size()), 0.0f);
+  buf.resize(static_cast<std::size_t>(p.size()));
   for (std::int64_t ph = 0; ph < p.phases; ++ph) {
     // columns j whose input column j * stride + ph - pad_begin lies in [0, w.in)
     const std::int64_t shift = ph - w.pad_begin;
-    const std::int64_t lo = std::max<std::int64_t>(0, floor_div(-shift + w.stride - 1, w.stride));
-    const std::int64_t hi = std::min(p.cols, floor_div(w.in - 1 - shift, w.stride) + 1);
-    for (std::int64_t r = std::max<std::int64_t>(0, h.pad_begin); r < std::min(p.rows, h.in + h.pad_begin); ++r) {
-      const float* src = in + (r - h.pad_begin) * w.in;
+    const std::int64_t lo = std::min(p.cols, std::max<std::int64_t>(0, floor_div(-shift + w.stride - 1, w.stride)));
+    const std::int64_t hi = std::max(lo, std::min(p.cols, floor_div(w.in - 1 - shift, w.stride) + 1));
+    for (std::int64_t r = 0; r < p.rows; ++r) {
       float* dst = buf.data() + (ph * p.rows + r) * p.cols;
+      if (r < h.pad_begin || r >= h.in + h.pad_begin) {
+        std::fill_n(dst, p.cols, 0.0f);
+        continue;
+      }
+      const float* src = in + (r - h.pad_begin) * w.in;
+      std::fill_n(dst, lo, 0.0f);
       if (w.stride == 1) {
         std::copy(src + lo + shift, src + hi + shift, dst + lo);
       } else {
         for (std::int64_t j = lo; j < hi; ++j) dst[j] = src[j * w.stride + shift];
       }
+      std::fill(dst + hi, dst + p.cols, 0.0f);
     }
   }
 }
@@ -80,10 +87,13 @@ void pad_plane(const float* in, const Axis& h, const Axis& w, const Padded& p, s
 std::int64_t padded_cols(const Axis& w) { return round_up(w.out, kLanes); }
 void pad_grad(const float* gy, std::int64_t planes, const Axis& h, const Axis& w, std::vector<float>& buf) {
   const std::int64_t rows = round_up(h.out, kRowBlock), cols = padded_cols(w);
-  buf.assign(static_cast<std::size_t>(planes * rows * cols), 0.0f);
+  buf.resize(static_cast<std::size_t>(planes * rows * cols));
   for (std::int64_t m = 0; m < planes; ++m) {
-    for (std::int64_t r = 0; r < h.out; ++r) {
-      std::copy_n(gy + (m * h.out + r) * w.out, w.out, buf.data() + (m * rows + r) * cols);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float* dst = buf.data() + (m * rows + r) * cols;
+      const std::int64_t n = r < h.out ? w.out : 0;
+      if (n > 0) std::copy_n(gy + (m * h.out + r) * w.out, n, dst);
+      std::fill(dst + n, dst + cols, 0.0f);
     }
   }
 }
