@@ -12,7 +12,7 @@
 //             channel in registers over all taps, each input vector loaded once for the
 //             M channels of a channel multiplier (M ≤ 3: M·R·V ≤ 12 of the 16 registers).
 //   grad_x:   stride 1: the same window sum over grad_out, kernel reversed (the transposed
-//             axes); other strides: grad_out scattered into a padded buffer tap by tap.
+//             axes); other strides: the portable loop.
 //   grad_w:   per kernel row, the K taps' sums over the plane in K accumulators (× rows ×
 //             channels), added up lane by lane at the end.
 #include <algorithm>
@@ -275,41 +275,6 @@ void window_dot_channels(const float* buf, const Padded& p, const Axis& h, const
   }
 }
 
-/// grad_x of one input channel at stride > 1: each of the `m` grad_out planes (pad_grad's
-/// layout) scattered into `acc` (p's layout, zeroed) tap by tap.
-TAPEGRAD_AVX2 void scatter_grad(const float* gy, std::int64_t m, const float* k, const Padded& p, const Axis& h,
-                                const Axis& w, float* acc) {
-  const std::int64_t gcols = padded_cols(w), gplane = round_up(h.out, kRowBlock) * gcols;
-  for (std::int64_t c = 0; c < m; ++c) {
-    for (std::int64_t ki = 0; ki < h.kernel; ++ki) {
-      for (std::int64_t kj = 0; kj < w.kernel; ++kj) {
-        const __m256 kv = _mm256_set1_ps(k[(c * h.kernel + ki) * w.kernel + kj]);
-        float* tap = acc + ki * h.dilation * p.cols + p.tap(w, kj);
-        for (std::int64_t oh = 0; oh < h.out; ++oh) {
-          const float* grow = gy + c * gplane + oh * gcols;
-          float* dst = tap + oh * h.stride * p.cols;
-          for (std::int64_t o0 = 0; o0 < w.out; o0 += kLanes) {
-            _mm256_storeu_ps(dst + o0, _mm256_fmadd_ps(kv, _mm256_loadu_ps(grow + o0), _mm256_loadu_ps(dst + o0)));
-          }
-        }
-      }
-    }
-  }
-}
-
-/// x[ih, iw] = acc's element for it (the inverse of pad_plane's copy); 0 for the elements
-/// no window reads (past the last window, or in a phase no tap reads).
-void unpad_plane(const float* acc, const Axis& h, const Axis& w, const Padded& p, float* x) {
-  for (std::int64_t ih = 0; ih < h.in; ++ih) {
-    const std::int64_t row = ih + h.pad_begin;
-    for (std::int64_t iw = 0; iw < w.in; ++iw) {
-      const std::int64_t col = iw + w.pad_begin, phase = col % w.stride, at = col / w.stride;
-      const bool read = row < p.rows && phase < p.phases && at < p.cols;
-      x[ih * w.in + iw] = read ? acc[(phase * p.rows + row) * p.cols + at] : 0.0f;
-    }
-  }
-}
-
 /// The axis of the stride-1 input gradient seen as a window sum over grad_out: input row
 /// i reads grad_out rows i - (d (k-1) - p) + ki d with the kernel reversed.
 Axis transposed(const Axis& a) {
@@ -351,31 +316,25 @@ void depthwise_backward_avx2(const float* x, const float* w, const float* grad_o
   const Padded p = padded_layout(g.h, g.w);
   for (std::int64_t c = 0; c < g.channels; ++c) {
     const std::int64_t o = c * mult;
-    if (grad_w != nullptr || (grad_x != nullptr && !unit_stride(g))) {
-      pad_grad(grad_out + o * g.plane_out(), mult, g.h, g.w, grads);
-    }
     if (grad_w != nullptr) {
+      pad_grad(grad_out + o * g.plane_out(), mult, g.h, g.w, grads);
       pad_plane(x + c * g.plane_in(), g.h, g.w, p, padded);
       window_dot_channels(padded.data(), p, g.h, g.w, grads.data(), grad_w + o * kk, mult);
     }
-    if (grad_x == nullptr) continue;
-    float* gx = grad_x + c * g.plane_in();
-    if (unit_stride(g)) {
-      const Axis th = transposed(g.h), tw = transposed(g.w);
-      const Padded tp = padded_layout(th, tw);
-      reversed.resize(static_cast<std::size_t>(kk));
-      for (std::int64_t m = 0; m < mult; ++m) {
-        std::reverse_copy(w + (o + m) * kk, w + (o + m + 1) * kk, reversed.begin());
-        pad_plane(grad_out + (o + m) * g.plane_out(), th, tw, tp, padded);
-        // The first output channel of the input channel writes its gradient, the others add.
-        window_sum_any(padded.data(), tp, th, tw, reversed.data(), nullptr, gx, m != 0, 1);
-      }
-    } else {
-      padded.assign(static_cast<std::size_t>(p.size()), 0.0f);
-      scatter_grad(grads.data(), mult, w + o * kk, p, g.h, g.w, padded.data());
-      unpad_plane(padded.data(), g.h, g.w, p, gx);
+    if (grad_x == nullptr || !unit_stride(g)) continue;
+    const Axis th = transposed(g.h), tw = transposed(g.w);
+    const Padded tp = padded_layout(th, tw);
+    reversed.resize(static_cast<std::size_t>(kk));
+    for (std::int64_t m = 0; m < mult; ++m) {
+      std::reverse_copy(w + (o + m) * kk, w + (o + m + 1) * kk, reversed.begin());
+      pad_plane(grad_out + (o + m) * g.plane_out(), th, tw, tp, padded);
+      // The first output channel of the input channel writes its gradient, the others add.
+      window_sum_any(padded.data(), tp, th, tw, reversed.data(), nullptr, grad_x + c * g.plane_in(), m != 0, 1);
     }
   }
+  // At stride > 1 a tap-by-tap scatter into a padded buffer took more instructions than
+  // the portable loop (callgrind, 32×28×28 3×3 stride 2): grad_x stays with it.
+  if (grad_x != nullptr && !unit_stride(g)) depthwise_backward_portable(x, w, grad_out, g, grad_x, nullptr);
 }
 
 }  // namespace tapegrad::detail
