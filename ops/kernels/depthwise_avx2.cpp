@@ -6,8 +6,8 @@
 // 0 outside the input. The tap kj (kj * dilation = q * stride + p) of the outputs
 // [o0, o0 + 8) then reads 8 consecutive floats of phase p from column o0 + q, whatever the
 // stride and padding, and the buffer is wide and tall enough for whole vectors and whole
-// blocks of rows: the loops below have no bounds tests and no masks (only the stores of a
-// row's last block are masked).
+// blocks of rows: the loops below have no bounds tests and no masks (only the outputs of a
+// row's last block are stored, and reloaded when accumulating, through masks).
 //   forward:  out[m] = bias[m] + Σ_taps k[m] * x; R rows × V vectors of 8 outputs per
 //             channel in registers over all taps, each input vector loaded once for the
 //             M channels of a channel multiplier (M ≤ 3: M·R·V ≤ 12 of the 16 registers).
