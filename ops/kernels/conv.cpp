@@ -1,6 +1,7 @@
 // The loops behind conv2d. f32 on a CPU with AVX-512 runs the explicit AVX-512 kernels
-// (blocks of 16 outputs with masked loads, see avx512.hpp); every other case runs the
-// portable loops, compiled for several instruction-set levels (see simd.hpp).
+// (blocks of 16 outputs with masked loads, see avx512.hpp); f32 depthwise on a CPU with
+// AVX2 but not AVX-512 runs depthwise_avx2.cpp; every other case runs the portable loops,
+// compiled for several instruction-set levels (see simd.hpp).
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -581,6 +582,7 @@ void depthwise_forward(const float* x, const float* w, const float* bias, const 
 #ifdef TAPEGRAD_HAVE_AVX512
   if (avx512_windows(g)) return depthwise_forward_avx512(x, w, bias, g, out);
 #endif
+  if (depthwise_avx2_fits(g)) return depthwise_forward_avx2(x, w, bias, g, out);
   depthwise_forward_portable(x, w, bias, g, out);
 }
 
@@ -594,6 +596,7 @@ void depthwise_backward(const float* x, const float* w, const float* grad_out, c
 #ifdef TAPEGRAD_HAVE_AVX512
   if (avx512_windows(g) && depthwise_backward_avx512(x, w, grad_out, g, grad_x, grad_w)) return;
 #endif
+  if (depthwise_avx2_fits(g)) return depthwise_backward_avx2(x, w, grad_out, g, grad_x, grad_w);
   depthwise_backward_portable(x, w, grad_out, g, grad_x, grad_w);
 }
 

@@ -67,6 +67,14 @@ void depthwise_backward_portable(const float* x, const float* w, const float* gr
 void depthwise_backward_portable(const double* x, const double* w, const double* grad_out,
                                  const ConvGeometry& g, double* grad_x, double* grad_w);
 
+/// The depthwise kernels for AVX2 + FMA (depthwise_avx2.cpp): what the two functions
+/// above run on CPUs without AVX-512 (and the backward at stride > 1 on CPUs with it).
+/// depthwise_avx2_fits(g): the CPU has AVX2 and FMA and g's padded copies stay small.
+bool depthwise_avx2_fits(const ConvGeometry& g);
+void depthwise_forward_avx2(const float* x, const float* w, const float* bias, const ConvGeometry& g, float* out);
+void depthwise_backward_avx2(const float* x, const float* w, const float* grad_out, const ConvGeometry& g,
+                             float* grad_x, float* grad_w);
+
 /// Direct convolution with the output channels in the vector lanes (AVX-512, f32; see
 /// direct_conv.cpp): whether conv2d takes it for g (8 to 16 outputs and at least 4 inputs
 /// per group, width stride and dilation 1, a 3- or 5-wide kernel, on a CPU with AVX-512).

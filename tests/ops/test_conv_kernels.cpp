@@ -1,8 +1,10 @@
-// The depthwise conv kernels (the AVX-512 ones where the CPU has them, and the portable ones
-// every other CPU and f64 run) against naive loops, forward and both gradients, on random
-// geometries: strides, dilation, uneven padding, channel multipliers, rows of 1 to 3
-// vector widths. Also the direct kernels with the output channels in the lanes, and
-// im2col / col2im against their portable twins.
+// The depthwise conv kernels (the AVX-512 ones where the CPU has them, the AVX2 ones, and
+// the portable ones f64 and older CPUs run) against naive loops, forward and both
+// gradients, on random geometries: strides, dilation, uneven padding, channel multipliers,
+// rows of 1 to 3 vector widths; the AVX2 kernels also on a broader sweep (padding past the
+// kernel's reach, 1-wide and 1-tall planes, grad_w added to what it holds). Also the direct
+// kernels with the output channels in the lanes, and im2col / col2im against their
+// portable twins.
 #include <cmath>
 #include <optional>
 #include <string>
@@ -262,4 +264,102 @@ TEST_CASE("direct conv kernels (output channels in the lanes) agree with the nai
     ++checked;
   }
   CHECK(checked > 150);
+}
+
+namespace {
+
+/// The AVX2 kernels on g against the naive loops: forward with and without bias, grad_x
+/// (overwritten: it starts as garbage) and grad_w (added to what it holds), each gradient
+/// alone and both together.
+void check_avx2_depthwise(const td::ConvGeometry& g, Draw& pick) {
+  INFO("AVX2 f32 kernels, " << describe(g));
+  REQUIRE(td::depthwise_avx2_fits(g));
+  const auto x = pick.floats(g.channels * g.plane_in());
+  const auto w = pick.floats(g.out_channels * g.h.kernel * g.w.kernel);
+  const auto gy = pick.floats(g.out_channels * g.plane_out());
+  const auto bias = pick.floats(g.out_channels);
+  const auto before = pick.floats(g.out_channels * g.h.kernel * g.w.kernel);  // grad_w's prior content
+  Naive want = naive_depthwise(x, w, gy, g);
+  std::vector<float> out(want.out.size(), 11.0f);
+  td::depthwise_forward_avx2(x.data(), w.data(), nullptr, g, out.data());
+  require_close(out, want.out, "out");
+  td::depthwise_forward_avx2(x.data(), w.data(), bias.data(), g, out.data());
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] -= bias[i / static_cast<std::size_t>(g.plane_out())];
+  require_close(out, want.out, "out with bias, minus the bias");
+  for (std::size_t i = 0; i < want.grad_w.size(); ++i) want.grad_w[i] += before[i];
+  std::vector<float> gx(x.size(), 7.0f), gw = before;
+  td::depthwise_backward_avx2(x.data(), w.data(), gy.data(), g, gx.data(), gw.data());
+  require_close(gx, want.grad_x, "grad_x");
+  require_close(gw, want.grad_w, "grad_w += ...");
+  std::fill(gx.begin(), gx.end(), -3.0f);
+  td::depthwise_backward_avx2(x.data(), w.data(), gy.data(), g, gx.data(), nullptr);
+  require_close(gx, want.grad_x, "grad_x alone");
+  gw = before;
+  td::depthwise_backward_avx2(x.data(), w.data(), gy.data(), g, nullptr, gw.data());
+  require_close(gw, want.grad_w, "grad_w alone");
+}
+
+td::ConvGeometry depthwise_geometry(std::int64_t channels, std::int64_t mult, td::Axis h, td::Axis w) {
+  td::ConvGeometry g;
+  g.batch = 1;
+  g.channels = g.groups = channels;
+  g.out_channels = channels * mult;
+  g.h = h;
+  g.w = w;
+  td::resolve_axis("conv2d", "height", g.h, false);
+  td::resolve_axis("conv2d", "width", g.w, false);
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE("AVX2 depthwise kernels agree with the naive loops over a sweep of geometries", "[conv][kernels]") {
+  const td::ConvGeometry lenet = depthwise_geometry(1, 6, {28, 5, 1, 2, 2, 1, 0}, {28, 5, 1, 2, 2, 1, 0});
+  if (!td::depthwise_avx2_fits(lenet)) {
+    SUCCEED("no AVX2 and FMA on this CPU: the AVX2 kernels never run");
+    return;
+  }
+  Draw pick(2026);
+  SECTION("named geometries") {
+    // LeNet's conv1, the 3×3 bench row, 1-wide and 1-tall planes, a 1×1 plane under
+    // padding wider than the kernel's reach, stride 3 with dilation 2, a non-square kernel
+    check_avx2_depthwise(lenet, pick);
+    check_avx2_depthwise(depthwise_geometry(4, 1, {28, 3, 1, 1, 1, 1, 0}, {28, 3, 1, 1, 1, 1, 0}), pick);
+    check_avx2_depthwise(depthwise_geometry(2, 3, {9, 3, 1, 1, 1, 1, 0}, {1, 3, 1, 1, 1, 1, 0}), pick);
+    check_avx2_depthwise(depthwise_geometry(2, 2, {1, 3, 1, 1, 1, 1, 0}, {19, 3, 2, 1, 1, 1, 0}), pick);
+    check_avx2_depthwise(depthwise_geometry(1, 4, {1, 3, 1, 5, 4, 1, 0}, {1, 3, 1, 3, 6, 2, 0}), pick);
+    check_avx2_depthwise(depthwise_geometry(3, 8, {17, 3, 3, 2, 1, 2, 0}, {33, 3, 3, 0, 4, 2, 0}), pick);
+    check_avx2_depthwise(depthwise_geometry(1, 6, {12, 3, 2, 1, 0, 1, 0}, {15, 5, 1, 0, 3, 1, 0}), pick);
+    check_avx2_depthwise(depthwise_geometry(2, 1, {11, 7, 1, 3, 3, 1, 0}, {23, 7, 2, 3, 3, 1, 0}), pick);
+  }
+  SECTION("random geometries") {
+    const std::int64_t multipliers[] = {1, 2, 3, 4, 6, 8};
+    const std::int64_t widths[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 23, 28, 31, 33, 40};
+    const std::int64_t kernels[] = {1, 2, 3, 3, 3, 4, 5, 5, 5, 7};
+    int checked = 0;
+    for (int trial = 0; trial < 1500; ++trial) {
+      const std::int64_t channels = pick(1, 2), mult = multipliers[pick(0, 5)];
+      td::Axis axes[2];
+      for (td::Axis& a : axes) {
+        // paddings up to 2 past the kernel's reach d (k - 1): windows wholly in the padding
+        a.in = widths[pick(0, 14)];
+        a.kernel = kernels[pick(0, 9)];
+        a.stride = pick(1, 3);
+        a.dilation = pick(1, 2);
+        a.pad_begin = pick(0, a.dilation * (a.kernel - 1) + 2);
+        a.pad_end = pick(0, a.dilation * (a.kernel - 1) + 2);
+      }
+      if (pick(0, 3) == 0) axes[0].kernel = axes[1].kernel;  // square kernels: the unrolled paths
+      if (pick(0, 5) == 0) axes[0].in = 1;
+      td::ConvGeometry g;
+      try {
+        g = depthwise_geometry(channels, mult, axes[0], axes[1]);
+      } catch (const tapegrad::ShapeError&) {
+        continue;
+      }
+      check_avx2_depthwise(g, pick);
+      ++checked;
+    }
+    CHECK(checked > 1000);
+  }
 }
