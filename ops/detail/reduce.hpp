@@ -53,7 +53,7 @@ inline Shape keepdim_shape(const Shape& shape, const DimMask& mask) {
 inline Tensor spread(const Tensor& grad_out, const Shape& in_shape, const DimMask& mask) {
   const Shape keep = keepdim_shape(in_shape, mask);
   if (is_grad_enabled()) return reshape(grad_out, keep) + zeros(in_shape, grad_out.dtype());
-  return broadcast_to(alias(grad_out, keep), in_shape);
+  return detail::broadcast_to(detail::alias(grad_out, keep), in_shape);
 }
 
 /// How many input elements feed each output element.
