@@ -17,7 +17,7 @@
 #include <fmt/format.h>
 #include <tapegrad/tapegrad.hpp>
 
-#include "support/fixture_reader.hpp"
+#include "support/fixture.hpp"
 #include "support/numeric.hpp"
 
 namespace tg = tapegrad;
@@ -114,11 +114,11 @@ void run_case(const FixtureCase& c, const OpFn& op) {
   const std::vector<double> config = c.has("config") ? c.values("config") : std::vector<double>{};
   std::vector<tg::Tensor> xs;
   for (std::size_t i = 0; c.has(fmt::format("x{}.shape", i)); ++i) {
-    const tg::Shape shape = c.shape(fmt::format("x{}.shape", i));
+    const tg::Shape shape = c.shape(fmt::format("x{}", i));
     xs.push_back(c.tensor(fmt::format("x{}", i), shape).set_requires_grad(true));
   }
   REQUIRE_FALSE(xs.empty());
-  const tg::Shape out_shape = c.shape("v.shape");
+  const tg::Shape out_shape = c.shape("v");
   const tg::Tensor v = c.tensor("v", out_shape).set_requires_grad(true);
 
   const tg::Tensor out = op(config, xs);

@@ -10,13 +10,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -24,6 +22,7 @@
 #include <fmt/format.h>
 #include <tapegrad/tapegrad.hpp>
 
+#include "support/fixture.hpp"
 #include "support/numeric.hpp"
 
 namespace tg = tapegrad;
@@ -34,31 +33,11 @@ constexpr double kRtol = 1e-9;
 constexpr double kAtol = 1e-12;
 constexpr const char* kFixture = TAPEGRAD_FIXTURE_DIR "/reduce_loss_reference.txt";
 
-using Items = std::map<std::string, std::vector<std::string>>;  // item ("x0.shape") -> tokens
-
-/// One case: its items, read on demand with the case named in every failure.
-struct Case {
-  std::string name;
-  Items items;
-
-  const std::vector<std::string>& tokens(const std::string& key) const {
-    const auto it = items.find(key);
-    if (it == items.end()) FAIL(fmt::format("{}: case {} has no item {}", kFixture, name, key));
-    return it->second;
-  }
-  bool has(const std::string& key) const { return items.count(key) != 0; }
-  std::vector<double> numbers(const std::string& key) const {
-    std::vector<double> out;
-    for (const std::string& token : tokens(key)) {
-      char* end = nullptr;
-      out.push_back(std::strtod(token.c_str(), &end));  // also reads nan, inf and -inf
-      if (end != token.c_str() + token.size())
-        FAIL(fmt::format("{}: {}.{} holds '{}', not a number", kFixture, name, key, token));
-    }
-    return out;
-  }
-  std::string op() const { return tokens("op").at(0); }
-  /// Option i of config; nullopt for the word none (an absent dim).
+/// One case, read on demand with the case named in every failure; config may hold the word
+/// none (an absent dim) among its numbers.
+struct Case : tg::testing::FixtureCase {
+  std::string op() const { return word("op"); }
+  /// Option i of config; nullopt for the word none.
   std::optional<double> option(std::size_t i) const {
     const auto& config = tokens("config");
     if (i >= config.size())
@@ -83,23 +62,9 @@ struct Case {
     if (code < 0 || code > 2) FAIL(fmt::format("{}: reduction code {} is not 0, 1 or 2", name, code));
     return code == 0 ? tg::Reduction::none : code == 1 ? tg::Reduction::mean : tg::Reduction::sum;
   }
-  tg::Shape shape(const std::string& key) const {
-    std::vector<std::int64_t> sizes;
-    for (double d : numbers(key + ".shape")) sizes.push_back(static_cast<std::int64_t>(d));
-    return tg::Shape(sizes);
-  }
   /// Item `key` in the shape of item `shape_key`.
-  tg::Tensor tensor(const std::string& key, const std::string& shape_key,
-                    tg::DType dtype = tg::DType::f64) const {
-    const tg::Shape s = shape(shape_key);
-    const std::vector<double> values = numbers(key);
-    if (static_cast<std::int64_t>(values.size()) != s.numel())
-      FAIL(fmt::format("{}: {}.{} has {} values, shape {} needs {}", kFixture, name, key,
-                       values.size(), s, s.numel()));
-    if (dtype != tg::DType::i64) return tg::from_vector(values, s, dtype);
-    std::vector<std::int64_t> ints;
-    for (double d : values) ints.push_back(static_cast<std::int64_t>(d));
-    return tg::from_vector(ints, s, tg::DType::i64);
+  tg::Tensor tensor(const std::string& key, const std::string& shape_key, tg::DType dtype = tg::DType::f64) const {
+    return FixtureCase::tensor(key, shape(shape_key), dtype);
   }
   std::size_t count(const char* prefix) const {
     std::size_t n = 0;
@@ -115,28 +80,8 @@ struct Case {
 
 /// The fixture's cases in file order.
 std::vector<Case> read_fixture() {
-  std::ifstream in(kFixture);
-  if (!in.good()) FAIL(fmt::format("cannot open {}", kFixture));
   std::vector<Case> cases;
-  std::map<std::string, std::size_t> index;
-  std::string line;
-  for (int line_no = 1; std::getline(in, line); ++line_no) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream s(line);
-    std::string key;
-    s >> key;
-    const auto dot = key.find('.');
-    if (dot == std::string::npos || dot == 0 || dot + 1 == key.size())
-      FAIL(fmt::format("{}:{}: key '{}' is not <case>.<item>", kFixture, line_no, key));
-    const std::string name = key.substr(0, dot);
-    if (!index.count(name)) {
-      index[name] = cases.size();
-      cases.push_back({name, {}});
-    }
-    auto [it, fresh] = cases[index[name]].items.try_emplace(key.substr(dot + 1));
-    if (!fresh) FAIL(fmt::format("{}:{}: key {} appears twice", kFixture, line_no, key));
-    for (std::string token; s >> token;) it->second.push_back(token);
-  }
+  for (tg::testing::FixtureCase& c : tg::testing::read_fixture(kFixture)) cases.push_back({std::move(c)});
   return cases;
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // Reading the PyTorch reference fixtures in tests/fixtures/: text files of lines
-// `<case>.<item> <values...>` (numbers in full precision, nan/inf allowed) that a Python
-// generator beside each file writes. A tensor T of a case is two items, `T.shape <sizes>`
+// `<case>.<item> <values...>` (numbers in full precision, nan/inf allowed; an item may instead
+// hold words, such as the name of an op) that a Python generator beside each file writes. A tensor T of a case is two items, `T.shape <sizes>`
 // (empty for 0-dim) and `T <values>`. Header-only; every error FAILs the running test with the
 // file, line or case and item named.
 #include <cstdint>
@@ -23,11 +23,19 @@ namespace tapegrad::testing {
 struct FixtureCase {
   std::string file, name;
   std::map<std::string, std::vector<double>> items;
+  std::map<std::string, std::vector<std::string>> raw;  ///< every item as written (words too)
 
-  bool has(const std::string& key) const { return items.count(key) != 0; }
+  bool has(const std::string& key) const { return raw.count(key) != 0; }
+  /// Item `key` as written: its tokens.
+  const std::vector<std::string>& tokens(const std::string& key) const {
+    const auto it = raw.find(key);
+    if (it == raw.end()) FAIL(fmt::format("{}: case {} has no item {}", file, name, key));
+    return it->second;
+  }
+  /// Item `key` as numbers (FAILs when it holds a word).
   const std::vector<double>& values(const std::string& key) const {
     const auto it = items.find(key);
-    if (it == items.end()) FAIL(fmt::format("{}: case {} has no item {}", file, name, key));
+    if (it == items.end()) FAIL(fmt::format("{}: {}.{} is missing or not all numbers", file, name, key));
     return it->second;
   }
   Shape shape(const std::string& key) const {
@@ -45,6 +53,12 @@ struct FixtureCase {
     if (dtype == DType::f64 || dtype == DType::f32) return from_vector(v, shape, dtype);
     std::vector<std::int64_t> ints(v.begin(), v.end());
     return from_vector(ints, shape, DType::i64).to(dtype);
+  }
+  /// The one word of item `key` (an op name, say).
+  const std::string& word(const std::string& key) const {
+    const std::vector<std::string>& t = tokens(key);
+    if (t.size() != 1) FAIL(fmt::format("{}: {}.{} holds {} words, not one", file, name, key, t.size()));
+    return t[0];
   }
   /// Item `key` with the shape of item `key.shape`.
   Tensor tensor(const std::string& key, DType dtype = DType::f64) const { return tensor(key, shape(key), dtype); }
@@ -68,17 +82,21 @@ inline std::vector<FixtureCase> read_fixture(const std::string& path) {
     }
     const std::string name = key.substr(0, dot);
     auto [at, added] = index.emplace(name, cases.size());
-    if (added) cases.push_back({path, name, {}});
-    auto [item, fresh] = cases[at->second].items.emplace(key.substr(dot + 1), std::vector<double>{});
-    if (!fresh) FAIL(fmt::format("{}:{}: key {} appears twice", path, line_no, key));
-    std::string token;
-    while (s >> token) {
+    if (added) cases.push_back({path, name, {}, {}});
+    FixtureCase& c = cases[at->second];
+    const std::string item = key.substr(dot + 1);
+    if (c.raw.count(item)) FAIL(fmt::format("{}:{}: key {} appears twice", path, line_no, key));
+    std::vector<std::string> tokens;
+    for (std::string token; s >> token;) tokens.push_back(token);
+    std::vector<double> numbers;
+    for (const std::string& token : tokens) {
       char* end = nullptr;
-      item->second.push_back(std::strtod(token.c_str(), &end));
-      if (end != token.c_str() + token.size()) {
-        FAIL(fmt::format("{}:{}: {} holds '{}', not a number", path, line_no, key, token));
-      }
+      const double v = std::strtod(token.c_str(), &end);
+      if (end != token.c_str() + token.size()) break;  // a word: the item holds words
+      numbers.push_back(v);
     }
+    if (numbers.size() == tokens.size()) c.items.emplace(item, std::move(numbers));
+    c.raw.emplace(item, std::move(tokens));
   }
   return cases;
 }
