@@ -49,6 +49,12 @@ T zero_like(const T& g) {
 /// and 1 below, else 0. Exactly at the kink both are 0.
 template <class T> T above(const T& b) { return b * (b + 1) * Num<T>(0.5); }
 template <class T> T below(const T& b) { return b * (b - 1) * Num<T>(0.5); }
+/// g where the mask m is nonzero, else 0: a selection, as PyTorch's relu and clamp backward
+/// (an Inf or NaN g where the mask is 0 gives 0, where a product would give NaN).
+template <class T> T pass_where(const T& g, const T& m) {
+  if constexpr (std::is_floating_point_v<T>) return m != 0 ? g : T(0);
+  else return where(ne(m, 0.0), g, 0.0);
+}
 }  // namespace generic
 using generic::Num;
 
@@ -101,7 +107,7 @@ struct ReluDef {
   static constexpr std::string_view name = "relu";
   static constexpr Saves saves = Saves::output;
   template <class T> static T f(T x) { return x > 0 ? x : (x == x ? T(0) : x); }  // NaN stays
-  template <class T> static T df(T g, T, T b) { return g * b; }
+  template <class T> static T df(T g, T, T b) { return generic::pass_where(g, b); }
   static constexpr double low = -2, high = 2;
   static constexpr std::string_view kinks = "x = 0";
   template <class T> static T branch(T x) { return x > 0 ? T(1) : T(0); }
@@ -333,7 +339,7 @@ struct BoundsDef {
                        Inclusive ? "max" : "max_val", high_bound);
   }
   template <class T> T f(T x) const { return std::min(std::max(x, T(low_bound)), T(high_bound)); }
-  template <class T> T df(T g, T, T b) const { return g * (1 - b * b); }
+  template <class T> T df(T g, T, T b) const { return generic::pass_where(g, 1 - b * b); }
   static constexpr double low = -2, high = 2;
   static constexpr std::string_view kinks = Inclusive ? "x = min or x = max" : "x = min_val or x = max_val";
   template <class T> T branch(T x) const {
