@@ -67,9 +67,9 @@ Tensor from_doubles(const std::vector<double>& values, const Shape& shape, DType
   detail::dispatch_floating(dtype, op, [](auto) {});
   return from_vector(values, shape, dtype);
 }
-std::vector<double> doubles_for(const Shape& shape, DType dtype) {
+std::vector<double> doubles_for(const Shape& shape, DType dtype, const char* op) {
   // Allocating through make_tensor first validates the shape and the size limit.
-  return std::vector<double>(static_cast<std::size_t>(detail::make_tensor(shape, dtype).numel()));
+  return std::vector<double>(static_cast<std::size_t>(detail::make_tensor(shape, dtype, op).numel()));
 }
 }  // namespace
 
@@ -77,7 +77,7 @@ Tensor uniform(const Shape& shape, double low, double high, DType dtype) {
   if (!(low <= high) || !std::isfinite(low) || !std::isfinite(high)) {
     throw ValueError(fmt::format("uniform: needs finite low <= high, got low={} high={}", low, high));
   }
-  auto v = doubles_for(shape, dtype);
+  auto v = doubles_for(shape, dtype, "uniform");
   detail::fill_uniform(v.data(), static_cast<std::int64_t>(v.size()), low, high);
   Tensor t = from_doubles(v, shape, dtype, "uniform");
   if (dtype == DType::f32 && low < high) {
@@ -92,7 +92,7 @@ Tensor uniform(const Shape& shape, double low, double high, DType dtype) {
 Tensor rand(const Shape& shape, DType dtype) { return uniform(shape, 0.0, 1.0, dtype); }
 
 Tensor randn(const Shape& shape, DType dtype) {
-  auto v = doubles_for(shape, dtype);
+  auto v = doubles_for(shape, dtype, "randn");
   detail::fill_normal(v.data(), static_cast<std::int64_t>(v.size()));
   return from_doubles(v, shape, dtype, "randn");
 }
@@ -101,7 +101,7 @@ Tensor randint(std::int64_t low, std::int64_t high, const Shape& shape) {
   if (low >= high) {
     throw ValueError(fmt::format("randint: needs low < high, got low={} high={}", low, high));
   }
-  Tensor t = detail::make_tensor(shape, DType::i64);
+  Tensor t = detail::make_tensor(shape, DType::i64, "randint");
   const auto range = static_cast<std::uint64_t>(high) - static_cast<std::uint64_t>(low);
   auto* p = t.data<std::int64_t>();
   for (std::int64_t i = 0; i < t.numel(); ++i) {

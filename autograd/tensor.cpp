@@ -124,14 +124,14 @@ Storage::~Storage() {
   deallocate(data, nbytes);
 }
 
-Tensor make_tensor(const TensorMeta& meta) {
+Tensor make_tensor(const TensorMeta& meta, std::string_view op) {
   std::int64_t numel = 1;
   for (std::int64_t s : meta.shape) {
     if (s < 0) {
-      throw ShapeError(fmt::format("tensor: negative size in shape {}", meta.shape));
+      throw ShapeError(fmt::format("{}: negative size in shape {}", op, meta.shape));
     }
     if (s != 0 && numel > std::numeric_limits<std::int64_t>::max() / s) {
-      throw ValueError(fmt::format("tensor: shape {} has more elements than fit in int64",
+      throw ValueError(fmt::format("{}: shape {} has more elements than fit in int64", op,
                                    meta.shape));
     }
     numel *= s;
@@ -140,8 +140,8 @@ Tensor make_tensor(const TensorMeta& meta) {
   const std::size_t limit = max_bytes().load(std::memory_order_relaxed);
   if (static_cast<std::uint64_t>(numel) > limit / elem) {
     throw ValueError(fmt::format(
-        "tensor: shape {} of {} needs {} elements * {} bytes, more than the limit of {} bytes "
-        "(see tapegrad::set_max_tensor_bytes)", meta.shape, meta.dtype, numel, elem, limit));
+        "{}: shape {} of {} needs {} elements * {} bytes, more than the limit of {} bytes "
+        "(see tapegrad::set_max_tensor_bytes)", op, meta.shape, meta.dtype, numel, elem, limit));
   }
   auto impl = std::allocate_shared<TensorImpl>(PoolAllocator<TensorImpl>{});
   impl->storage = std::allocate_shared<Storage>(PoolAllocator<Storage>{}, static_cast<std::size_t>(numel) * elem);
@@ -427,7 +427,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
 namespace {
 template <class S>
 Tensor from_values(const std::vector<S>& values, const Shape& shape, DType dtype) {
-  Tensor t = detail::make_tensor(shape, dtype);
+  Tensor t = detail::make_tensor(shape, dtype, "from_vector");
   if (static_cast<std::int64_t>(values.size()) != t.numel()) {
     throw ShapeError(fmt::format("from_vector: {} values do not fill shape {} ({} elements)",
                                  values.size(), shape, t.numel()));
@@ -451,24 +451,29 @@ Tensor from_vector(const std::vector<std::int64_t>& values, const Shape& shape, 
   return from_values(values, shape, dtype);
 }
 
-Tensor empty(const Shape& shape, DType dtype) { return detail::make_tensor(shape, dtype); }
+Tensor empty(const Shape& shape, DType dtype) { return detail::make_tensor(shape, dtype, "empty"); }
 
-Tensor full(const Shape& shape, double value, DType dtype) {
+namespace {
+/// full, with errors naming `op` (zeros, ones, ... call it).
+Tensor filled(const Shape& shape, double value, DType dtype, std::string_view op) {
   // Converting a double outside int64's range (or NaN) to int64 is undefined: refuse it, as
   // PyTorch does ("value cannot be converted to type int64_t without overflow").
   if (dtype == DType::i64 && !(value >= -0x1p63 && value < 0x1p63)) {
-    throw ValueError(fmt::format("full: value {} cannot be converted to i64 without overflow",
+    throw ValueError(fmt::format("{}: value {} cannot be converted to i64 without overflow", op,
                                  value));
   }
-  Tensor t = detail::make_tensor(shape, dtype);
+  Tensor t = detail::make_tensor(shape, dtype, op);
   detail::dispatch_all(dtype, [&](auto tag) {
     using T = decltype(tag);
     std::fill_n(t.data<T>(), t.numel(), static_cast<T>(value));
   });
   return t;
 }
-Tensor zeros(const Shape& shape, DType dtype) { return full(shape, 0.0, dtype); }
-Tensor ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+}  // namespace
+
+Tensor full(const Shape& shape, double value, DType dtype) { return filled(shape, value, dtype, "full"); }
+Tensor zeros(const Shape& shape, DType dtype) { return filled(shape, 0.0, dtype, "zeros"); }
+Tensor ones(const Shape& shape, DType dtype) { return filled(shape, 1.0, dtype, "ones"); }
 Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype()); }
 Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype()); }
 Tensor scalar_tensor(double value, DType dtype) { return full(Shape{}, value, dtype); }
@@ -484,7 +489,7 @@ Tensor arange(double start, double end, double step, DType dtype) {
                                  end, step, count));
   }
   const auto n = static_cast<std::int64_t>(std::max(0.0, count));
-  Tensor t = detail::make_tensor(Shape{n}, dtype);
+  Tensor t = detail::make_tensor(Shape{n}, dtype, "arange");
   detail::dispatch_all(dtype, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();

@@ -92,9 +92,12 @@ struct Node {
 /// Whether record() keeps copies of the inputs on this thread; returns the previous value.
 bool set_keep_inputs(bool keep);
 
-/// Checks sizes (non-negative, byte count within limits) and allocates uninitialised data.
-Tensor make_tensor(const TensorMeta& meta);
-inline Tensor make_tensor(const Shape& shape, DType dtype) { return make_tensor({shape, dtype}); }
+/// Checks sizes (non-negative, byte count within limits) and allocates uninitialised data;
+/// a bad size is an error naming `op`, the function the user called.
+Tensor make_tensor(const TensorMeta& meta, std::string_view op = "tensor");
+inline Tensor make_tensor(const Shape& shape, DType dtype, std::string_view op = "tensor") {
+  return make_tensor({shape, dtype}, op);
+}
 /// A new handle on t's storage with another shape (numel must match).
 Tensor alias(const Tensor& t, const Shape& shape);
 void bump_version(const Tensor& t);

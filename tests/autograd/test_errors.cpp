@@ -155,3 +155,12 @@ TEST_CASE("full with a value outside i64 is a ValueError and not an overflow", "
   REQUIRE(tg::full({1}, -0x1p63, tg::DType::i64).to_vector<std::int64_t>()[0] == INT64_MIN);
   REQUIRE(std::isinf(tg::full({1}, -inf, tg::DType::f32).item<double>()));  // floats take it
 }
+
+TEST_CASE("factories name themselves in a bad size's error", "[autograd][errors]") {
+  CHECK_THROWS_WITH(tg::from_vector(std::vector<double>{1, 2}, {-1, 2}), Contains("from_vector: negative size"));
+  CHECK_THROWS_WITH(tg::zeros({-1}), Contains("zeros: negative size"));
+  CHECK_THROWS_WITH(tg::ones({2, -3}), Contains("ones: negative size"));
+  CHECK_THROWS_WITH(tg::empty({-2}), Contains("empty: negative size"));
+  CHECK_THROWS_WITH(tg::randn({-2}), Contains("randn: negative size"));
+  CHECK_THROWS_WITH(tg::randint(0, 3, {-2}), Contains("randint: negative size"));
+}
