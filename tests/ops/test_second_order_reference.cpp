@@ -28,6 +28,7 @@
 #include <fmt/format.h>
 #include <tapegrad/tapegrad.hpp>
 
+#include "support/fixture.hpp"
 #include "support/numeric.hpp"
 
 namespace tg = tapegrad;
@@ -317,34 +318,9 @@ const std::vector<KnownCase>& known_cases() {
 
 // ---- running and comparing -------------------------------------------------------------------
 
-/// Every element of `got` within kAtol + kRtol·|want|; on failure, lists the case, the tensor,
-/// and each differing element (up to 16) with its index and both values.
 void check_values(const std::string& case_name, const std::string& what, const tg::Tensor& got,
                   const tg::Tensor& want) {
-  INFO(fmt::format("{}: {} is {}, PyTorch's is {} {}", case_name, what,
-                   got.defined() ? fmt::format("{} {}", got.shape(), got.dtype()) : "undefined",
-                   want.shape(), want.dtype()));
-  REQUIRE(got.defined());
-  REQUIRE(got.shape() == want.shape());
-  REQUIRE(got.dtype() == tg::DType::f64);
-  const auto a = got.to_vector<double>();
-  const auto e = want.to_vector<double>();
-  std::size_t bad = 0;
-  std::string details;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (tg::testing::close(a[i], e[i], kAtol, kRtol)) continue;
-    if (++bad <= 16) {
-      details += fmt::format("\n  {} {} at {} (flat {}): tapegrad {:.17g}, PyTorch {:.17g}, "
-                             "|diff| {:.3g}",
-                             case_name, what,
-                             tg::testing::index_string(want.shape(), static_cast<std::int64_t>(i)),
-                             i, a[i], e[i], std::abs(a[i] - e[i]));
-    }
-  }
-  INFO(fmt::format("{} {}: {} of {} elements differ by more than {:g} + {:g}·|PyTorch|{}{}",
-                   case_name, what, bad, a.size(), kAtol, kRtol, details,
-                   bad > 16 ? "\n  ..." : ""));
-  CHECK(bad == 0);
+  tg::testing::check_reference(case_name, what, got, want, kAtol, kRtol);
 }
 
 void run_case(const Case& c, const CaseFn& f) {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "support/fixture.hpp"
 #include "support/numeric.hpp"
 #include "support/shape_index_fixture.hpp"
 
@@ -95,25 +96,7 @@ const std::map<std::string, OpFn>& op_functions() {
 
 void check_values(const std::string& case_name, const std::string& what, const tg::Tensor& got,
                   const tg::Tensor& want) {
-  INFO(fmt::format("{}: {} is {}, PyTorch's is {} {}", case_name, what,
-                   got.defined() ? fmt::format("{} {}", got.shape(), got.dtype()) : "undefined",
-                   want.shape(), want.dtype()));
-  REQUIRE(got.defined());
-  REQUIRE(got.shape() == want.shape());
-  REQUIRE(got.dtype() == tg::DType::f64);
-  const auto a = got.to_vector<double>();
-  const auto e = want.to_vector<double>();
-  std::size_t bad = 0;
-  std::string details;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (tg::testing::close(a[i], e[i], kAtol, kRtol)) continue;
-    if (++bad <= 16) {
-      details += fmt::format("\n  at {}: tapegrad {:.17g}, PyTorch {:.17g}",
-                             tg::testing::index_string(want.shape(), static_cast<std::int64_t>(i)), a[i], e[i]);
-    }
-  }
-  INFO(fmt::format("{} {}: {} of {} elements differ{}", case_name, what, bad, a.size(), details));
-  CHECK(bad == 0);
+  tg::testing::check_reference(case_name, what, got, want, kAtol, kRtol);
 }
 
 void run_case(const ShapeIndexCase& c, const OpFn& f) {

@@ -4,6 +4,7 @@
 // hold words, such as the name of an op) that a Python generator beside each file writes. A tensor T of a case is two items, `T.shape <sizes>`
 // (empty for 0-dim) and `T <values>`. Header-only; every error FAILs the running test with the
 // file, line or case and item named.
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
@@ -16,6 +17,8 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 #include <tapegrad/tapegrad.hpp>
+
+#include "support/numeric.hpp"
 
 namespace tapegrad::testing {
 
@@ -63,6 +66,33 @@ struct FixtureCase {
   /// Item `key` with the shape of item `key.shape`.
   Tensor tensor(const std::string& key, DType dtype = DType::f64) const { return tensor(key, shape(key), dtype); }
 };
+
+/// Every element of `got` within atol + rtol·|want| (nan and inf exactly), `got` defined with
+/// want's shape and dtype; on failure, lists the case, the tensor and up to 16 differing
+/// elements with their index and both values.
+inline void check_reference(const std::string& case_name, const std::string& what, const Tensor& got,
+                            const Tensor& want, double atol, double rtol) {
+  INFO(fmt::format("{}: {} is {}, PyTorch's is {} {}", case_name, what,
+                   got.defined() ? fmt::format("{} {}", got.shape(), got.dtype()) : "undefined", want.shape(),
+                   want.dtype()));
+  REQUIRE(got.defined());
+  REQUIRE(got.shape() == want.shape());
+  REQUIRE(got.dtype() == want.dtype());
+  const auto a = got.to_vector<double>();
+  const auto e = want.to_vector<double>();
+  std::size_t bad = 0;
+  std::string details;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (close(a[i], e[i], atol, rtol)) continue;
+    if (++bad <= 16) {
+      details += fmt::format("\n  at {}: tapegrad {:.17g}, PyTorch {:.17g}, |diff| {:.3g}",
+                             index_string(want.shape(), static_cast<std::int64_t>(i)), a[i], e[i],
+                             std::abs(a[i] - e[i]));
+    }
+  }
+  INFO(fmt::format("{} {}: {} of {} elements differ{}", case_name, what, bad, a.size(), details));
+  CHECK(bad == 0);
+}
 
 /// The cases of a fixture file, in file order.
 inline std::vector<FixtureCase> read_fixture(const std::string& path) {
