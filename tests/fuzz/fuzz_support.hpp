@@ -98,6 +98,7 @@ inline bool same_bits(const Tensor& a, const Tensor& b) {
     case DType::f32: return std::memcmp(a.data<float>(), b.data<float>(), bytes) == 0;
     case DType::f64: return std::memcmp(a.data<double>(), b.data<double>(), bytes) == 0;
     case DType::i64: return std::memcmp(a.data<std::int64_t>(), b.data<std::int64_t>(), bytes) == 0;
+    case DType::boolean: return std::memcmp(a.data<bool>(), b.data<bool>(), bytes) == 0;
   }
   return false;
 }
