@@ -74,7 +74,7 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) {
   if (!a.defined()) return true;
   if (a.meta() != b.meta()) return false;
   const auto va = a.to_vector<double>(), vb = b.to_vector<double>();
-  return std::memcmp(va.data(), vb.data(), va.size() * sizeof(double)) == 0;
+  return va.empty() || std::memcmp(va.data(), vb.data(), va.size() * sizeof(double)) == 0;  // (empty: null data)
 }
 
 }  // namespace detail
