@@ -347,18 +347,17 @@ void check_operand(const Tensor& t, const Tensor& other, const char* op) {
   }
 }
 
-/// Applies f(self_elem, other_elem) element-wise, broadcasting a one-element operand.
+/// Applies f(self_elem, other_elem) element-wise, broadcasting a one-element operand. Large
+/// tensors (the gradients the engine accumulates into leaves) are split across the threads.
 template <class T, class F>
 void update_with(Tensor& t, const Tensor& other, F f) {
   T* p = t.data<T>();
   const T* q = other.data<T>();
   const std::int64_t n = t.numel();
-  if (other.numel() == 1 && n != 1) {
-    const T v = q[0];
-    for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], v);
-  } else {
-    for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], q[i]);
-  }
+  const std::int64_t q_step = other.numel() == 1 && n != 1 ? 0 : 1;
+  constexpr std::int64_t kParallelFrom = std::int64_t{1} << 16;
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+  for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], q[i * q_step]);
 }
 }  // namespace
 

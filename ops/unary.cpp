@@ -382,7 +382,7 @@ struct Unary {
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
     Tensor out = detail::dispatch_floating(in[0].dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      return detail::map_unary<T>(in[0], [this](T v) { return def.f(v); });
+      return detail::map_unary<T>(in[0], [d = def](T v) { return d.f(v); });
     });
     if constexpr (Def::saves == Saves::input) ctx.save(in[0]);
     if constexpr (Def::saves == Saves::output) ctx.save(out);
@@ -397,12 +397,12 @@ struct Unary {
     return {detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (Def::saves == Saves::nothing) {
-        return detail::map_unary<T>(grad_out, [this](T g) { return def.df(g, T(0)); });
+        return detail::map_unary<T>(grad_out, [d = def](T g) { return d.df(g, T(0)); });
       } else if constexpr (Piecewise<Def>) {
         return detail::map_binary_same<T>(grad_out, saved,
-                                          [this](T g, T s) { return def.df(g, s, def.branch(s)); });
+                                          [d = def](T g, T s) { return d.df(g, s, d.branch(s)); });
       } else {
-        return detail::map_binary_same<T>(grad_out, saved, [this](T g, T s) { return def.df(g, s); });
+        return detail::map_binary_same<T>(grad_out, saved, [d = def](T g, T s) { return d.df(g, s); });
       }
     })};
   }
@@ -416,7 +416,7 @@ struct Unary {
   Tensor branch_of(const Tensor& saved) const {
     return detail::dispatch_floating(saved.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      return detail::map_unary<T>(saved, [this](T v) { return def.branch(v); });
+      return detail::map_unary<T>(saved, [d = def](T v) { return d.branch(v); });
     });
   }
   static std::vector<Sample> samples();

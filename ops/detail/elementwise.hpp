@@ -8,6 +8,7 @@
 
 #include "autograd/dispatch.hpp"
 #include "autograd/tensor_impl.hpp"
+#include "ops/kernels/simd.hpp"
 #include "tapegrad/error.hpp"
 #include "tapegrad/ops.hpp"
 
@@ -78,6 +79,40 @@ inline std::array<std::int64_t, Shape::kMaxRank> broadcast_strides(const Shape& 
 /// LeNet conv1 activation, 301,056, is split; below, a parallel region costs more than
 /// it saves).
 constexpr std::int64_t kParallelElements = std::int64_t{1} << 16;
+/// Large element-wise loops run in blocks of this many elements (64 KiB of f32): a
+/// thread's share is a run of consecutive blocks.
+constexpr std::int64_t kBlockElements = std::int64_t{1} << 14;
+
+/// f(begin, end) over [0, n) in blocks of `block`, split across the OpenMP threads (each
+/// takes a run of consecutive blocks).
+template <class F>
+void parallel_blocks(std::int64_t n, std::int64_t block, F f) {
+  const std::int64_t blocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t b = 0; b < blocks; ++b) f(b * block, std::min(n, (b + 1) * block));
+}
+
+/// f(begin, end) over [0, n) in blocks, split across the OpenMP threads from
+/// kParallelElements elements.
+template <class F>
+void for_blocks(std::int64_t n, F f) {
+  if (n >= kParallelElements) return parallel_blocks(n, kBlockElements, f);
+  if (n > 0) f(std::int64_t{0}, n);
+}
+
+/// out[i] = f(x[i]) for i < n, vectorised for each x86-64 level (simd.hpp). f must be
+/// branch-free to vectorise: selects (?:) are fine, the library is built with
+/// -fno-trapping-math so that GCC if-converts them.
+template <class T, class U, class F>
+TAPEGRAD_MULTIVERSION void map_loop(const T* __restrict x, U* __restrict out, std::int64_t n, F f) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = f(x[i]);
+}
+
+/// out[i] = f(x[i], y[i]) for i < n (x and y may be the same array).
+template <class T, class F>
+TAPEGRAD_MULTIVERSION void map_loop(const T* x, const T* y, T* __restrict out, std::int64_t n, F f) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = f(x[i], y[i]);
+}
 
 /// out[i] = f(x[i]).
 template <class T, class F>
@@ -85,13 +120,9 @@ Tensor map_unary(const Tensor& x, F f) {
   Tensor out = make_tensor(x.meta());
   const T* px = x.data<T>();
   T* po = out.data<T>();
-  const std::int64_t n = x.numel();
-  if (n < kParallelElements) {
-    for (std::int64_t i = 0; i < n; ++i) po[i] = f(px[i]);
-    return out;
-  }
-#pragma omp parallel for schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) po[i] = f(px[i]);
+  for_blocks(x.numel(), [&](std::int64_t begin, std::int64_t end) {
+    map_loop(px + begin, po + begin, end - begin, f);
+  });
   return out;
 }
 
@@ -102,13 +133,9 @@ Tensor map_binary_same(const Tensor& x, const Tensor& y, F f) {
   const T* px = x.data<T>();
   const T* py = y.data<T>();
   T* po = out.data<T>();
-  const std::int64_t n = x.numel();
-  if (n < kParallelElements) {
-    for (std::int64_t i = 0; i < n; ++i) po[i] = f(px[i], py[i]);
-    return out;
-  }
-#pragma omp parallel for schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) po[i] = f(px[i], py[i]);
+  for_blocks(x.numel(), [&](std::int64_t begin, std::int64_t end) {
+    map_loop(px + begin, py + begin, po + begin, end - begin, f);
+  });
   return out;
 }
 
@@ -123,12 +150,16 @@ Tensor map_broadcast(const Tensor& a, const Tensor& b, const Shape& out_shape, F
   const std::int64_t n = out.numel();
   if (b.numel() == 1 && a.numel() == n) {
     const T vb = pb[0];
-    for (std::int64_t i = 0; i < n; ++i) po[i] = f(pa[i], vb);
+    for_blocks(n, [&](std::int64_t begin, std::int64_t end) {
+      map_loop(pa + begin, po + begin, end - begin, [&f, vb](T va) { return f(va, vb); });
+    });
     return out;
   }
   if (a.numel() == 1 && b.numel() == n) {
     const T va = pa[0];
-    for (std::int64_t i = 0; i < n; ++i) po[i] = f(va, pb[i]);
+    for_blocks(n, [&](std::int64_t begin, std::int64_t end) {
+      map_loop(pb + begin, po + begin, end - begin, [&f, va](T vb) { return f(va, vb); });
+    });
     return out;
   }
   // General case: walk the output with a multi-index, innermost dim in a tight loop.
