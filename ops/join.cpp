@@ -79,9 +79,13 @@ struct Cat {
         if (skipped(t.shape(), meta.shape.size())) continue;
         const std::int64_t row = t.shape()[d] * split.inner;
         const T* src = t.data<T>();
-        for (std::int64_t o = 0; o < split.outer; ++o) {
-          std::copy_n(src + o * row, row, dst + o * out_row + offset);
-        }
+        detail::for_blocks(split.outer * row, [&](std::int64_t begin, std::int64_t end) {
+          while (begin < end) {  // the rows, or pieces of rows, of this block of t
+            const std::int64_t o = begin / row, j = begin % row, length = std::min(end - begin, row - j);
+            std::copy_n(src + begin, length, dst + o * out_row + offset + j);
+            begin += length;
+          }
+        });
         offset += row;
       }
     });

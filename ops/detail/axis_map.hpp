@@ -45,42 +45,72 @@ inline AxisMaps identity_maps(const Shape& shape) {
   return m;
 }
 
-/// Calls f(output offset, input offset or -1) for every output element, in order.
-template <class F>
-void for_each_mapped(const AxisMaps& m, F f) {
-  const std::size_t rank = m.out.size();
-  const std::int64_t n = m.out.numel();
-  if (n == 0) return;
-  if (rank == 0) {
-    f(std::int64_t{0}, std::int64_t{0});
-    return;
+/// A stretch of the last dim's map: outputs [begin, begin + length) of a row read the inputs
+/// [from, from + length) of the row they map to, or the fill value where from is -1. A slice or
+/// a pad is one to three runs per row; a flip is a run per element.
+struct Run {
+  std::int64_t begin = 0, length = 0, from = -1;
+};
+
+inline std::vector<Run> runs_of(const std::vector<std::int64_t>& map) {
+  std::vector<Run> runs;
+  for (std::size_t j = 0; j < map.size(); ++j) {
+    const std::int64_t p = std::max<std::int64_t>(map[j], -1);
+    if (!runs.empty()) {
+      Run& r = runs.back();
+      if (p < 0 ? r.from < 0 : r.from >= 0 && p == r.from + r.length) {
+        ++r.length;
+        continue;
+      }
+    }
+    runs.push_back({static_cast<std::int64_t>(j), 1, p});
   }
+  return runs;
+}
+
+/// Whether no position of the dim is read twice: rows that read different positions of
+/// such dims write different rows of a scatter, so they may run on different threads.
+inline bool injective(const std::vector<std::int64_t>& map, std::int64_t size) {
+  std::vector<bool> seen(static_cast<std::size_t>(size));
+  for (std::int64_t p : map) {
+    if (p < 0) continue;
+    if (seen[static_cast<std::size_t>(p)]) return false;
+    seen[static_cast<std::size_t>(p)] = true;
+  }
+  return true;
+}
+
+/// Calls f(output offset, input offset or -1) for the first element of every row (the last
+/// dim) of m's output: the input offset is that of the row it reads, -1 where one of the
+/// outer dims maps to the fill value. Rows are split across threads when `parallel`.
+template <class F>
+void for_each_row(const AxisMaps& m, bool parallel, F f) {
+  const std::size_t rank = m.out.size();
+  const std::int64_t inner = m.out[rank - 1];
+  if (inner == 0 || m.out.numel() == 0) return;
   std::array<std::int64_t, Shape::kMaxRank> stride{};
   std::int64_t s = 1;
   for (std::size_t d = rank; d-- > 0;) {
     stride[d] = s;
     s *= m.in[d];
   }
-  const std::vector<std::int64_t>& last = m.src[rank - 1];
-  const std::int64_t inner = m.out[rank - 1];
-  std::array<std::size_t, Shape::kMaxRank> idx{};
-  for (std::int64_t base = 0; base < n; base += inner) {
-    std::int64_t off = 0;
-    bool valid = true;
-    for (std::size_t d = 0; d + 1 < rank; ++d) {
-      const std::int64_t p = m.src[d][idx[d]];
-      valid = valid && p >= 0;
-      off += p * stride[d];
+  auto rows = [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      std::int64_t off = 0;
+      bool valid = true;
+      for (std::int64_t d = static_cast<std::int64_t>(rank) - 2, rest = r; d >= 0; --d) {
+        const auto k = static_cast<std::size_t>(d);
+        const std::int64_t p = m.src[k][static_cast<std::size_t>(rest % m.out[k])];
+        rest /= m.out[k];
+        valid = valid && p >= 0;
+        off += p * stride[k];
+      }
+      f(r * inner, valid ? off : std::int64_t{-1});
     }
-    for (std::int64_t j = 0; j < inner; ++j) {
-      const std::int64_t p = last[static_cast<std::size_t>(j)];
-      f(base + j, valid && p >= 0 ? off + p : std::int64_t{-1});
-    }
-    for (std::size_t d = rank - 1; d-- > 0;) {  // odometer over the outer dims
-      if (static_cast<std::int64_t>(++idx[d]) < m.out[d]) break;
-      idx[d] = 0;
-    }
-  }
+  };
+  const std::int64_t n_rows = m.out.numel() / inner;
+  if (!parallel || m.out.numel() < kParallelElements) return rows(0, n_rows);
+  parallel_blocks(n_rows, std::max<std::int64_t>(1, kBlockElements / inner), rows);
 }
 
 /// out[i] = x[src(i)], or `fill` where src(i) is -1. Any dtype.
@@ -91,7 +121,25 @@ inline Tensor gather_axes(const Tensor& x, const AxisMaps& m, double fill) {
     const T* px = x.data<T>();
     T* po = out.data<T>();
     const T value = static_cast<T>(fill);
-    for_each_mapped(m, [&](std::int64_t o, std::int64_t i) { po[o] = i >= 0 ? px[i] : value; });
+    if (m.out.empty()) {
+      po[0] = px[0];
+      return;
+    }
+    const std::vector<std::int64_t>& last = m.src.back();
+    const std::vector<Run> runs = runs_of(last);
+    const bool by_runs = runs.size() * 4 <= last.size();  // else element by element (flip)
+    for_each_row(m, true, [&](std::int64_t o, std::int64_t i) {
+      if (i < 0) {
+        std::fill_n(po + o, last.size(), value);
+      } else if (!by_runs) {
+        for (std::size_t j = 0; j < last.size(); ++j) po[o + j] = last[j] >= 0 ? px[i + last[j]] : value;
+      } else {
+        for (const Run& r : runs) {
+          if (r.from < 0) std::fill_n(po + o + r.begin, r.length, value);
+          else std::copy_n(px + i + r.from, r.length, po + o + r.begin);
+        }
+      }
+    });
   });
   return out;
 }
@@ -103,8 +151,21 @@ inline Tensor scatter_axes(std::string_view op, const Tensor& grad_out, const Ax
     using T = decltype(tag);
     const T* pg = grad_out.data<T>();
     T* pi = grad_in.data<T>();
-    for_each_mapped(m, [&](std::int64_t o, std::int64_t i) {
-      if (i >= 0) pi[i] += pg[o];
+    if (m.out.empty()) {
+      pi[0] += pg[0];
+      return;
+    }
+    const std::vector<Run> runs = runs_of(m.src.back());
+    bool parallel = true;
+    for (std::size_t d = 0; d + 1 < m.src.size(); ++d) parallel = parallel && injective(m.src[d], m.in[d]);
+    for_each_row(m, parallel, [&](std::int64_t o, std::int64_t i) {
+      if (i < 0) return;
+      for (const Run& r : runs) {
+        if (r.from < 0) continue;
+        T* dst = pi + i + r.from;
+        const T* src = pg + o + r.begin;
+        for (std::int64_t k = 0; k < r.length; ++k) dst[k] += src[k];
+      }
     });
   });
   return grad_in;
