@@ -11,6 +11,7 @@
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
+#include "tapegrad/autograd.hpp"
 
 namespace tapegrad {
 namespace {
@@ -35,12 +36,36 @@ Shape with_size(Shape shape, std::size_t d, std::int64_t size) {
   return shape;
 }
 
-/// Calls f(full_offset, half_offset, count) for each contiguous block of half `which` (0 the
-/// first, 1 the second) of a tensor split as [outer, 2h, inner] around the halved dim.
+/// Calls f(full_offset, half_offset, count) for contiguous pieces of half `which` (0 the
+/// first, 1 the second) of a tensor split as [outer, 2h, inner] around the halved dim, that
+/// together cover the half once; large tensors are split across the threads.
 template <class F>
 void for_each_half_block(const detail::DimSplit& full, int which, F f) {
   const std::int64_t block = full.n / 2 * full.inner;
-  for (std::int64_t o = 0; o < full.outer; ++o) f(o * 2 * block + which * block, o * block, block);
+  detail::for_blocks(full.outer * block, [&](std::int64_t begin, std::int64_t end) {
+    while (begin < end) {
+      const std::int64_t o = begin / block, k = begin % block, n = std::min(end - begin, block - k);
+      f(o * 2 * block + which * block + k, begin, n);
+      begin += n;
+    }
+  });
+}
+
+/// sigmoid(b). e^-b overflows to inf for b < -88 (f32): the quotient is then 0.
+template <class T>
+T sigmoid_of(T b) {
+  return T(1) / (T(1) + std::exp(-b));
+}
+
+/// grad_a = g·s and grad_b = g·a·s·(1 - s), s = sigmoid(b), for n elements.
+template <class T>
+TAPEGRAD_MULTIVERSION void glu_grad(const T* a, const T* b, const T* g, T* __restrict grad_a,
+                                    T* __restrict grad_b, std::int64_t n) {
+  for (std::int64_t k = 0; k < n; ++k) {
+    const T s = sigmoid_of(b[k]);
+    grad_a[k] = g[k] * s;
+    grad_b[k] = grad_a[k] * a[k] * (T(1) - s);
+  }
 }
 
 Tensor glu_half(const Tensor& x, std::int64_t dim, int which);
@@ -135,9 +160,8 @@ struct Glu {
       T* po = out.data<T>();
       const std::int64_t block = split.n / 2 * split.inner;
       for_each_half_block(split, 0, [&](std::int64_t full, std::int64_t half, std::int64_t n) {
-        // e^-b overflows to inf for b < -88 (f32): the quotient is then 0, as sigmoid.
-        for (std::int64_t k = 0; k < n; ++k)
-          po[half + k] = px[full + k] / (T(1) + std::exp(-px[full + block + k]));
+        detail::map_loop(px + full, px + full + block, po + half, n,
+                         [](T a, T b) { return a * sigmoid_of(b); });
       });
     });
     ctx.save(x);
@@ -145,11 +169,28 @@ struct Glu {
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
     const Tensor x = ctx.saved(0);
+    if (!is_grad_enabled()) return {raw_vjp(x, grad_out)};
     const Tensor a = glu_half(x, dim, 0);
     const Tensor s = sigmoid(glu_half(x, dim, 1));
     const Tensor grad_a = grad_out * s;
     const Tensor grad_b = grad_a * a * rsub(s, 1.0);
     return {glu_half_backward(grad_a, dim, 0) + glu_half_backward(grad_b, dim, 1)};
+  }
+  // The same gradient in one pass over x, grad_out and grad_x (not recorded).
+  Tensor raw_vjp(const Tensor& x, const Tensor& grad_out) const {
+    const detail::DimSplit split(x.shape(), detail::normalize_dim(name, dim, x.dim()));
+    Tensor grad_x = detail::make_tensor(x.meta());
+    detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      const T* px = x.data<T>();
+      const T* pg = grad_out.data<T>();
+      T* pa = grad_x.data<T>();
+      const std::int64_t block = split.n / 2 * split.inner;
+      for_each_half_block(split, 0, [&](std::int64_t full, std::int64_t half, std::int64_t n) {
+        glu_grad(px + full, px + full + block, pg + half, pa + full, pa + full + block, n);
+      });
+    });
+    return grad_x;
   }
   static std::vector<Sample> samples() {
     using detail::sample_tensor;
