@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "ops/detail/elementwise.hpp"
+#include "ops/detail/math.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
 
@@ -165,7 +166,7 @@ struct PowTensor {
   static constexpr std::string_view name = "pow_tensor";
   TensorMeta infer(std::span<const Tensor> in) const { return binary_meta(name, in); }
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
-    Tensor out = broadcast_forward(name, in, [](auto a, auto b) { return std::pow(a, b); });
+    Tensor out = broadcast_forward(name, in, [](auto a, auto b) { return detail::num::pow(a, b); });
     ctx.save(in[0]);
     ctx.save(in[1]);
     ctx.save(ctx.needs_input_grad(1) ? out : Tensor());

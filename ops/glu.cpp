@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "ops/detail/elementwise.hpp"
+#include "ops/detail/math.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
 #include "tapegrad/autograd.hpp"
@@ -51,18 +52,12 @@ void for_each_half_block(const detail::DimSplit& full, int which, F f) {
   });
 }
 
-/// sigmoid(b). e^-b overflows to inf for b < -88 (f32): the quotient is then 0.
-template <class T>
-T sigmoid_of(T b) {
-  return T(1) / (T(1) + std::exp(-b));
-}
-
 /// grad_a = g·s and grad_b = g·a·s·(1 - s), s = sigmoid(b), for n elements.
 template <class T>
 TAPEGRAD_MULTIVERSION void glu_grad(const T* a, const T* b, const T* g, T* __restrict grad_a,
                                     T* __restrict grad_b, std::int64_t n) {
   for (std::int64_t k = 0; k < n; ++k) {
-    const T s = sigmoid_of(b[k]);
+    const T s = detail::num::sigmoid(b[k]);
     grad_a[k] = g[k] * s;
     grad_b[k] = grad_a[k] * a[k] * (T(1) - s);
   }
@@ -161,7 +156,7 @@ struct Glu {
       const std::int64_t block = split.n / 2 * split.inner;
       for_each_half_block(split, 0, [&](std::int64_t full, std::int64_t half, std::int64_t n) {
         detail::map_loop(px + full, px + full + block, po + half, n,
-                         [](T a, T b) { return a * sigmoid_of(b); });
+                         [](T a, T b) { return a * detail::num::sigmoid(b); });
       });
     });
     ctx.save(x);

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "ops/detail/elementwise.hpp"
+#include "ops/detail/math.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
 #include "tapegrad/autograd.hpp"
@@ -24,18 +25,13 @@ namespace {
 
 enum class Saves { nothing, input, output };
 
-/// The functions a df calls, for numbers (std::) and for tensors (recorded ops) alike.
+/// The functions an f or df calls, for numbers (f32: vectorisable kernels, f64: libm; see
+/// ops/detail/math.hpp) and for tensors (recorded ops) alike.
 namespace generic {
-using std::cos, std::erf, std::exp, std::log1p, std::sin, std::tanh;
+using detail::num::cos, detail::num::erf, detail::num::exp, detail::num::expm1, detail::num::log,
+    detail::num::log1p, detail::num::sigmoid, detail::num::sin, detail::num::tanh;
 using tapegrad::cos, tapegrad::erf, tapegrad::exp, tapegrad::log1p, tapegrad::sin,
     tapegrad::tanh, tapegrad::sigmoid;
-// 1 / (1 + e^-x), without overflow for large |x|.
-template <std::floating_point T>
-T sigmoid(T x) {
-  if (x >= 0) return T(1) / (T(1) + std::exp(-x));
-  const T e = std::exp(x);
-  return e / (T(1) + e);
-}
 /// An option (a double) in a df's arithmetic: T for numbers, so that f32 stays f32.
 template <class T>
 using Num = std::conditional_t<std::is_floating_point_v<T>, T, double>;
@@ -69,7 +65,7 @@ struct NegDef {
 struct ExpDef {
   static constexpr std::string_view name = "exp";
   static constexpr Saves saves = Saves::output;
-  template <class T> static T f(T x) { return std::exp(x); }
+  template <class T> static T f(T x) { return generic::exp(x); }
   template <class T> static T df(T g, T y) { return g * y; }
   static constexpr double low = -2, high = 2;
 };
@@ -77,7 +73,7 @@ struct ExpDef {
 struct LogDef {
   static constexpr std::string_view name = "log";
   static constexpr Saves saves = Saves::input;
-  template <class T> static T f(T x) { return std::log(x); }
+  template <class T> static T f(T x) { return generic::log(x); }
   template <class T> static T df(T g, T x) { return g / x; }
   static constexpr double low = 0.2, high = 3;
 };
@@ -124,7 +120,7 @@ struct SigmoidDef {
 struct TanhDef {
   static constexpr std::string_view name = "tanh";
   static constexpr Saves saves = Saves::output;
-  template <class T> static T f(T x) { return std::tanh(x); }
+  template <class T> static T f(T x) { return generic::tanh(x); }
   template <class T> static T df(T g, T y) { return g * (1 - y * y); }
   static constexpr double low = -2, high = 2;
 };
@@ -132,7 +128,7 @@ struct TanhDef {
 struct Log1pDef {
   static constexpr std::string_view name = "log1p";
   static constexpr Saves saves = Saves::input;
-  template <class T> static T f(T x) { return std::log1p(x); }
+  template <class T> static T f(T x) { return generic::log1p(x); }
   template <class T> static T df(T g, T x) { return g / (x + 1); }
   static constexpr double low = -0.8, high = 2;
 };
@@ -140,7 +136,7 @@ struct Log1pDef {
 struct Expm1Def {
   static constexpr std::string_view name = "expm1";
   static constexpr Saves saves = Saves::output;
-  template <class T> static T f(T x) { return std::expm1(x); }
+  template <class T> static T f(T x) { return generic::expm1(x); }
   template <class T> static T df(T g, T y) { return g * (y + 1); }
   static constexpr double low = -2, high = 2;
 };
@@ -148,24 +144,26 @@ struct Expm1Def {
 struct SinDef {
   static constexpr std::string_view name = "sin";
   static constexpr Saves saves = Saves::input;
-  template <class T> static T f(T x) { return std::sin(x); }
+  template <class T> static T f(T x) { return generic::sin(x); }
   template <class T> static T df(T g, T x) { return g * generic::cos(x); }
   static constexpr double low = -3, high = 3;
+  static constexpr float f32_exact_below = detail::vm::kTrigExactBelow;
 };
 
 struct CosDef {
   static constexpr std::string_view name = "cos";
   static constexpr Saves saves = Saves::input;
-  template <class T> static T f(T x) { return std::cos(x); }
+  template <class T> static T f(T x) { return generic::cos(x); }
   template <class T> static T df(T g, T x) { return -(g * generic::sin(x)); }
   static constexpr double low = -3, high = 3;
+  static constexpr float f32_exact_below = detail::vm::kTrigExactBelow;
 };
 
 // erf'(x) = 2/sqrt(π)·e^(-x²).
 struct ErfDef {
   static constexpr std::string_view name = "erf";
   static constexpr Saves saves = Saves::input;
-  template <class T> static T f(T x) { return std::erf(x); }
+  template <class T> static T f(T x) { return generic::erf(x); }
   template <class T> static T df(T g, T x) { return g * generic::exp(-(x * x)) * Num<T>(M_2_SQRTPI); }
   static constexpr double low = -2, high = 2;
 };
@@ -231,7 +229,7 @@ struct SiluDef {
 struct LogSigmoidDef {
   static constexpr std::string_view name = "log_sigmoid";
   static constexpr Saves saves = Saves::input;
-  template <class T> static T f(T x) { return std::min(x, T(0)) - std::log1p(std::exp(-std::abs(x))); }
+  template <class T> static T f(T x) { return std::min(x, T(0)) - generic::log1p(generic::exp(-std::abs(x))); }
   template <class T> static T df(T g, T x) { return g * generic::sigmoid(-x); }
   static constexpr double low = -3, high = 3;
 };
@@ -247,12 +245,18 @@ struct GeluDef {
     return approximate == GeluApproximate::none ? "approximate=none" : "approximate=tanh";
   }
   template <class T> T f(T x) const {
-    if (approximate == GeluApproximate::none) return x * T(0.5) * (1 + std::erf(x * T(M_SQRT1_2)));
-    const T inner = T(k) * (x + T(kappa) * x * x * x);
-    return T(0.5) * x * (1 + std::tanh(inner));
+    return approximate == GeluApproximate::tanh ? f_of<true>(x) : f_of<false>(x);
   }
   template <class T> T df(T g, T x) const {
-    if (approximate == GeluApproximate::none) {
+    return approximate == GeluApproximate::tanh ? df_of<true>(g, x) : df_of<false>(g, x);
+  }
+  template <bool Tanh, class T> static T f_of(T x) {
+    if constexpr (!Tanh) return x * T(0.5) * (1 + generic::erf(x * T(M_SQRT1_2)));
+    const T inner = T(k) * (x + T(kappa) * x * x * x);
+    return T(0.5) * x * (1 + generic::tanh(inner));
+  }
+  template <bool Tanh, class T> static T df_of(T g, T x) {
+    if constexpr (!Tanh) {
       const T cdf = (generic::erf(x * Num<T>(M_SQRT1_2)) + 1) * Num<T>(0.5);
       const T pdf = generic::exp(x * x * Num<T>(-0.5)) * Num<T>(M_2_SQRTPI * M_SQRT1_2 * 0.5);
       return g * (cdf + x * pdf);
@@ -261,9 +265,22 @@ struct GeluDef {
     const T d_inner = (x * x * Num<T>(3 * kappa) + 1) * Num<T>(k);
     return g * ((t + 1) * Num<T>(0.5) + x * Num<T>(0.5) * (1 - t * t) * d_inner);
   }
+  /// body(this gelu with `approximate` a compile-time constant): a vectorised loop then
+  /// computes one formula, where a select would compute both.
+  template <class Body> decltype(auto) fixed(Body body) const;
   static constexpr double low = -3, high = 3;
   static std::vector<GeluDef> variants() { return {{GeluApproximate::none}, {GeluApproximate::tanh}}; }
 };
+
+template <bool Tanh>
+struct GeluFixed : GeluDef {
+  template <class T> T f(T x) const { return f_of<Tanh>(x); }
+  template <class T> T df(T g, T x) const { return df_of<Tanh>(g, x); }
+};
+template <class Body>
+decltype(auto) GeluDef::fixed(Body body) const {
+  return approximate == GeluApproximate::tanh ? body(GeluFixed<true>{*this}) : body(GeluFixed<false>{*this});
+}
 
 // Gradient negative_slope at x = 0 (PyTorch: x > 0 ? grad : grad·slope).
 struct LeakyReluDef {
@@ -288,7 +305,7 @@ struct EluDef {
   static constexpr Saves saves = Saves::input;
   double alpha = 1.0;
   std::string attributes() const { return fmt::format("alpha={}", alpha); }
-  template <class T> T f(T x) const { return x > 0 ? x : std::expm1(x) * T(alpha); }
+  template <class T> T f(T x) const { return x > 0 ? x : generic::expm1(x) * T(alpha); }
   template <class T> T df(T g, T x, T b) const {
     const T up = generic::above(b);
     return g * (up + (1 - up) * generic::exp(x * generic::below(b)) * Num<T>(alpha));
@@ -309,7 +326,7 @@ struct SoftplusDef {
   double beta = 1.0, threshold = 20.0;
   std::string attributes() const { return fmt::format("beta={}, threshold={}", beta, threshold); }
   template <class T> T f(T x) const {
-    return x * T(beta) > T(threshold) ? x : std::log1p(std::exp(x * T(beta))) / T(beta);
+    return x * T(beta) > T(threshold) ? x : generic::log1p(generic::exp(x * T(beta))) / T(beta);
   }
   template <class T> T df(T g, T x, T b) const {
     const T up = generic::above(b), down = generic::below(b);
@@ -356,6 +373,18 @@ struct BoundsDef {
 using ClampDef = BoundsDef<true>;
 using HardtanhDef = BoundsDef<false>;
 
+/// Calls f(i) for each i < n with |x[i]| ≥ bound (or NaN): after one vectorised scan, since
+/// usually there is none.
+template <class F>
+void for_large(const float* x, std::int64_t n, float bound, F f) {
+  bool any = false;
+  for (std::int64_t i = 0; i < n; ++i) any |= !(std::abs(x[i]) < bound);
+  if (!any) return;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (!(std::abs(x[i]) < bound)) f(i);
+  }
+}
+
 /// Whether Def is piecewise: df takes the branch, and the gradient checker is told where.
 template <class Def>
 concept Piecewise = requires(const Def def, double v) {
@@ -379,10 +408,39 @@ struct Unary {
     detail::check_floating(name, in[0]);
     return in[0].meta();
   }
+  // The f32 kernels of sin and cos are exact for |x| < Def::f32_exact_below only: a block's
+  // larger arguments (rare) are recomputed in double while the block is in cache.
+  /// body(def), or body(a copy of def whose options are compile-time constants) where Def
+  /// offers one (gelu).
+  template <class Body>
+  decltype(auto) fixed(Body body) const {
+    if constexpr (requires { def.fixed(body); }) return def.fixed(body);
+    else return body(def);
+  }
+  static constexpr bool kHasRange = requires { Def::f32_exact_below; };
+  template <class T>
+  auto exact_forward() const {
+    return [d = def](const T* x, T* out, std::int64_t n) {
+      if constexpr (kHasRange && std::same_as<T, float>) {
+        for_large(x, n, Def::f32_exact_below, [&](std::int64_t i) { out[i] = float(d.f(double(x[i]))); });
+      }
+    };
+  }
+  template <class T>
+  auto exact_vjp() const {
+    return [d = def](const T* g, const T* x, T* out, std::int64_t n) {
+      if constexpr (kHasRange && std::same_as<T, float>) {
+        for_large(x, n, Def::f32_exact_below,
+                  [&](std::int64_t i) { out[i] = float(d.df(double(g[i]), double(x[i]))); });
+      }
+    };
+  }
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
     Tensor out = detail::dispatch_floating(in[0].dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      return detail::map_unary<T>(in[0], [d = def](T v) { return d.f(v); });
+      return fixed([&](auto d) {
+        return detail::map_unary<T>(in[0], [d](T v) { return d.f(v); }, exact_forward<T>());
+      });
     });
     if constexpr (Def::saves == Saves::input) ctx.save(in[0]);
     if constexpr (Def::saves == Saves::output) ctx.save(out);
@@ -402,7 +460,10 @@ struct Unary {
         return detail::map_binary_same<T>(grad_out, saved,
                                           [d = def](T g, T s) { return d.df(g, s, d.branch(s)); });
       } else {
-        return detail::map_binary_same<T>(grad_out, saved, [d = def](T g, T s) { return d.df(g, s); });
+        return fixed([&](auto d) {
+          return detail::map_binary_same<T>(grad_out, saved, [d](T g, T s) { return d.df(g, s); },
+                                            exact_vjp<T>());
+        });
       }
     })};
   }

@@ -114,27 +114,36 @@ TAPEGRAD_MULTIVERSION void map_loop(const T* x, const T* y, T* __restrict out, s
   for (std::int64_t i = 0; i < n; ++i) out[i] = f(x[i], y[i]);
 }
 
-/// out[i] = f(x[i]).
-template <class T, class F>
-Tensor map_unary(const Tensor& x, F f) {
+/// A block hook that does nothing (see map_unary).
+struct NoFixup {
+  template <class... A>
+  void operator()(A&&...) const {}
+};
+
+/// out[i] = f(x[i]). fixup(x, out, n) then runs on each block while it is in cache (to
+/// recompute the rare elements f is not exact for).
+template <class T, class F, class Fixup = NoFixup>
+Tensor map_unary(const Tensor& x, F f, Fixup fixup = {}) {
   Tensor out = make_tensor(x.meta());
   const T* px = x.data<T>();
   T* po = out.data<T>();
   for_blocks(x.numel(), [&](std::int64_t begin, std::int64_t end) {
     map_loop(px + begin, po + begin, end - begin, f);
+    fixup(px + begin, po + begin, end - begin);
   });
   return out;
 }
 
-/// out[i] = f(x[i], y[i]) for two tensors of one shape.
-template <class T, class F>
-Tensor map_binary_same(const Tensor& x, const Tensor& y, F f) {
+/// out[i] = f(x[i], y[i]) for two tensors of one shape; fixup(x, y, out, n) as in map_unary.
+template <class T, class F, class Fixup = NoFixup>
+Tensor map_binary_same(const Tensor& x, const Tensor& y, F f, Fixup fixup = {}) {
   Tensor out = make_tensor(x.meta());
   const T* px = x.data<T>();
   const T* py = y.data<T>();
   T* po = out.data<T>();
   for_blocks(x.numel(), [&](std::int64_t begin, std::int64_t end) {
     map_loop(px + begin, py + begin, po + begin, end - begin, f);
+    fixup(px + begin, py + begin, po + begin, end - begin);
   });
   return out;
 }
