@@ -50,9 +50,11 @@ void save_checkpoint(const std::string& path, const NamedTensors& tensors);
 NamedTensors load_checkpoint(const std::string& path);
 
 /// Copies `values` into `targets` (matched by name) after checking that both hold exactly
-/// the same names, shapes and dtypes. Nothing is copied unless everything matches: a missing
-/// or extra name throws ValueError, a different shape ShapeError, a different dtype
-/// DTypeError, each naming `origin`, the tensors and the values. Runs without recording.
+/// the same names, shapes and dtypes. Nothing is copied unless everything matches. One error
+/// lists every problem, naming `origin`: the missing names, the unexpected ones, each shape
+/// and each dtype that differs (`'fc.weight': expected [2, 3], <origin> has [3, 2]`). Its type
+/// is that of the first kind present: ValueError for missing or unexpected names, else
+/// ShapeError, else DTypeError. Runs without recording.
 void assign_named(const NamedTensors& targets, const NamedTensors& values,
                   std::string_view origin);
 
