@@ -14,6 +14,8 @@
 #include <tapegrad/optim.hpp>
 #include <tapegrad/tapegrad.hpp>
 
+#include "lenet_model.hpp"
+
 namespace tg = tapegrad;
 namespace nn = tapegrad::nn;
 
@@ -31,21 +33,12 @@ int main(int argc, char** argv) try {
     return 2;
   }
   tg::manual_seed(0);
-  // [N, 1, 28, 28] -> [N, 6, 28, 28] -> [N, 6, 14, 14] -> [N, 16, 10, 10] -> [N, 16, 5, 5]
-  auto model = nn::sequential({
-      nn::conv2d(1, 6, 5, {.padding = {2, 2}}), nn::relu(), nn::max_pool2d(2),
-      nn::conv2d(6, 16, 5), nn::relu(), nn::max_pool2d(2),
-      nn::flatten(), nn::linear(16 * 5 * 5, 120), nn::relu(),
-      nn::linear(120, 84), nn::relu(), nn::linear(84, 10)});
+  auto model = lenet::make_lenet();
   nn::SGD optimizer(model->parameters(), {.lr = 0.05, .momentum = 0.9});
-  const nn::DataLoaderOptions normalise{.mean = 0.2860, .std = 0.3530};
-  nn::DataLoaderOptions train_options = normalise;
+  nn::DataLoaderOptions train_options = lenet::kNormalise;
   train_options.batch_size = 64;
   train_options.shuffle = true;
   nn::DataLoader train_loader(train, train_options);
-  nn::DataLoaderOptions test_options = normalise;
-  test_options.batch_size = 1000;
-  nn::DataLoader test_loader(test, test_options);
 
   double accuracy = 0;
   for (std::int64_t epoch = 0; epoch < epochs; ++epoch) {
@@ -59,14 +52,8 @@ int main(int argc, char** argv) try {
       loss_sum += loss.item<double>();
       ++batches;
     }
-    tg::NoGradGuard no_grad;
-    std::int64_t correct = 0;
-    for (const nn::Batch& batch : test_loader.epoch(0)) {
-      const auto predicted = tg::max((*model)(batch.images), 1).indices.to_vector<std::int64_t>();
-      const auto labels = batch.labels.to_vector<std::int64_t>();
-      for (std::size_t i = 0; i < labels.size(); ++i) correct += predicted[i] == labels[i];
-    }
-    accuracy = static_cast<double>(correct) / static_cast<double>(test.size());
+    accuracy = static_cast<double>(lenet::count_correct(*model, test)) /
+               static_cast<double>(test.size());
     fmt::print("epoch {}: train loss {:.4f}, test accuracy {:.2f}%\n", epoch + 1,
                loss_sum / static_cast<double>(batches), 100 * accuracy);
   }

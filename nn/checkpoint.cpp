@@ -6,28 +6,21 @@
 // passed, so a bad file never yields part of its content.
 #include "tapegrad/checkpoint.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <array>
 #include <bit>
-#include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <set>
-#include <type_traits>
 
 #include <fmt/format.h>
 
 #include "tapegrad/autograd.hpp"
 #include "tapegrad/error.hpp"
+#include "nn/file_io.hpp"
 
 namespace tapegrad::nn {
 
@@ -68,18 +61,6 @@ std::uint8_t dtype_code(DType dtype) {
     case DType::boolean: return 3;
   }
   return 255;
-}
-
-/// The first byte of t's elements, whatever its dtype (TensorT: Tensor or const Tensor).
-template <class TensorT>
-auto elements(TensorT& t) -> std::conditional_t<std::is_const_v<TensorT>, const void*, void*> {
-  switch (t.dtype()) {
-    case DType::f32: return t.template data<float>();
-    case DType::f64: return t.template data<double>();
-    case DType::i64: return t.template data<std::int64_t>();
-    case DType::boolean: return t.template data<bool>();
-  }
-  return nullptr;
 }
 
 std::string shape_string(const std::vector<std::int64_t>& sizes) {
@@ -123,44 +104,6 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-std::vector<unsigned char> read_file(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    throw IoError(fmt::format("load_checkpoint: '{}' is a directory, not a checkpoint file", path));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw IoError(fmt::format("load_checkpoint: cannot open '{}': {}", path, std::strerror(errno)));
-  }
-  std::vector<unsigned char> bytes{std::istreambuf_iterator<char>(in),
-                                   std::istreambuf_iterator<char>()};
-  if (in.bad()) throw IoError(fmt::format("load_checkpoint: error while reading '{}'", path));
-  return bytes;
-}
-
-/// Writes all of `bytes` to `fd`, retrying short writes.
-void write_all(int fd, const std::vector<unsigned char>& bytes, const std::string& tmp) {
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw IoError(fmt::format("save_checkpoint: writing '{}' failed after {} of {} bytes: {}",
-                                tmp, done, bytes.size(), std::strerror(errno)));
-    }
-    done += static_cast<std::size_t>(n);
-  }
-}
-
-void fsync_parent_dir(const std::string& path) {
-  std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (parent.empty()) parent = ".";
-  const int dir = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir < 0) return;  // the rename happened; syncing the directory is best effort
-  ::fsync(dir);
-  ::close(dir);
-}
-
 std::vector<unsigned char> encode(const NamedTensors& tensors) {
   std::set<std::string_view> names;
   std::vector<unsigned char> out(kHeaderSize);
@@ -180,7 +123,7 @@ std::vector<unsigned char> encode(const NamedTensors& tensors) {
     put(out, dtype_code(t.dtype()));
     put(out, static_cast<std::uint8_t>(t.dim()));
     for (std::int64_t size : t.shape()) put(out, size);
-    const auto* data = static_cast<const unsigned char*>(elements(t));
+    const auto* data = static_cast<const unsigned char*>(detail::elements(t));
     out.insert(out.end(), data, data + static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype()));
   }
   std::memcpy(out.data(), kMagic.data(), kMagic.size());
@@ -197,40 +140,11 @@ std::vector<unsigned char> encode(const NamedTensors& tensors) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, const NamedTensors& tensors) {
-  const std::vector<unsigned char> bytes = encode(tensors);
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    throw IoError(fmt::format("save_checkpoint: cannot create '{}' (for '{}'): {}", tmp, path,
-                              std::strerror(errno)));
-  }
-  try {
-    write_all(fd, bytes, tmp);
-    if (::fsync(fd) != 0) {
-      throw IoError(fmt::format("save_checkpoint: fsync of '{}' failed: {}", tmp,
-                                std::strerror(errno)));
-    }
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw IoError(fmt::format("save_checkpoint: closing '{}' failed: {}", tmp, std::strerror(err)));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw IoError(fmt::format("save_checkpoint: cannot rename '{}' to '{}': {}", tmp, path,
-                              std::strerror(err)));
-  }
-  fsync_parent_dir(path);
+  detail::write_file_atomically(path, encode(tensors), "save_checkpoint");
 }
 
 NamedTensors load_checkpoint(const std::string& path) {
-  const std::vector<unsigned char> bytes = read_file(path);
+  const std::vector<unsigned char> bytes = detail::read_whole_file(path, "load_checkpoint");
   if (bytes.size() < kMagic.size() ||
       std::memcmp(bytes.data(), kMagic.data(), kMagic.size()) != 0) {
     throw IoError(fmt::format(
@@ -346,7 +260,7 @@ NamedTensors load_checkpoint(const std::string& path) {
   for (const Record& r : records) {
     Tensor t = empty(Shape(r.sizes), r.dtype);
     if (r.data_bytes != 0) {
-      std::memcpy(elements(t), r.data, r.data_bytes);
+      std::memcpy(detail::elements(t), r.data, r.data_bytes);
     }
     out.emplace_back(r.name, std::move(t));
   }
@@ -376,7 +290,8 @@ void assign_named(const NamedTensors& targets, const NamedTensors& values,
     if (target.shape() != value.shape()) {
       shape_errors.push_back(fmt::format("'{}': expected {}, {} has {}", name, target.shape(),
                                          origin, value.shape()));
-    } else if (target.dtype() != value.dtype()) {
+    }
+    if (target.dtype() != value.dtype()) {
       dtype_errors.push_back(fmt::format("'{}': expected {}, {} has {}", name, target.dtype(),
                                          origin, value.dtype()));
     }
@@ -385,27 +300,28 @@ void assign_named(const NamedTensors& targets, const NamedTensors& values,
   for (const auto& [name, t] : values) {
     if (!target_names.contains(name)) extra.push_back(name);
   }
-  if (!missing.empty() || !extra.empty()) {
-    std::string message = fmt::format("load: '{}' does not hold the expected tensors; nothing "
-                                      "was loaded.",
-                                      origin);
-    if (!missing.empty()) message += fmt::format(" Missing: '{}'.", fmt::join(missing, "', '"));
-    if (!extra.empty()) message += fmt::format(" Unexpected: '{}'.", fmt::join(extra, "', '"));
-    throw ValueError(message);
+  if (missing.empty() && extra.empty() && shape_errors.empty() && dtype_errors.empty()) {
+    NoGradGuard no_grad;
+    for (const auto& [name, target] : targets) {
+      Tensor dst = target;
+      dst.copy_(*by_name.at(name));
+    }
+    return;
   }
+  // One message lists every problem; the exception type is that of the first kind found.
+  std::string message = fmt::format("load: '{}' does not match the targets; nothing was loaded.",
+                                    origin);
+  if (!missing.empty()) message += fmt::format(" Missing: '{}'.", fmt::join(missing, "', '"));
+  if (!extra.empty()) message += fmt::format(" Unexpected: '{}'.", fmt::join(extra, "', '"));
   if (!shape_errors.empty()) {
-    throw ShapeError(fmt::format("load: shape mismatch with '{}', nothing was loaded: {}", origin,
-                                 fmt::join(shape_errors, "; ")));
+    message += fmt::format(" Shape mismatch: {}.", fmt::join(shape_errors, "; "));
   }
   if (!dtype_errors.empty()) {
-    throw DTypeError(fmt::format("load: dtype mismatch with '{}', nothing was loaded: {}", origin,
-                                 fmt::join(dtype_errors, "; ")));
+    message += fmt::format(" Dtype mismatch: {}.", fmt::join(dtype_errors, "; "));
   }
-  NoGradGuard no_grad;
-  for (const auto& [name, target] : targets) {
-    Tensor dst = target;
-    dst.copy_(*by_name.at(name));
-  }
+  if (!missing.empty() || !extra.empty()) throw ValueError(message);
+  if (!shape_errors.empty()) throw ShapeError(message);
+  throw DTypeError(message);
 }
 
 void load_into(const std::string& path, const NamedTensors& targets) {

@@ -14,75 +14,22 @@
 #include <catch2/catch.hpp>
 #include <tapegrad/tapegrad.hpp>
 
+#include "named_tensors.hpp"
 #include "temp_dir.hpp"
 
 namespace tg = tapegrad;
 namespace nn = tapegrad::nn;
 using Catch::Matchers::Contains;
+using tg::testing::like;
 using tg::testing::read_bytes;
+using tg::testing::require_same;
+using tg::testing::same_bits;
+using tg::testing::sample_tensors;
+using tg::testing::snapshot;
 using tg::testing::TempDir;
 using tg::testing::write_bytes;
 
 namespace {
-
-/// Bitwise equality (NaN payloads and -0.0 included).
-bool same_bits(const tg::Tensor& a, const tg::Tensor& b) {
-  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-  const auto bytes = static_cast<std::size_t>(a.numel()) * tg::dtype_size(a.dtype());
-  if (bytes == 0) return true;
-  switch (a.dtype()) {
-    case tg::DType::f32: return std::memcmp(a.data<float>(), b.data<float>(), bytes) == 0;
-    case tg::DType::f64: return std::memcmp(a.data<double>(), b.data<double>(), bytes) == 0;
-    case tg::DType::i64:
-      return std::memcmp(a.data<std::int64_t>(), b.data<std::int64_t>(), bytes) == 0;
-    case tg::DType::boolean: return std::memcmp(a.data<bool>(), b.data<bool>(), bytes) == 0;
-  }
-  return false;
-}
-
-tg::NamedTensors sample_tensors() {
-  tg::manual_seed(7);
-  const double inf = std::numeric_limits<double>::infinity();
-  return {
-      {"features.0.weight", tg::randn({4, 3, 3, 5}, tg::DType::f32)},
-      {"features.0.bias", tg::randn({4}, tg::DType::f64)},
-      {"scalar", tg::scalar_tensor(-0.0, tg::DType::f64)},
-      {"step", tg::scalar_tensor(12345, tg::DType::i64)},
-      {"mask", tg::from_vector(std::vector<std::int64_t>{1, 0, 0, 1, 1}, {5}).to(tg::DType::boolean)},
-      {"empty", tg::zeros({0, 3}, tg::DType::f32)},
-      {"empty.i64", tg::zeros({2, 0, 4}, tg::DType::i64)},
-      {"specials", tg::from_vector(std::vector<double>{std::nan(""), inf, -inf, 1e-310, -0.0},
-                                   {5}, tg::DType::f64)},
-      {"ints", tg::from_vector(std::vector<std::int64_t>{std::numeric_limits<std::int64_t>::min(),
-                                                         -1, 0, std::numeric_limits<std::int64_t>::max()},
-                               {2, 2})},
-      {"rank8", tg::randn({1, 2, 1, 2, 1, 2, 1, 2}, tg::DType::f32)},
-      {"ünïcode name", tg::ones({3}, tg::DType::f32)},
-  };
-}
-
-/// Fresh tensors of the same names, shapes and dtypes, filled with `value`.
-tg::NamedTensors like(const tg::NamedTensors& tensors, double value) {
-  tg::NamedTensors out;
-  for (const auto& [name, t] : tensors) out.emplace_back(name, tg::full(t.shape(), value, t.dtype()));
-  return out;
-}
-
-/// Deep copies, to compare against after a failed load.
-tg::NamedTensors snapshot(const tg::NamedTensors& tensors) {
-  tg::NamedTensors out;
-  for (const auto& [name, t] : tensors) out.emplace_back(name, t.detach().clone());
-  return out;
-}
-
-void require_same(const tg::NamedTensors& a, const tg::NamedTensors& b) {
-  REQUIRE(a.size() == b.size());
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    INFO(a[i].first);
-    REQUIRE(a[i].first == b[i].first);
-    REQUIRE(same_bits(a[i].second, b[i].second));
-  }
-}
 
 void store_u32(std::vector<unsigned char>& bytes, std::size_t offset, std::uint32_t value) {
   std::memcpy(bytes.data() + offset, &value, 4);
@@ -196,6 +143,16 @@ TEST_CASE("load_into rejects missing, extra, mis-shaped and wrong-dtype tensors 
     targets[1].second = tg::zeros({3}, tg::DType::f64);
     REQUIRE_THROWS_TYPE_WITH(nn::load_into(dir / "m.tgc", targets), tg::DTypeError,
                            Contains("'fc.bias': expected f64") && Contains("has f32"));
+    check_untouched(targets);
+  }
+  SECTION("every problem at once, in one message") {
+    targets[0].second = tg::zeros({2, 3});
+    targets[1].second = tg::zeros({3}, tg::DType::f64);
+    targets.emplace_back("fc2.weight", tg::zeros({1}));
+    REQUIRE_THROWS_TYPE_WITH(nn::load_into(dir / "m.tgc", targets), tg::ValueError,
+                             Contains("Missing: 'fc2.weight'") &&
+                                 Contains("Shape mismatch: 'fc.weight': expected [2, 3]") &&
+                                 Contains("Dtype mismatch: 'fc.bias': expected f64"));
     check_untouched(targets);
   }
   SECTION("a missing file") {
