@@ -150,9 +150,10 @@ Tensor make_tensor(const TensorMeta& meta, std::string_view op) {
   return Tensor(std::move(impl));
 }
 
-Tensor alias(const Tensor& t, const Shape& shape) {
+Tensor alias(const Tensor& t, const Shape& shape, std::int64_t offset) {
   auto impl = std::allocate_shared<TensorImpl>(PoolAllocator<TensorImpl>{});
   impl->storage = t.impl()->storage;
+  impl->offset = t.impl()->offset + static_cast<std::size_t>(offset) * dtype_size(t.dtype());
   impl->shape = shape;
   impl->dtype = t.dtype();
   return Tensor(std::move(impl));
@@ -162,7 +163,10 @@ void bump_version(const Tensor& t) { ++t.impl()->storage->version; }
 
 Tensor copy_data(const Tensor& t) {
   Tensor out = make_tensor(t.meta());
-  std::memcpy(out.impl()->storage->data, t.impl()->storage->data,
+  const auto bytes = [](const Tensor& x) {
+    return static_cast<std::byte*>(x.impl()->storage->data) + x.impl()->offset;
+  };
+  std::memcpy(bytes(out), bytes(t),
               static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype()));
   return out;
 }
@@ -244,7 +248,10 @@ void Tensor::backward(const Tensor& grad_output, std::optional<bool> retain_grap
   tapegrad::backward(*this, grad_output, retain_graph, create_graph);
 }
 
-void* Tensor::raw_data() const { return checked(impl_, "data").storage->data; }
+void* Tensor::raw_data() const {
+  const detail::TensorImpl& impl = checked(impl_, "data");
+  return static_cast<std::byte*>(impl.storage->data) + impl.offset;
+}
 
 void Tensor::check_dtype_for(DType want, const char* what) const {
   if (dtype() != want) {

@@ -31,6 +31,9 @@ struct Storage {
 
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
+  /// Where the data starts in the storage, in bytes: nonzero for a view of a contiguous block
+  /// of another tensor (a narrow along its first dim, say). The data is always contiguous.
+  std::size_t offset = 0;
   Shape shape;
   DType dtype = DType::f32;
   bool requires_grad = false;
@@ -99,7 +102,9 @@ inline Tensor make_tensor(const Shape& shape, DType dtype, std::string_view op =
   return make_tensor({shape, dtype}, op);
 }
 /// A new handle on t's storage with another shape (numel must match).
-Tensor alias(const Tensor& t, const Shape& shape);
+/// A tensor of `shape` on t's storage, starting `offset` elements into t's data (the caller
+/// guarantees that shape's elements fit).
+Tensor alias(const Tensor& t, const Shape& shape, std::int64_t offset = 0);
 void bump_version(const Tensor& t);
 /// A new tensor with a copy of t's data; not recorded, never requires grad.
 Tensor copy_data(const Tensor& t);

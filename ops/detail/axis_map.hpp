@@ -113,6 +113,25 @@ void for_each_row(const AxisMaps& m, bool parallel, F f) {
   parallel_blocks(n_rows, std::max<std::int64_t>(1, kBlockElements / inner), rows);
 }
 
+/// Where m's output lies in its input, in elements, when it is one contiguous block of it
+/// (whole inner dims, one consecutive range of a dim, size 1 outside: a narrow or chunk along
+/// the first dim that is not 1, say), else -1. Such a gather is a view.
+inline std::int64_t contiguous_block(const AxisMaps& m) {
+  std::int64_t offset = 0, stride = 1;
+  bool whole = true;  // the dims inside the current one are whole
+  for (std::size_t d = m.out.size(); d-- > 0;) {
+    const std::vector<std::int64_t>& src = m.src[d];
+    if (src.empty() || src[0] < 0 || (!whole && src.size() != 1)) return -1;
+    for (std::size_t j = 1; j < src.size(); ++j) {
+      if (src[j] != src[0] + static_cast<std::int64_t>(j)) return -1;
+    }
+    offset += src[0] * stride;
+    whole = whole && m.out[d] == m.in[d];
+    stride *= m.in[d];
+  }
+  return offset;
+}
+
 /// out[i] = x[src(i)], or `fill` where src(i) is -1. Any dtype.
 inline Tensor gather_axes(const Tensor& x, const AxisMaps& m, double fill) {
   Tensor out = make_tensor(m.out, x.dtype());
@@ -218,7 +237,10 @@ struct AxisGather {
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
     if constexpr (Kind::indexed) ctx.save(in[1]);
-    return gather_axes(in[0], kind.maps(in[0].shape(), index_of(in)), fill);
+    const AxisMaps maps = kind.maps(in[0].shape(), index_of(in));
+    const std::int64_t block = contiguous_block(maps);
+    if (block >= 0) return alias(in[0], maps.out, block);
+    return gather_axes(in[0], maps, fill);
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
     const AxisScatter<Kind> back{kind.backward(), ctx.input(0)};
