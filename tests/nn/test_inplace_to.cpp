@@ -74,7 +74,7 @@ TEST_CASE("Module::to: an accumulated gradient is converted with its parameter",
 
 TEST_CASE("Module::to: an optimizer built before keeps training and matches one built after",
           "[nn][module][to][optim]") {
-  {
+  SECTION("SGD with momentum, converted before the first step") {
     auto a = make_model(3);
     nn::SGD opt_a(a->parameters(), {.lr = 0.1, .momentum = 0.9});
     a->to(tg::DType::f64);
@@ -90,6 +90,63 @@ TEST_CASE("Module::to: an optimizer built before keeps training and matches one 
       CHECK_THAT(a->parameters()[i], AllClose(b->parameters()[i], 0, 0));
     }
   }
+  SECTION("Adam whose state was made in f32: the state is converted at the next step") {
+    auto a = make_model(4);
+    nn::Adam opt_a(a->parameters(), {.lr = 0.01, .amsgrad = true});
+    train(*a, opt_a, tg::DType::f32, 2);
+    auto b = make_model(4);
+    nn::Adam opt_b(b->parameters(), {.lr = 0.01, .amsgrad = true});
+    train(*b, opt_b, tg::DType::f32, 2);
+    // b: a fresh optimizer built after to(), loaded with b's state converted by hand.
+    tg::NamedTensors converted;
+    for (const auto& [name, t] : opt_b.state()) {
+      const bool moment = t.dtype() == tg::DType::f32;
+      converted.emplace_back(name, moment ? t.to(tg::DType::f64) : t);
+    }
+    a->to(tg::DType::f64);
+    b->to(tg::DType::f64);
+    nn::Adam opt_b2(b->parameters(), {.lr = 0.01, .amsgrad = true});
+    opt_b2.load_state(converted);
+    train(*a, opt_a, tg::DType::f64, 3);
+    train(*b, opt_b2, tg::DType::f64, 3);
+    for (std::size_t i = 0; i < a->parameters().size(); ++i) {
+      CHECK_THAT(a->parameters()[i], AllClose(b->parameters()[i], 0, 0));
+    }
+    for (const auto& [name, t] : opt_a.state()) {
+      INFO(name);
+      if (name.find("exp_avg") != std::string::npos) CHECK(t.dtype() == tg::DType::f64);
+    }
+  }
+}
+
+TEST_CASE("optimizers: a parameter that no module holds any more is an error at step()",
+          "[nn][optim][to]") {
+  auto model = nn::sequential({nn::linear(3, 2)});
+  nn::SGD opt(model->parameters(), {.lr = 0.1});
+  auto& layer = model->at<nn::Linear>(0);
+  // The slot is given a new tensor: the optimizer's parameter 0 now belongs to nothing.
+  layer.weight() = tg::zeros({2, 3}).set_requires_grad(true);
+  tg::sum((*model)(tg::ones({1, 3}))).backward();
+  const auto bias = layer.bias().to_vector<double>();
+  CHECK_THROWS_AS(opt.step(), tg::ValueError);
+  CHECK_THROWS_WITH(opt.step(), Catch::Contains("SGD::step") && Catch::Contains("parameter 0") &&
+                                    Catch::Contains("[2, 3]") &&
+                                    Catch::Contains("held by nothing but this optimizer"));
+  // Nothing was updated: the check runs before any parameter changes.
+  CHECK(layer.bias().to_vector<double>() == bias);
+}
+
+TEST_CASE("optimizers: a parameter whose shape changed under its state is an error at step()",
+          "[nn][optim][to]") {
+  tg::Tensor p = tg::ones({3}, tg::DType::f64).set_requires_grad(true);
+  nn::SGD opt({p}, {.lr = 0.1, .momentum = 0.9});
+  p.set_grad(tg::ones({3}, tg::DType::f64));
+  opt.step();
+  p.set_data(tg::ones({4}, tg::DType::f64));
+  p.set_grad(tg::ones({4}, tg::DType::f64));
+  CHECK_THROWS_AS(opt.step(), tg::ShapeError);
+  CHECK_THROWS_WITH(opt.step(), Catch::Contains("SGD::step") && Catch::Contains("parameter 0") &&
+                                    Catch::Contains("momentum_buffer") && Catch::Contains("[3]"));
 }
 
 TEST_CASE("Tensor::set_data: every handle sees the new data; misuse is reported",
