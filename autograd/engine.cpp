@@ -378,6 +378,13 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
 
   GradMode mode(create_graph);
   auto deliver_to_leaf = [&](const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
+    if (captures == nullptr && (leaf->dtype != g.dtype() || leaf->shape != g.shape())) {
+      // set_data (Module::to) changed the leaf after this graph was recorded.
+      throw GraphError(fmt::format("backward: a leaf used by this graph as {} {} is now {} {} "
+                                   "(its data was replaced, e.g. by Module::to, after the "
+                                   "forward); run the forward again", g.shape(), g.dtype(),
+                                   leaf->shape, leaf->dtype));
+    }
     if (captures != nullptr) {
       auto& slot = leaf_grad[leaf.get()];
       slot = add_grads(slot, g);

@@ -234,6 +234,25 @@ void Tensor::set_grad(const Tensor& grad) {
   impl_->grad = grad.impl();
 }
 
+Tensor& Tensor::set_data(const Tensor& data) {
+  checked(impl_, "set_data");
+  checked(data.impl(), "set_data");
+  if (impl_->grad_fn) {
+    throw GraphError(fmt::format("Tensor::set_data: the tensor ({} {}) was made by {}; only a "
+                                 "leaf's data can be replaced", shape(), dtype(),
+                                 impl_->grad_fn->op->name()));
+  }
+  if (impl_->requires_grad && !is_floating(data.dtype())) {
+    throw DTypeError(fmt::format("Tensor::set_data: the tensor requires grad, so its new data "
+                                 "must be floating, got {} {}", data.shape(), data.dtype()));
+  }
+  if (impl_->grad && Tensor(impl_->grad).meta() != data.meta()) impl_->grad.reset();
+  impl_->storage = data.impl()->storage;
+  impl_->shape = data.shape();
+  impl_->dtype = data.dtype();
+  return *this;
+}
+
 void Tensor::zero_grad() {
   if (checked(impl_, "zero_grad").grad) Tensor(impl_->grad).zero_();
 }

@@ -109,19 +109,19 @@ void Module::zero_grad() {
 }
 
 Module& Module::to(DType dtype) {
-  NoGradGuard no_grad;
-  auto convert = [dtype](Tensor& t) {
-    if (!is_floating(t.dtype()) || t.dtype() == dtype) return;
-    Tensor converted = t.detach().to(dtype);
-    if (t.requires_grad()) {
-      converted.set_requires_grad(true);
-      if (t.grad().defined()) converted.set_grad(t.grad().to(dtype));
-    }
-    t = converted;
-  };
   if (!is_floating(dtype)) {
     throw DTypeError(fmt::format("Module::to: parameters must stay floating, got {}", dtype));
   }
+  NoGradGuard no_grad;
+  // set_data keeps the tensor object, so every handle (a layer's member, an optimizer) sees
+  // the converted tensor. The gradient is converted too, as PyTorch's Module._apply does.
+  auto convert = [dtype](Tensor& t) {
+    if (!is_floating(t.dtype()) || t.dtype() == dtype) return;
+    if (!t.is_leaf()) t = t.detach();  // a computed tensor assigned to a buffer slot
+    const Tensor grad = t.grad();
+    t.set_data(t.detach().to(dtype));
+    if (grad.defined()) t.set_grad(grad.to(dtype));
+  };
   for (auto& [_, t] : params_) convert(t);
   for (auto& [_, t] : buffers_) convert(t);
   for (auto& [_, child] : children_) child->to(dtype);

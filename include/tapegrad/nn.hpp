@@ -82,10 +82,13 @@ class Module {
   /// Clears the accumulated gradient of every parameter (sets it to zero where present).
   void zero_grad();
 
-  /// Converts every floating parameter and buffer (recursively) to `dtype`, in place: the
-  /// registered tensors are replaced by converted leaves that keep requires_grad (and a
-  /// converted grad). i64 buffers stay i64. Returns *this. Build optimizers after to(): one
-  /// built before still holds the old tensors.
+  /// Converts every floating parameter and buffer (recursively) to `dtype`, in place: each
+  /// tensor object is kept and given converted data (Tensor::set_data), so every handle to it
+  /// (the reference register_parameter returned, a copy kept as a member, an optimizer built
+  /// before) sees the new dtype; requires_grad is kept and an accumulated gradient is
+  /// converted, as PyTorch's Module.to. An optimizer converts its state for the parameter at
+  /// its next step. i64 buffers stay i64. Returns *this. Throws DTypeError unless `dtype` is
+  /// floating.
   Module& to(DType dtype);
 
  protected:

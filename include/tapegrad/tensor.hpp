@@ -54,6 +54,15 @@ class Tensor {
   Tensor grad() const;
   /// Replaces the accumulated gradient (undefined to clear it).
   void set_grad(const Tensor& grad);
+  /// Makes this tensor object hold `data`'s values, shape and dtype (sharing its storage), as
+  /// libtorch's `set_data` / PyTorch's `t.data = new`: every handle to this tensor (a
+  /// module's member, an optimizer's list, a copy kept anywhere) sees the change, which is how
+  /// Module::to converts in place. Only for leaves (GraphError otherwise); requires_grad is
+  /// kept, so `data` must then be floating (DTypeError). The accumulated gradient is dropped
+  /// when its shape or dtype no longer matches. `data`'s own graph is not kept. A graph
+  /// recorded before a change of shape or dtype can no longer accumulate into this tensor:
+  /// its backward throws GraphError.
+  Tensor& set_data(const Tensor& data);
   /// Sets the accumulated gradient to zero (if there is one), like optimizer.zero_grad().
   void zero_grad();
   /// Name of the op that produced this tensor ("" for leaves), e.g. "conv2d".

@@ -177,10 +177,13 @@ TEST_CASE("optimizers: state() and load_state() resume exactly", "[nn][optim][st
     const tg::NamedTensors state = opt_a.state();
     std::vector<std::string> keys;
     for (const auto& [k, _] : state) keys.push_back(k);
-    CHECK(keys == std::vector<std::string>{"lr", "0.step", "0.exp_avg", "0.exp_avg_sq",
-                                           "0.max_exp_avg_sq", "1.step", "1.exp_avg",
-                                           "1.exp_avg_sq", "1.max_exp_avg_sq"});
-    CHECK(state[1].second.item<std::int64_t>() == 2);
+    CHECK(keys == std::vector<std::string>{"group.0.lr", "group.0.beta1", "group.0.beta2",
+                                           "group.0.eps", "group.0.weight_decay",
+                                           "group.0.amsgrad", "group.0.size", "0.step",
+                                           "0.exp_avg", "0.exp_avg_sq", "0.max_exp_avg_sq",
+                                           "1.step", "1.exp_avg", "1.exp_avg_sq",
+                                           "1.max_exp_avg_sq"});
+    CHECK(state[7].second.item<std::int64_t>() == 2);
 
     std::vector<tg::Tensor> b;
     for (auto& p : a) b.push_back(copy_values(p).set_requires_grad(true));
@@ -196,23 +199,23 @@ TEST_CASE("optimizers: state() and load_state() resume exactly", "[nn][optim][st
   SECTION("SGD momentum; misuse is reported and leaves the state unchanged") {
     auto a = make_params();
     nn::SGD opt(a, {.lr = 0.1, .momentum = 0.9});
-    CHECK(opt.state().size() == 1);  // no buffers before the first step
+    CHECK(opt.state().size() == 6);  // the group's five options and size; no buffers yet
     feed(a, 40);
     opt.step();
     tg::NamedTensors state = opt.state();
-    REQUIRE(state.size() == 3);
-    CHECK(state[1].first == "0.momentum_buffer");
+    REQUIRE(state.size() == 8);
+    CHECK(state[6].first == "0.momentum_buffer");
     // state() returns copies.
-    CHECK_FALSE(state[1].second.shares_storage(a[0].grad()));
+    CHECK_FALSE(state[6].second.shares_storage(a[0].grad()));
 
     tg::NamedTensors bad_shape = state;
-    bad_shape[2].second = tg::zeros({5}, tg::DType::f64);
+    bad_shape[7].second = tg::zeros({5}, tg::DType::f64);
     CHECK_THROWS_AS(opt.load_state(bad_shape), tg::ShapeError);
     CHECK_THROWS_WITH(opt.load_state(bad_shape),
                       Catch::Contains("SGD::load_state") && Catch::Contains("1.momentum_buffer") &&
                           Catch::Contains("[5]") && Catch::Contains("[4]"));
     tg::NamedTensors bad_dtype = state;
-    bad_dtype[2].second = tg::zeros({4}, tg::DType::f32);
+    bad_dtype[7].second = tg::zeros({4}, tg::DType::f32);
     CHECK_THROWS_AS(opt.load_state(bad_dtype), tg::DTypeError);
     tg::NamedTensors bad_index = state;
     bad_index.emplace_back("7.momentum_buffer", tg::zeros({4}, tg::DType::f64));
@@ -225,7 +228,7 @@ TEST_CASE("optimizers: state() and load_state() resume exactly", "[nn][optim][st
     CHECK_THROWS_AS(opt.load_state(bad_lr), tg::ValueError);
     // Nothing was half-loaded: the state is still the one saved.
     const tg::NamedTensors after = opt.state();
-    REQUIRE(after.size() == 3);
+    REQUIRE(after.size() == 8);
     for (std::size_t i = 0; i < after.size(); ++i) CHECK_THAT(after[i].second, AllClose(state[i].second, 0, 0));
   }
   SECTION("Adam: a parameter's state must be complete") {
@@ -234,7 +237,8 @@ TEST_CASE("optimizers: state() and load_state() resume exactly", "[nn][optim][st
     feed(a, 50);
     opt.step();
     tg::NamedTensors state = opt.state();
-    state.erase(state.begin() + 2);  // drop 0.exp_avg
+    state.erase(state.begin() + 8);  // drop 0.exp_avg
+    REQUIRE(state[8].first == "0.exp_avg_sq");
     CHECK_THROWS_WITH(opt.load_state(state), Catch::Contains("lacks '0.exp_avg'"));
   }
 }
