@@ -248,6 +248,7 @@ Tensor& Tensor::set_data(const Tensor& data) {
   }
   if (impl_->grad && Tensor(impl_->grad).meta() != data.meta()) impl_->grad.reset();
   impl_->storage = data.impl()->storage;
+  impl_->offset = data.impl()->offset;
   impl_->shape = data.shape();
   impl_->dtype = data.dtype();
   return *this;
