@@ -82,7 +82,10 @@ Tensor operator/(double a, const Tensor& b);
 Tensor operator-(const Tensor& x);
 
 // ---- linear algebra ----------------------------------------------------------------------
-/// a: [M, K], b: [K, N] -> [M, N]; batched a: [B, M, K] with b: [B, K, N] or [K, N] -> [B, M, N].
+/// torch.matmul: a [..., M, K], b [..., K, N] -> [..., M, N], the batch dims (all but the last
+/// two) broadcast as NumPy does ([2, 1, M, K]·[5, K, N] -> [2, 5, M, N]). A 1-D a is [1, K] and a
+/// 1-D b is [K, 1], that dim left out of the result: [K]·[K] -> [] (dot), [M, K]·[K] -> [M],
+/// [K]·[..., K, N] -> [..., N]. Both operands need at least 1 dim.
 Tensor matmul(const Tensor& a, const Tensor& b);
 /// x: [..., in], weight: [out, in], bias: [out] or undefined -> [..., out] = x·weightᵀ + bias.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
