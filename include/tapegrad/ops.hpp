@@ -249,10 +249,11 @@ Tensor log_softmax(const Tensor& x, std::int64_t dim);
 
 enum class Reduction { none, mean, sum };
 
-/// logp: [N, C] log-probabilities, target: [N] i64 in [0, C) -> -logp[n, target[n]],
-/// averaged (default), summed, or [N] with Reduction::none.
+/// logp: [N, C, d1, ..., dk] log-probabilities along dim 1 (k >= 0), target: [N, d1, ..., dk]
+/// i64 in [0, C) -> -logp[n, target[n, ...], ...], averaged (default), summed, or of target's
+/// shape with Reduction::none. An unbatched logp [C] takes a 0-dim target (PyTorch's rule).
 Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction = Reduction::mean);
-/// nll_loss(log_softmax(logits, 1), target).
+/// nll_loss(log_softmax(logits, 1), target) (dim 0 for unbatched logits [C]).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target,
                      Reduction reduction = Reduction::mean);
 
@@ -277,7 +278,7 @@ struct CrossEntropyOptions {
   Reduction reduction = Reduction::mean;
   double label_smoothing = 0.0;
 };
-/// logits: [N, C], target: [N] i64:
+/// logits: [N, C, d1, ..., dk] or [C], target: [N, d1, ..., dk] or [] i64:
 /// cross_entropy(logits, target, {.weight = w, .ignore_index = -1, .label_smoothing = 0.1}).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options);
 
