@@ -1,14 +1,21 @@
 // Losses.
-//   nll_loss: logp [N, C], target [N] (i64 in [0, C), or ignore_index), class weights w [C]
-//     (1 when absent): c_n = w[target[n]], 0 for an ignored row;  l_n = -c_n · logp[n, target[n]],
-//     reduced by mean (Σ l_n / Σ c_n: PyTorch's weighted mean, nan when every row is
-//     ignored), sum, or none ([N]). grad_logp[n, target[n]] = -c_n · grad_out (/ Σ c_n for
-//     mean), 0 elsewhere: the op nll_loss_backward, whose VJP is nll_loss.
+//   nll_loss: logp [N, C, d1, ..., dk] (k >= 0), target [N, d1, ..., dk] (i64 in [0, C), or
+//     ignore_index), class weights w [C] (1 when absent). Each target entry n (over N and the
+//     d's, "a row") has c_n = w[target[n]], 0 when ignored, and l_n = -c_n · logp[n, target[n]]
+//     (the class read along dim 1), reduced by mean (Σ l_n / Σ c_n: PyTorch's weighted mean,
+//     nan when every row is ignored), sum, or none (target's shape). An unbatched logp [C]
+//     takes a 0-dim target, as in PyTorch. grad_logp[n, target[n]] = -c_n · grad_out (/ Σ c_n
+//     for mean), 0 elsewhere: the op nll_loss_backward, whose VJP is nll_loss.
 //   mse_loss: l = (a - b)², reduced likewise; grad_a = 2(a - b)·grad_out (/ numel for mean),
 //     grad_b = -grad_a.
 //   cross_entropy = nll_loss(log_softmax(logits, 1), target) · (1 - ε) + ε / C · smooth with
-//     label smoothing ε, where smooth_n = -Σ_c w_c · logp[n, c] (0 for an ignored row),
+//     label smoothing ε (the class dim is 0 for logits [C]), where
+//     smooth_n = -Σ_c w_c · logp[n, c] (0 for an ignored row),
 //     reduced like nll_loss: its mean divides by the same Σ c_n (PyTorch 1.13's formula).
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/loss.hpp"
 #include "ops/detail/samples.hpp"
@@ -19,6 +26,38 @@ namespace {
 
 using detail::reduction_name;
 
+/// nll_loss's layout: logp [N, C, d1, ..., dk] seen as [N, C, S] with S = d1·…·dk, a [C]
+/// logp as [1, C, 1]. Row r = n·S + s of the target reads its class c at (n, c, s).
+struct NllLayout {
+  std::int64_t classes = 1, inner = 1;
+  explicit NllLayout(const Shape& logp) {
+    classes = logp.size() == 1 ? logp[0] : logp[1];
+    for (std::size_t d = 2; d < logp.size(); ++d) inner *= logp[d];
+  }
+  std::int64_t at(std::int64_t row, std::int64_t c) const {
+    return (row / inner) * classes * inner + c * inner + row % inner;
+  }
+};
+
+/// The target shape a logp shape takes: [N, d1, ..., dk] for [N, C, d1, ..., dk]; [] for [C].
+Shape nll_target_shape(const Shape& logp) {
+  Shape target;
+  for (std::size_t d = 0; d < logp.size(); ++d) {
+    if (d != 1 && logp.size() > 1) target.push_back(logp[d]);
+  }
+  return target;
+}
+
+/// `target[i, j, ...]` for the flat index `flat` of a target of `shape` (`target` when 0-dim).
+std::string target_entry(const Shape& shape, std::int64_t flat) {
+  std::vector<std::int64_t> index(shape.size());
+  for (std::size_t d = shape.size(); d-- > 0;) {
+    index[d] = flat % shape[d];
+    flat /= shape[d];
+  }
+  return shape.empty() ? std::string("target") : fmt::format("target[{}]", fmt::join(index, ", "));
+}
+
 /// The checks of nll_loss's arguments, naming `op`: the function the user called.
 void check_nll_args(std::string_view op, const Tensor& logp, const Tensor& target,
                     const Tensor& weight, std::int64_t ignore_index) {
@@ -28,11 +67,17 @@ void check_nll_args(std::string_view op, const Tensor& logp, const Tensor& targe
                                  target.defined() ? fmt::format("{} {}", target.shape(), target.dtype())
                                                   : std::string("undefined")));
   }
-  if (logp.dim() != 2 || target.dim() != 1 || target.shape()[0] != logp.shape()[0]) {
-    throw ShapeError(fmt::format("{}: expects input [N, C] and target [N], got input {} "
-                                 "and target {}", op, logp.shape(), target.shape()));
+  if (logp.dim() == 0) {
+    throw ShapeError(fmt::format("{}: expects input [N, C, d1, ...] or [C], got a 0-dim input "
+                                 "(target {})", op, target.shape()));
   }
-  const std::int64_t classes = logp.shape()[1];
+  const Shape expected = nll_target_shape(logp.shape());
+  if (target.shape() != expected) {
+    throw ShapeError(fmt::format("{}: target must be {} for input {} (input [N, C, d1, ...] takes "
+                                 "target [N, d1, ...], input [C] a 0-dim target), got target {}",
+                                 op, expected, logp.shape(), target.shape()));
+  }
+  const std::int64_t classes = NllLayout(logp.shape()).classes;
   detail::check_loss_constant(op, "weight", weight, logp.dtype());
   if (weight.defined() && weight.shape() != Shape{classes}) {
     throw ShapeError(fmt::format("{}: weight must be [C] = [{}] (one per class of input {}), got {}",
@@ -41,8 +86,8 @@ void check_nll_args(std::string_view op, const Tensor& logp, const Tensor& targe
   const auto* t = target.data<std::int64_t>();
   for (std::int64_t n = 0; n < target.numel(); ++n) {
     if (t[n] != ignore_index && (t[n] < 0 || t[n] >= classes)) {
-      throw ValueError(fmt::format("{}: target[{}] = {} is not a class index in [0, {}) nor "
-                                   "ignore_index = {} (input {})", op, n, t[n], classes,
+      throw ValueError(fmt::format("{}: {} = {} is not a class index in [0, {}) nor "
+                                   "ignore_index = {} (input {})", op, target_entry(target.shape(), n), t[n], classes,
                                    ignore_index, logp.shape()));
     }
   }
@@ -80,7 +125,8 @@ struct NllLoss {
     const Tensor& logp = in[0];
     const Tensor& target = in[1];
     ctx.save(target);
-    const std::int64_t batch = logp.shape()[0], classes = logp.shape()[1];
+    const NllLayout layout(logp.shape());
+    const std::int64_t rows = target.numel();
     const std::vector<double> c = row_weights(target, options.weight, options.ignore_index);
     Tensor out = detail::make_tensor(infer(in));
     detail::dispatch_floating(logp.dtype(), name, [&](auto tag) {
@@ -89,9 +135,9 @@ struct NllLoss {
       const auto* t = target.data<std::int64_t>();
       T* o = out.data<T>();
       T sum_loss = 0;
-      for (std::int64_t n = 0; n < batch; ++n) {
+      for (std::int64_t n = 0; n < rows; ++n) {
         // An ignored row is skipped, never read: its target need not be a class.
-        const T l = t[n] == options.ignore_index ? T(0) : -static_cast<T>(c[static_cast<std::size_t>(n)]) * p[n * classes + t[n]];
+        const T l = t[n] == options.ignore_index ? T(0) : -static_cast<T>(c[static_cast<std::size_t>(n)]) * p[layout.at(n, t[n])];
         if (options.reduction == Reduction::none) o[n] = l;
         sum_loss += l;
       }
@@ -106,6 +152,9 @@ struct NllLoss {
     const Tensor target = from_vector(std::vector<std::int64_t>{2, 0, 4, 2}, {4});
     const Tensor ignored = from_vector(std::vector<std::int64_t>{2, -100, 4, 1}, {4});
     const Tensor weight = detail::sample_tensor({5}, 0.5, 1.5, 97, false);
+    const Tensor target_2x3 = from_vector(std::vector<std::int64_t>{4, -100, 0, 2, 2, 1}, {2, 3});
+    const Tensor target_2x2x2 = from_vector(std::vector<std::int64_t>{3, 1, 0, 4, 1, 2, 2, 0}, {2, 2, 2});
+    const Tensor target_0d = from_vector(std::vector<std::int64_t>{3}, {});
     auto with = [](Tensor t, NllLossOptions o) {
       return [t, o](const std::vector<Tensor>& in) { return nll_loss(in[0], t, o); };
     };
@@ -122,7 +171,18 @@ struct NllLoss {
             {"cross_entropy [4, 5] weight, ignore_index, label smoothing", {logits()},
              ce(ignored, {.weight = weight, .label_smoothing = 0.2})},
             {"cross_entropy [4, 5] none, label smoothing", {logits()},
-             ce(target, {.reduction = Reduction::none, .label_smoothing = 0.1})}};
+             ce(target, {.reduction = Reduction::none, .label_smoothing = 0.1})},
+            {"[2, 5, 3] none", {detail::sample_tensor({2, 5, 3}, -3, 0, 191)}, with(target_2x3, {.reduction = Reduction::none})},
+            {"[2, 5, 2, 2] mean, weight, ignore_index", {detail::sample_tensor({2, 5, 2, 2}, -3, 0, 192)},
+             with(target_2x2x2, {.weight = weight, .ignore_index = 1})},
+            {"[5] with a 0-dim target", {detail::sample_tensor({5}, -3, 0, 193)}, with(target_0d, {})},
+            {"cross_entropy [2, 5, 3] sum, weight, ignore_index, label smoothing", {detail::sample_tensor({2, 5, 3}, -3, 3, 194)},
+             ce(target_2x3, {.weight = weight, .reduction = Reduction::sum, .label_smoothing = 0.2})},
+            {"cross_entropy [2, 5, 2, 2] mean, weight, ignore_index 1, label smoothing",
+             {detail::sample_tensor({2, 5, 2, 2}, -3, 3, 195)},
+             ce(target_2x2x2, {.weight = weight, .ignore_index = 1, .label_smoothing = 0.1})},
+            {"cross_entropy [5] with a 0-dim target, label smoothing", {detail::sample_tensor({5}, -3, 3, 196)},
+             ce(target_0d, {.reduction = Reduction::none, .label_smoothing = 0.3})}};
   }
 };
 
@@ -136,15 +196,16 @@ struct NllLossBackward {
   TensorMeta input;  // nll_loss's logp
   std::string attributes() const { return NllLoss{options}.attributes(); }
   TensorMeta infer(std::span<const Tensor> args) const {
-    const Shape batch{input.shape[0]};
-    detail::check_meta(name, "grad_out", args[0], {options.reduction == Reduction::none ? batch : Shape{}, input.dtype});
-    detail::check_meta(name, "target", args[1], {batch, DType::i64});
+    const Shape target = nll_target_shape(input.shape);
+    detail::check_meta(name, "grad_out", args[0], {options.reduction == Reduction::none ? target : Shape{}, input.dtype});
+    detail::check_meta(name, "target", args[1], {target, DType::i64});
     return input;
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> args) {
     const Tensor &grad_out = args[0], &target = args[1];
     ctx.save(target);
-    const std::int64_t batch = input.shape[0], classes = input.shape[1];
+    const NllLayout layout(input.shape);
+    const std::int64_t rows = target.numel();
     const std::vector<double> c = row_weights(target, options.weight, options.ignore_index);
     const double scale = options.reduction == Reduction::mean ? 1.0 / total(c) : 1.0;
     const std::int64_t row_stride = options.reduction == Reduction::none ? 1 : 0;
@@ -154,9 +215,9 @@ struct NllLossBackward {
       T* p = grad.data<T>();
       const T* g = grad_out.data<T>();
       const auto* t = target.data<std::int64_t>();
-      for (std::int64_t n = 0; n < batch; ++n) {
+      for (std::int64_t n = 0; n < rows; ++n) {
         if (t[n] == options.ignore_index) continue;
-        p[n * classes + t[n]] = -static_cast<T>(c[static_cast<std::size_t>(n)] * scale) * g[n * row_stride];
+        p[layout.at(n, t[n])] = -static_cast<T>(c[static_cast<std::size_t>(n)] * scale) * g[n * row_stride];
       }
     });
     return grad;
@@ -169,11 +230,14 @@ struct NllLossBackward {
     const Tensor weight = detail::sample_tensor({5}, 0.5, 1.5, 98, false);
     std::vector<Sample> out;
     std::uint64_t seed = 99;
+    const Tensor target_2x2 = from_vector(std::vector<std::int64_t>{0, -100, 4, 3}, {2, 2});
     for (const NllLossOptions& o : {NllLossOptions{.weight = weight}, NllLossOptions{.reduction = Reduction::none}}) {
-      const NllLossBackward op{o, {{4, 5}, DType::f64}};
-      out.push_back({fmt::format("[4, 5] {}, a row ignored", reduction_name(o.reduction)),
-                     {detail::sample_tensor(op.options.reduction == Reduction::none ? Shape{4} : Shape{}, -1, 1, seed++), target},
-                     [op](const std::vector<Tensor>& in) { return apply(op, {in[0], in[1]}); }});
+      for (const auto& [input, t] : {std::pair{Shape{4, 5}, target}, std::pair{Shape{2, 5, 2}, target_2x2}}) {
+        const NllLossBackward op{o, {input, DType::f64}};
+        out.push_back({fmt::format("{} {}, a row ignored", input, reduction_name(o.reduction)),
+                       {detail::sample_tensor(op.options.reduction == Reduction::none ? t.shape() : Shape{}, -1, 1, seed++), t},
+                       [op](const std::vector<Tensor>& in) { return apply(op, {in[0], in[1]}); }});
+      }
     }
     return out;
   }
@@ -233,25 +297,24 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
   return cross_entropy(logits, target, CrossEntropyOptions{.reduction = reduction});
 }
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options) {
-  if (!logits.defined() || logits.dim() != 2) {
-    throw ShapeError(fmt::format("cross_entropy: expects logits [N, C], got {}",
-                                 logits.defined() ? to_string(logits.shape()) : "undefined"));
-  }
   check_nll_args("cross_entropy", logits, target, options.weight, options.ignore_index);
   const double eps = options.label_smoothing;
   if (!(eps >= 0 && eps <= 1)) {
     throw ValueError(fmt::format("cross_entropy: label_smoothing must be in [0, 1], got {} (logits {})",
                                  eps, logits.shape()));
   }
-  const Tensor logp = log_softmax(logits, 1);
+  const std::int64_t class_dim = logits.dim() == 1 ? 0 : 1;
+  const Tensor logp = log_softmax(logits, class_dim);
   const Tensor nll = nll_loss(logp, target, {options.weight, options.ignore_index, options.reduction});
   if (eps == 0) return nll;
-  const std::int64_t classes = logits.shape()[1];
+  const std::int64_t classes = logits.shape()[static_cast<std::size_t>(class_dim)];
+  Shape weight_shape;  // the weights along the class dim, broadcast over the others
+  for (std::size_t d = 0; d < logits.dim(); ++d) weight_shape.push_back(d == static_cast<std::size_t>(class_dim) ? classes : 1);
   const std::vector<double> c = row_weights(target, options.weight, options.ignore_index);
   std::vector<double> kept(c.size());
   for (std::size_t n = 0; n < c.size(); ++n) kept[n] = target.data<std::int64_t>()[n] == options.ignore_index ? 0.0 : 1.0;
-  const Tensor per_class = options.weight.defined() ? logp * reshape(options.weight, {1, classes}) : logp;
-  const Tensor rows = neg(sum(per_class, {1})) * from_vector(kept, target.shape(), DType::f64).to(logits.dtype());
+  const Tensor per_class = options.weight.defined() ? logp * reshape(options.weight, weight_shape) : logp;
+  const Tensor rows = neg(sum(per_class, {class_dim})) * from_vector(kept, target.shape(), DType::f64).to(logits.dtype());
   const Tensor smooth = options.reduction == Reduction::none  ? rows
                         : options.reduction == Reduction::sum ? sum(rows)
                                                               : sum(rows) / total(c);

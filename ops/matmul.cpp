@@ -1,10 +1,15 @@
 // matmul and linear, on the GEMM interface.
-//   matmul: C = A·B,  grad_A = grad_C·Bᵀ,  grad_B = Aᵀ·grad_C
-//     A [M, K] with B [K, N]; batched A [B, M, K] with B [B, K, N], or with B [K, N]
-//     shared by the batch (its gradient then sums over the batch).
+//   matmul: C = A·B,  grad_A = grad_C·Bᵀ,  grad_B = Aᵀ·grad_C, as torch.matmul:
+//     A [..., M, K] with B [..., K, N] -> [..., M, N], the batch dims (all but the last two)
+//     broadcast as NumPy does: [2, 1, 3, 4]·[5, 4, 6] -> [2, 5, 3, 6]. A 1-D A is [1, K] and a
+//     1-D B is [K, 1], that 1 then left out of the result: [K]·[K] -> [] (a dot product),
+//     [M, K]·[K] -> [M], [K]·[..., K, N] -> [..., N]. 0-dim operands are an error (PyTorch's).
+//     An operand broadcast over batch entries gets the sum of their gradients.
 //   linear: y = x·Wᵀ + b with x [..., in], W [out, in], b [out] or undefined;
 //     grad_x = grad_y·W, grad_W = grad_yᵀ·x (summed over all leading dims),
 //     grad_b = grad_y summed over all leading dims.
+#include <vector>
+
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/kernels/gemm.hpp"
@@ -14,98 +19,159 @@
 namespace tapegrad {
 namespace {
 
-/// out[b] = op(a[b]) · op(x[b]) for each batch entry; a stride of 0 shares one matrix.
-/// With accumulate, the products are summed into out (out must have one matrix then).
-template <class T>
-void batched_gemm(bool ta, bool tb, std::int64_t batch, std::int64_t m, std::int64_t n,
-                  std::int64_t k, const T* a, std::int64_t a_stride, const T* b,
-                  std::int64_t b_stride, T* c, std::int64_t c_stride, bool accumulate) {
-  const std::int64_t lda = ta ? m : k;
-  const std::int64_t ldb = tb ? k : n;
-  for (std::int64_t i = 0; i < batch; ++i) {
-    const T beta = accumulate && i > 0 ? T(1) : T(0);
-    detail::gemm(ta, tb, m, n, k, T(1), a + i * a_stride, lda, b + i * b_stride, ldb, beta,
-                 c + i * c_stride, n);
+/// matmul's geometry and its schedule of GEMM calls, from the operands' shapes alone. Each call multiplies a [rows, k] block of A by a [k, n] block of
+/// B into a [rows, n] block of C. When B has one matrix and A is not broadcast (2-D·2-D,
+/// [..., M, K]·[K, N], any·1-D), A's batch folds into the rows of a single call.
+struct MatmulPlan {
+  Shape a_batch, b_batch, batch;  // batch: the broadcast of both
+  std::int64_t m = 1, k = 1, n = 1;
+  bool a_vector = false, b_vector = false;
+  bool fold = false;
+  std::int64_t rows = 1;                   // rows of A per call: m, or batch·m when folded
+  bool accumulate_a = false, accumulate_b = false;  // an operand broadcast over the batch
+
+  MatmulPlan() = default;
+  MatmulPlan(const Shape& a, const Shape& b) {
+    if (a.empty() || b.empty()) {
+      throw ShapeError(fmt::format("matmul: both operands need at least 1 dim, got {} and {} "
+                                   "(scale by a 0-dim tensor with *)", a, b));
+    }
+    a_vector = a.size() == 1;
+    b_vector = b.size() == 1;
+    const std::size_t a_inner = a.size() - 1;
+    const std::size_t b_inner = b_vector ? 0 : b.size() - 2;
+    k = a[a_inner];
+    if (b[b_inner] != k) {
+      throw ShapeError(fmt::format("matmul: inner sizes differ: {}·{} (dim {} of the first is {}, "
+                                   "dim {} of the second is {})", a, b, a_inner, k, b_inner,
+                                   b[b_inner]));
+    }
+    m = a_vector ? 1 : a[a.size() - 2];
+    n = b_vector ? 1 : b.back();
+    for (std::size_t d = 0; d + 2 < a.size(); ++d) a_batch.push_back(a[d]);
+    for (std::size_t d = 0; d + 2 < b.size(); ++d) b_batch.push_back(b[d]);
+    const std::size_t rank = std::max(a_batch.size(), b_batch.size());
+    for (std::size_t i = 0; i < rank; ++i) {
+      const std::size_t ia = i + a_batch.size(), ib = i + b_batch.size();  // minus rank: the operand's dim
+      const std::int64_t sa = ia >= rank ? a_batch[ia - rank] : 1;
+      const std::int64_t sb = ib >= rank ? b_batch[ib - rank] : 1;
+      if (sa != sb && sa != 1 && sb != 1) {
+        throw ShapeError(fmt::format("matmul: batch dims of {} and {} do not broadcast: dim {} of "
+                                     "the first is {}, dim {} of the second is {} (each pair must "
+                                     "be equal or 1)", a, b, ia - rank, sa, ib - rank, sb));
+      }
+      batch.push_back(sa == 1 ? sb : sa);
+    }
+    const std::int64_t count = batch.numel();
+    fold = b_batch.numel() == 1 && a_batch.numel() == count;
+    rows = fold ? count * m : m;
+    accumulate_a = !fold && a_batch.numel() != count;
+    accumulate_b = !fold && b_batch.numel() != count;
   }
-  if (batch == 0 && accumulate) std::fill_n(c, m * n, T(0));  // an empty sum
-}
+  Shape out() const { return with(batch, !a_vector, !b_vector, m, n); }
+  /// The operands and result with their matrix dims spelled out (a 1-D A as [1, K]).
+  Shape a_matrices() const { return with(a_batch, true, true, m, k); }
+  Shape b_matrices() const { return with(b_batch, true, true, k, n); }
+  Shape out_matrices() const { return with(batch, true, true, m, n); }
+  /// f(c, a, b) once per GEMM call, with the block indices of C, A and B.
+  template <class F>
+  void each_call(F f) const {
+    if (fold) return f(std::int64_t{0}, std::int64_t{0}, std::int64_t{0});
+    detail::each_broadcast(batch, std::array<Shape, 2>{a_batch, b_batch},
+                           [&](std::int64_t i, const std::array<std::int64_t, 2>& at) { f(i, at[0], at[1]); });
+  }
+
+ private:
+  static Shape with(Shape s, bool keep_rows, bool keep_cols, std::int64_t r, std::int64_t c) {
+    if (keep_rows) s.push_back(r);
+    if (keep_cols) s.push_back(c);
+    return s;
+  }
+};
 
 struct Matmul {
   static constexpr std::string_view name = "matmul";
+  MatmulPlan plan{};  // set by forward, read by the VJP
   TensorMeta infer(std::span<const Tensor> in) const {
-    const Tensor& a = in[0];
-    const Tensor& b = in[1];
-    detail::check_same_floating(name, a, b);
-    const bool ok_rank = (a.dim() == 2 && b.dim() == 2) || (a.dim() == 3 && (b.dim() == 2 || b.dim() == 3));
-    if (!ok_rank) {
-      throw ShapeError(fmt::format("matmul: expects [M, K]·[K, N], [B, M, K]·[B, K, N] or "
-                                   "[B, M, K]·[K, N], got {} and {}", a.shape(), b.shape()));
-    }
-    const std::int64_t k_a = a.shape().back();
-    const std::int64_t k_b = b.shape()[b.dim() - 2];
-    if (k_a != k_b) {
-      throw ShapeError(fmt::format("matmul: inner sizes differ: {}·{} ({} vs {})", a.shape(),
-                                   b.shape(), k_a, k_b));
-    }
-    if (a.dim() == 3 && b.dim() == 3 && a.shape()[0] != b.shape()[0]) {
-      throw ShapeError(fmt::format("matmul: batch sizes differ: {}·{}", a.shape(), b.shape()));
-    }
-    Shape out = a.shape();
-    out[out.size() - 1] = b.shape().back();
-    return {out, a.dtype()};
+    detail::check_same_floating(name, in[0], in[1]);
+    return {MatmulPlan(in[0].shape(), in[1].shape()).out(), in[0].dtype()};
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
     const Tensor& a = in[0];
     const Tensor& b = in[1];
     ctx.save(ctx.needs_input_grad(1) ? a : Tensor());
     ctx.save(ctx.needs_input_grad(0) ? b : Tensor());
-    Tensor out = detail::make_tensor(infer(in));
-    const std::int64_t batch = a.dim() == 3 ? a.shape()[0] : 1;
-    const std::int64_t m = a.shape()[a.dim() - 2], k = a.shape().back(), n = b.shape().back();
+    plan = MatmulPlan(a.shape(), b.shape());
+    Tensor out = detail::make_tensor(plan.out(), a.dtype());
+    const std::int64_t rows = plan.rows, k = plan.k, n = plan.n;
     detail::dispatch_floating(a.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      batched_gemm<T>(false, false, batch, m, n, k, a.data<T>(), m * k, b.data<T>(),
-                      b.dim() == 3 ? k * n : 0, out.data<T>(), m * n, false);
+      const T* pa = a.data<T>();
+      const T* pb = b.data<T>();
+      T* pc = out.data<T>();
+      plan.each_call([&](std::int64_t ic, std::int64_t ia, std::int64_t ib) {
+        detail::gemm(false, false, rows, n, k, T(1), pa + ia * rows * k, k, pb + ib * k * n, n, T(0),
+                     pc + ic * rows * n, n);
+      });
     });
     return out;
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    if (is_grad_enabled()) return recorded_vjp(ctx, grad_out);
     const TensorMeta& ma = ctx.input(0);
     const TensorMeta& mb = ctx.input(1);
-    if (is_grad_enabled()) return recorded_vjp(ctx, grad_out);
-    const std::int64_t batch = ma.shape.size() == 3 ? ma.shape[0] : 1;
-    const std::int64_t m = ma.shape[ma.shape.size() - 2], k = ma.shape.back(), n = mb.shape.back();
-    const bool shared_b = mb.shape.size() == 2;
+    const std::int64_t rows = plan.rows, k = plan.k, n = plan.n;
+    // A broadcast operand's blocks are written by several calls: they add into zeros.
+    auto gradient = [](const TensorMeta& meta, bool accumulate) {
+      return accumulate ? zeros(meta.shape, meta.dtype) : detail::make_tensor(meta);
+    };
     Tensor grad_a, grad_b;
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      if (ctx.needs_input_grad(0)) {  // grad_A[b] = grad_C[b]·B[b]ᵀ
-        grad_a = detail::make_tensor(ma);
-        batched_gemm<T>(false, true, batch, m, k, n, grad_out.data<T>(), m * n,
-                        ctx.saved(1).data<T>(), shared_b ? 0 : k * n, grad_a.data<T>(), m * k, false);
+      const T* g = grad_out.data<T>();
+      if (ctx.needs_input_grad(0)) {  // grad_A = grad_C·Bᵀ
+        grad_a = gradient(ma, plan.accumulate_a);
+        const T* pb = ctx.saved(1).data<T>();
+        T* pa = grad_a.data<T>();
+        const T beta = plan.accumulate_a ? T(1) : T(0);
+        plan.each_call([&](std::int64_t ic, std::int64_t ia, std::int64_t ib) {
+          detail::gemm(false, true, rows, k, n, T(1), g + ic * rows * n, n, pb + ib * k * n, n, beta,
+                       pa + ia * rows * k, k);
+        });
       }
-      if (ctx.needs_input_grad(1)) {  // grad_B[b] = A[b]ᵀ·grad_C[b], summed when B is shared
-        grad_b = detail::make_tensor(mb);
-        batched_gemm<T>(true, false, batch, k, n, m, ctx.saved(0).data<T>(), m * k,
-                        grad_out.data<T>(), m * n, grad_b.data<T>(), shared_b ? 0 : k * n, shared_b);
+      if (ctx.needs_input_grad(1)) {  // grad_B = Aᵀ·grad_C
+        grad_b = gradient(mb, plan.accumulate_b);
+        const T* pa = ctx.saved(0).data<T>();
+        T* pb = grad_b.data<T>();
+        const T beta = plan.accumulate_b ? T(1) : T(0);
+        plan.each_call([&](std::int64_t ic, std::int64_t ia, std::int64_t ib) {
+          detail::gemm(true, false, k, n, rows, T(1), pa + ia * rows * k, k, g + ic * rows * n, n, beta,
+                       pb + ib * k * n, n);
+        });
       }
     });
     return {grad_a, grad_b};
   }
-  // Recorded for create_graph: the same products written with ops. A B shared by a
-  // batched A gets Aᵀ·grad_C over all rows of the batch at once.
-  static std::vector<Tensor> recorded_vjp(const OpContext& ctx, const Tensor& grad_out) {
+  // Recorded for create_graph: the same products written with ops, on the operands with
+  // their matrix dims spelled out; sum_to adds up a broadcast operand's gradient. A folded
+  // B gets Aᵀ·grad_C over all rows of the batch at once.
+  std::vector<Tensor> recorded_vjp(const OpContext& ctx, const Tensor& grad_out) const {
     const Shape& sa = ctx.input(0).shape;
+    const Shape& sb = ctx.input(1).shape;
+    const Tensor g = reshape(grad_out, plan.out_matrices());
     Tensor grad_a, grad_b;
-    if (ctx.needs_input_grad(0)) grad_a = matmul(grad_out, transpose(ctx.saved(1), -2, -1));
+    if (ctx.needs_input_grad(0)) {
+      const Tensor b = reshape(ctx.saved(1), plan.b_matrices());
+      grad_a = reshape(detail::sum_to(matmul(g, transpose(b, -2, -1)), plan.a_matrices()), sa);
+    }
     if (ctx.needs_input_grad(1)) {
       const Tensor a = ctx.saved(0);
-      if (sa.size() == 3 && ctx.input(1).shape.size() == 2) {
-        const std::int64_t rows = sa[0] * sa[1];
-        grad_b = matmul(transpose(reshape(a, {rows, sa[2]}), 0, 1),
-                        reshape(grad_out, {rows, grad_out.shape().back()}));
+      if (plan.fold) {
+        grad_b = reshape(matmul(transpose(reshape(a, {plan.rows, plan.k}), 0, 1),
+                                reshape(g, {plan.rows, plan.n})), sb);
       } else {
-        grad_b = matmul(transpose(a, -2, -1), grad_out);
+        const Tensor at = transpose(reshape(a, plan.a_matrices()), -2, -1);
+        grad_b = reshape(detail::sum_to(matmul(at, g), plan.b_matrices()), sb);
       }
     }
     return {grad_a, grad_b};
@@ -113,9 +179,21 @@ struct Matmul {
   static std::vector<Sample> samples() {
     using detail::sample_tensor;
     auto call = [](const auto& in) { return matmul(in[0], in[1]); };
-    return {{"[3, 4]·[4, 5]", {sample_tensor({3, 4}, -1, 1, 61), sample_tensor({4, 5}, -1, 1, 62)}, call},
-            {"[2, 3, 4]·[2, 4, 2]", {sample_tensor({2, 3, 4}, -1, 1, 63), sample_tensor({2, 4, 2}, -1, 1, 64)}, call},
-            {"[2, 3, 4]·[4, 5] shared", {sample_tensor({2, 3, 4}, -1, 1, 65), sample_tensor({4, 5}, -1, 1, 66)}, call}};
+    auto pair = [&](std::string label, const Shape& a, const Shape& b, std::uint64_t seed) {
+      return Sample{std::move(label), {sample_tensor(a, -1, 1, seed), sample_tensor(b, -1, 1, seed + 1)}, call};
+    };
+    return {pair("[3, 4]·[4, 5]", {3, 4}, {4, 5}, 61),
+            pair("[2, 3, 4]·[2, 4, 2]", {2, 3, 4}, {2, 4, 2}, 63),
+            pair("[2, 3, 4]·[4, 5] shared", {2, 3, 4}, {4, 5}, 65),
+            pair("[4]·[4] dot", {4}, {4}, 67),
+            pair("[3]·[3, 2]", {3}, {3, 2}, 69),
+            pair("[2, 3]·[3]", {2, 3}, {3}, 161),
+            pair("[3]·[2, 3, 2]", {3}, {2, 3, 2}, 163),
+            pair("[2, 2, 3]·[3]", {2, 2, 3}, {3}, 165),
+            pair("[2, 3]·[2, 3, 2] shared A", {2, 3}, {2, 3, 2}, 167),
+            pair("[2, 1, 2, 3]·[3, 3, 2] broadcast both ways", {2, 1, 2, 3}, {3, 3, 2}, 169),
+            pair("[1, 2, 3]·[2, 3, 2] size-1 batch", {1, 2, 3}, {2, 3, 2}, 171),
+            pair("[0, 2, 3]·[1, 3, 2] empty batch", {0, 2, 3}, {1, 3, 2}, 173)};
   }
 };
 

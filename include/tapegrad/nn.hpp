@@ -435,12 +435,13 @@ std::shared_ptr<BatchNorm2d> batch_norm2d(std::int64_t num_features,
 
 // ---- losses ----------------------------------------------------------------------------------
 
-/// logits: [N, C], target: [N] i64 class indices -> scalar (or [N] with Reduction::none).
+/// logits: [N, C, d1, ...], target: [N, d1, ...] i64 class indices -> scalar (or target's shape
+/// with Reduction::none); tapegrad::cross_entropy.
 struct CrossEntropyLoss {
   Reduction reduction = Reduction::mean;
   Tensor operator()(const Tensor& logits, const Tensor& target) const;
 };
-/// logp: [N, C] log-probabilities, target: [N] i64 -> scalar (or [N]).
+/// logp: [N, C, d1, ...] log-probabilities, target: [N, d1, ...] i64 -> scalar (or target's shape).
 struct NLLLoss {
   Reduction reduction = Reduction::mean;
   Tensor operator()(const Tensor& logp, const Tensor& target) const;

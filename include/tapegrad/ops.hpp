@@ -82,7 +82,10 @@ Tensor operator/(double a, const Tensor& b);
 Tensor operator-(const Tensor& x);
 
 // ---- linear algebra ----------------------------------------------------------------------
-/// a: [M, K], b: [K, N] -> [M, N]; batched a: [B, M, K] with b: [B, K, N] or [K, N] -> [B, M, N].
+/// torch.matmul: a [..., M, K], b [..., K, N] -> [..., M, N], the batch dims (all but the last
+/// two) broadcast as NumPy does ([2, 1, M, K]·[5, K, N] -> [2, 5, M, N]). A 1-D a is [1, K] and a
+/// 1-D b is [K, 1], that dim left out of the result: [K]·[K] -> [] (dot), [M, K]·[K] -> [M],
+/// [K]·[..., K, N] -> [..., N]. Both operands need at least 1 dim.
 Tensor matmul(const Tensor& a, const Tensor& b);
 /// x: [..., in], weight: [out, in], bias: [out] or undefined -> [..., out] = x·weightᵀ + bias.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
@@ -246,10 +249,11 @@ Tensor log_softmax(const Tensor& x, std::int64_t dim);
 
 enum class Reduction { none, mean, sum };
 
-/// logp: [N, C] log-probabilities, target: [N] i64 in [0, C) -> -logp[n, target[n]],
-/// averaged (default), summed, or [N] with Reduction::none.
+/// logp: [N, C, d1, ..., dk] log-probabilities along dim 1 (k >= 0), target: [N, d1, ..., dk]
+/// i64 in [0, C) -> -logp[n, target[n, ...], ...], averaged (default), summed, or of target's
+/// shape with Reduction::none. An unbatched logp [C] takes a 0-dim target (PyTorch's rule).
 Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction = Reduction::mean);
-/// nll_loss(log_softmax(logits, 1), target).
+/// nll_loss(log_softmax(logits, 1), target) (dim 0 for unbatched logits [C]).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target,
                      Reduction reduction = Reduction::mean);
 
@@ -274,7 +278,7 @@ struct CrossEntropyOptions {
   Reduction reduction = Reduction::mean;
   double label_smoothing = 0.0;
 };
-/// logits: [N, C], target: [N] i64:
+/// logits: [N, C, d1, ..., dk] or [C], target: [N, d1, ..., dk] or [] i64:
 /// cross_entropy(logits, target, {.weight = w, .ignore_index = -1, .label_smoothing = 0.1}).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options);
 

@@ -1,5 +1,6 @@
-// matmul (2-D, batched 3-D, 3-D with a shared 2-D right operand) and linear (with and
-// without bias, 1-D / 2-D / 3-D input).
+// matmul (2-D, batched, 1-D operands, batch dims broadcast both ways) and linear (with and
+// without bias, 1-D / 2-D / 3-D input). Values and derivatives of every matmul form against
+// PyTorch are in test_reduce_loss_reference.cpp (matmul_nd_loss_reference.txt).
 #include <cmath>
 #include <string>
 #include <vector>
@@ -49,6 +50,22 @@ TEST_CASE("matmul: forward", "[ops][matmul]") {
     const Tensor b = f64({1, 0, 0, 1, 1, 1}, {3, 2});
     CHECK_THAT(tg::matmul(a, b), AllClose({4, 5, 10, 11, 0, -1, 4, 4}, {2, 2, 2}));
   }
+  SECTION("1-D operands: dot, matrix·vector, vector·batch") {
+    const Tensor v = f64({1, -1, 2}, {3});
+    const Tensor m = f64({1, 2, 3, 4, 5, 6}, {2, 3});
+    const Tensor r = tg::matmul(v, f64({2, 0, 1}, {3}));
+    CHECK(r.shape() == tg::Shape{});
+    CHECK_THAT(r, AllClose({4}, {}));
+    CHECK_THAT(tg::matmul(m, v), AllClose({5, 11}, {2}));
+    CHECK_THAT(tg::matmul(f64({1, -1}, {2}), m), AllClose({-3, -3, -3}, {3}));
+    // [3]·[2, 3, 1]: the vector times each matrix of the batch, the 1 of the vector dropped.
+    CHECK_THAT(tg::matmul(v, f64({1, 0, 0, 0, 1, 1}, {2, 3, 1})), AllClose({1, 1}, {2, 1}));
+  }
+  SECTION("batch dims broadcast: [2, 1, 1, 2]·[3, 2, 1] -> [2, 3, 1, 1]") {
+    const Tensor a = f64({1, 2, 3, 4}, {2, 1, 1, 2});
+    const Tensor b = f64({1, 0, 0, 1, 1, 1}, {3, 2, 1});
+    CHECK_THAT(tg::matmul(a, b), AllClose({1, 2, 3, 3, 4, 7}, {2, 3, 1, 1}));
+  }
   SECTION("empty inner dim gives zeros") {
     const Tensor r = tg::matmul(tg::zeros({2, 0}, DType::f64), tg::zeros({0, 3}, DType::f64));
     CHECK_THAT(r, AllClose({0, 0, 0, 0, 0, 0}, {2, 3}));
@@ -64,6 +81,18 @@ TEST_CASE("matmul: exact gradient of a shared right operand sums over the batch"
   CHECK_THAT(tg::grad({tg::matmul(a, b)}, {b}, {c})[0], AllClose({3, 2, 2, 3, 1, 4}, {3, 2}));
 }
 
+TEST_CASE("matmul: a broadcast operand's gradient sums over the batch entries it served",
+          "[ops][matmul][vjp]") {
+  // a [2, 1, 1, 2] serves the 3 matrices of b [3, 2, 1]: grad_a[i] = Σ_j c[i, j]·b[j]ᵀ.
+  const Tensor a = f64({1, 2, 3, 4}, {2, 1, 1, 2}).set_requires_grad(true);
+  const Tensor b = f64({1, 0, 0, 1, 1, 1}, {3, 2, 1}).set_requires_grad(true);
+  const Tensor c = f64({1, 2, 3, -1, 0, 2}, {2, 3, 1, 1});
+  const auto g = tg::grad({tg::matmul(a, b)}, {a, b}, {c});
+  CHECK_THAT(g[0], AllClose({4, 5, 1, 2}, {2, 1, 1, 2}));
+  // grad_b[j] = Σ_i a[i]ᵀ·c[i, j]
+  CHECK_THAT(g[1], AllClose({-2, -2, 2, 4, 9, 14}, {3, 2, 1}));
+}
+
 TEST_CASE("matmul: VJP matches finite differences", "[ops][matmul][vjp]") {
   struct Case {
     tg::Shape a, b;
@@ -71,7 +100,9 @@ TEST_CASE("matmul: VJP matches finite differences", "[ops][matmul][vjp]") {
   std::uint64_t seed = 5000;
   for (const Case& c :
        {Case{{3, 4}, {4, 5}}, Case{{1, 4}, {4, 1}}, Case{{5, 1}, {1, 3}},
-        Case{{2, 3, 4}, {2, 4, 2}}, Case{{3, 2, 5}, {5, 4}}, Case{{1, 3, 2}, {2, 3}}}) {
+        Case{{2, 3, 4}, {2, 4, 2}}, Case{{3, 2, 5}, {5, 4}}, Case{{1, 3, 2}, {2, 3}},
+        Case{{4}, {4}}, Case{{3}, {2, 3, 2}}, Case{{2, 2, 3}, {3}}, Case{{2, 3}, {2, 3, 2}},
+        Case{{2, 1, 2, 3}, {3, 3, 2}}, Case{{3, 1, 2, 3}, {1, 2, 3, 2}}}) {
     INFO(tg::to_string(c.a) << "·" << tg::to_string(c.b));
     const Tensor a = leaf(c.a, ++seed);
     const Tensor b = leaf(c.b, ++seed);
@@ -90,7 +121,8 @@ TEST_CASE("matmul: f32 (the f32 GEMM) agrees with f64, forward and gradients",
   std::uint64_t seed = 5500;
   for (const Case& c :
        {Case{{3, 5}, {5, 4}}, Case{{7, 1}, {1, 6}}, Case{{1, 9}, {9, 1}}, Case{{17, 33}, {33, 9}},
-        Case{{3, 4, 6}, {3, 6, 5}}, Case{{4, 3, 6}, {6, 2}}}) {
+        Case{{3, 4, 6}, {3, 6, 5}}, Case{{4, 3, 6}, {6, 2}}, Case{{6}, {6}}, Case{{5}, {3, 5, 4}},
+        Case{{2, 3, 4, 5}, {2, 3, 5, 4}}, Case{{2, 1, 3, 4}, {5, 4, 6}}, Case{{7, 5}, {2, 5, 3}}}) {
     INFO(tg::to_string(c.a) << "·" << tg::to_string(c.b));
     const std::vector<Tensor> in = {leaf(c.a, ++seed), leaf(c.b, ++seed)};
     check_f32_matches_f64(matmul_fn(), in);
@@ -100,8 +132,14 @@ TEST_CASE("matmul: f32 (the f32 GEMM) agrees with f64, forward and gradients",
 
 TEST_CASE("matmul: errors", "[ops][matmul][errors]") {
   const Tensor a = tg::zeros({2, 3}, DType::f64);
-  SECTION("inner sizes differ") {
+  SECTION("inner sizes differ, the dims named") {
     const Tensor b = tg::zeros({4, 5}, DType::f64);
+    REQUIRE_THROWS_MATCHES(tg::matmul(a, b), tg::ShapeError, Catch::Matchers::Message(
+        "matmul: inner sizes differ: [2, 3]·[4, 5] (dim 1 of the first is 3, dim 0 of the second is 4)"));
+    REQUIRE_THROWS_MATCHES(tg::matmul(tg::zeros({5}, DType::f64), tg::zeros({2, 4, 3}, DType::f64)),
+                           tg::ShapeError, Catch::Matchers::Message(
+        "matmul: inner sizes differ: [5]·[2, 4, 3] (dim 0 of the first is 5, dim 1 of the second is 4)"));
+    REQUIRE_THROWS_AS(tg::matmul(tg::zeros({3}, DType::f64), tg::zeros({2}, DType::f64)), tg::ShapeError);
     REQUIRE_THROWS_AS(tg::matmul(a, b), tg::ShapeError);
     REQUIRE_THROWS_WITH(tg::matmul(a, b), Catch::Contains("matmul") && Catch::Contains("[2, 3]") &&
                                               Catch::Contains("[4, 5]"));
@@ -110,7 +148,16 @@ TEST_CASE("matmul: errors", "[ops][matmul][errors]") {
         tg::ShapeError);
     REQUIRE_THROWS_AS(tg::matmul(tg::zeros({2, 2, 3}, DType::f64), b), tg::ShapeError);
   }
-  SECTION("batch sizes differ") {
+  SECTION("batch dims that do not broadcast") {
+    REQUIRE_THROWS_MATCHES(
+        tg::matmul(tg::zeros({2, 1, 3, 4}, DType::f64), tg::zeros({3, 5, 4, 2}, DType::f64)),
+        tg::ShapeError, Catch::Matchers::Message(
+            "matmul: batch dims of [2, 1, 3, 4] and [3, 5, 4, 2] do not broadcast: dim 0 of the first "
+            "is 2, dim 0 of the second is 3 (each pair must be equal or 1)"));
+    // Aligned from the right: dim 1 of a rank-4 operand against dim 0 of a rank-3 one.
+    REQUIRE_THROWS_WITH(
+        tg::matmul(tg::zeros({1, 2, 3, 4}, DType::f64), tg::zeros({3, 4, 2}, DType::f64)),
+        Catch::Contains("dim 1 of the first is 2, dim 0 of the second is 3"));
     REQUIRE_THROWS_AS(
         tg::matmul(tg::zeros({2, 2, 3}, DType::f64), tg::zeros({3, 3, 1}, DType::f64)),
         tg::ShapeError);
@@ -118,13 +165,13 @@ TEST_CASE("matmul: errors", "[ops][matmul][errors]") {
         tg::matmul(tg::zeros({2, 2, 3}, DType::f64), tg::zeros({3, 3, 1}, DType::f64)),
         Catch::Contains("[2, 2, 3]") && Catch::Contains("[3, 3, 1]"));
   }
-  SECTION("unsupported ranks") {
-    REQUIRE_THROWS_AS(tg::matmul(tg::zeros({3}, DType::f64), tg::zeros({3, 2}, DType::f64)),
-                      tg::ShapeError);
-    REQUIRE_THROWS_AS(tg::matmul(a, tg::zeros({2, 3, 2}, DType::f64)), tg::ShapeError);
-    REQUIRE_THROWS_AS(
-        tg::matmul(tg::zeros({1, 2, 2, 3}, DType::f64), tg::zeros({3, 2}, DType::f64)),
-        tg::ShapeError);
+  SECTION("0-dim operands (PyTorch: an error too)") {
+    const Tensor scalar = tg::zeros({}, DType::f64);
+    REQUIRE_THROWS_MATCHES(tg::matmul(scalar, tg::zeros({3}, DType::f64)), tg::ShapeError,
+                           Catch::Matchers::Message("matmul: both operands need at least 1 dim, got [] "
+                                                    "and [3] (scale by a 0-dim tensor with *)"));
+    REQUIRE_THROWS_AS(tg::matmul(a, scalar), tg::ShapeError);
+    REQUIRE_THROWS_AS(tg::matmul(scalar, scalar), tg::ShapeError);
   }
   SECTION("dtypes") {
     REQUIRE_THROWS_AS(tg::matmul(a, tg::zeros({3, 2}, DType::f32)), tg::DTypeError);

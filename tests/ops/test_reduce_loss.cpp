@@ -115,7 +115,8 @@ TEST_CASE("reduce/loss: bad input throws an Error naming the op, the contract an
                        tg::ShapeError, Catch::Matchers::Message(
                            "cross_entropy: weight must be [C] = [4] (one per class of input [3, 4]), got [3]"));
   CHECK_THROWS_WITH(tg::nll_loss(logits, i64({1, 2}, {2})),
-                    Contains("nll_loss: expects input [N, C] and target [N], got input [3, 4] and target [2]"));
+                    Contains("nll_loss: target must be [3] for input [3, 4] (input [N, C, d1, ...] takes "
+                             "target [N, d1, ...], input [C] a 0-dim target), got target [2]"));
   CHECK_THROWS_MATCHES(tg::cross_entropy(logits, i64({1, 2, 0}, {3}), {.label_smoothing = 1.5}),
                        tg::ValueError, Catch::Matchers::Message(
                            "cross_entropy: label_smoothing must be in [0, 1], got 1.5 (logits [3, 4])"));

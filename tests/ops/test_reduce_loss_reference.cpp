@@ -7,6 +7,9 @@
 //   g_i = d<out, v>/dx_i with create_graph,  s = sum_i <g_i, u_i>,  ds/dx_j and ds/dv,
 // all of which must agree to 1e-9 relative (1e-12 absolute near 0; nan and ±inf exactly where
 // PyTorch has them). argmax and argmin cases check the i64 forward only.
+// The second test case reads tests/fixtures/matmul_nd_loss_reference.txt
+// (make_matmul_nd_loss_reference.py, same format) the same way: matmul with 1-D operands and
+// broadcast batch dims, and nll_loss / cross_entropy over [N, C, d1, ...] and [C].
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -32,6 +35,7 @@ namespace {
 constexpr double kRtol = 1e-9;
 constexpr double kAtol = 1e-12;
 constexpr const char* kFixture = TAPEGRAD_FIXTURE_DIR "/reduce_loss_reference.txt";
+constexpr const char* kNdFixture = TAPEGRAD_FIXTURE_DIR "/matmul_nd_loss_reference.txt";
 
 /// One case, read on demand with the case named in every failure; config may hold the word
 /// none (an absent dim) among its numbers.
@@ -78,10 +82,10 @@ struct Case : tg::testing::FixtureCase {
   tg::Tensor target() const { return tensor("target", "target", tg::DType::i64); }
 };
 
-/// The fixture's cases in file order.
-std::vector<Case> read_fixture() {
+/// A fixture's cases in file order.
+std::vector<Case> read_fixture(const char* file) {
   std::vector<Case> cases;
-  for (tg::testing::FixtureCase& c : tg::testing::read_fixture(kFixture)) cases.push_back({std::move(c)});
+  for (tg::testing::FixtureCase& c : tg::testing::read_fixture(file)) cases.push_back({std::move(c)});
   return cases;
 }
 
@@ -103,6 +107,7 @@ using OpFn = std::function<tg::Tensor(const Case&, const Inputs&)>;
 
 const std::map<std::string, OpFn>& ops() {
   static const std::map<std::string, OpFn> table = {
+      {"matmul", [](const Case&, const Inputs& x) { return tg::matmul(x[0], x[1]); }},
       {"prod",  // has_dim, dim, keepdim
        [](const Case& c, const Inputs& x) {
          return c.flag(0) ? tg::prod(x[0], c.integer(1), c.flag(2)) : tg::prod(x[0]);
@@ -204,21 +209,38 @@ void run_case(const Case& c, const OpFn& f) {
   }
 }
 
+/// Runs each case of `file` in a section of its own, after checking that the file holds at
+/// least `min_cases` cases and a case of each op of `expected_ops`.
+void run_fixture(const char* file, std::size_t min_cases, const std::set<std::string>& expected_ops) {
+  const std::vector<Case> cases = read_fixture(file);
+  std::set<std::string> ops_seen;
+  for (const Case& c : cases) ops_seen.insert(c.op());
+  for (const std::string& op : expected_ops) {
+    INFO(fmt::format("{} has no case of op {}", file, op));
+    CHECK(ops_seen.count(op) == 1);
+  }
+  CHECK(cases.size() >= min_cases);
+  for (const Case& c : cases) {
+    const auto it = ops().find(c.op());
+    if (it == ops().end()) FAIL(fmt::format("{}: case {} has op {}, which the test does not know", file, c.name, c.op()));
+    SECTION(c.name) { run_case(c, it->second); }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("reduce/loss reference: forward, gradients and second derivatives match PyTorch 1.13",
           "[ops][reduce-loss-reference]") {
-  const std::vector<Case> cases = read_fixture();
-  std::set<std::string> ops_seen;
-  for (const Case& c : cases) ops_seen.insert(c.op());
+  std::set<std::string> expected;
   for (const auto& [op, f] : ops()) {
-    INFO(fmt::format("{} has no case of op {}", kFixture, op));
-    CHECK(ops_seen.count(op) == 1);
+    if (op != "matmul") expected.insert(op);
   }
-  CHECK(cases.size() >= 70);
-  for (const Case& c : cases) {
-    const auto it = ops().find(c.op());
-    if (it == ops().end()) FAIL(fmt::format("{}: case {} has op {}, which the test does not know", kFixture, c.name, c.op()));
-    SECTION(c.name) { run_case(c, it->second); }
-  }
+  run_fixture(kFixture, 70, expected);
+}
+
+// matmul with 1-D operands and broadcast batch dims; nll_loss and cross_entropy over
+// [N, C, d1, ...] and [C].
+TEST_CASE("matmul / N-d loss reference: forward and derivatives to 2nd order match PyTorch 1.13",
+          "[ops][reduce-loss-reference][matmul][loss]") {
+  run_fixture(kNdFixture, 45, {"matmul", "nll_loss", "cross_entropy"});
 }

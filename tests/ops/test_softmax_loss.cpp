@@ -230,6 +230,32 @@ TEST_CASE("nll_loss and cross_entropy: errors", "[ops][loss][errors]") {
     REQUIRE_THROWS_WITH(tg::cross_entropy(tg::zeros({4}, DType::f64), i64({0}, {1})),
                         Catch::Contains("cross_entropy") && Catch::Contains("[4]"));
   }
+  SECTION("[N, C, d1, ...] and [C]: the target shape, named by the op the user called") {
+    const Tensor logits = tg::zeros({2, 4, 3, 2}, DType::f64);
+    const Tensor wrong = tg::zeros({2, 3}, DType::i64);
+    REQUIRE_THROWS_MATCHES(tg::cross_entropy(logits, wrong), tg::ShapeError, Catch::Matchers::Message(
+        "cross_entropy: target must be [2, 3, 2] for input [2, 4, 3, 2] (input [N, C, d1, ...] takes "
+        "target [N, d1, ...], input [C] a 0-dim target), got target [2, 3]"));
+    REQUIRE_THROWS_WITH(tg::nll_loss(logits, tg::zeros({2, 4, 3, 2}, DType::i64)),
+                        Catch::StartsWith("nll_loss: target must be [2, 3, 2]"));
+    REQUIRE_THROWS_WITH(tg::cross_entropy(tg::zeros({5}, DType::f64), tg::zeros({1}, DType::i64)),
+                        Catch::StartsWith("cross_entropy: target must be [] for input [5]"));
+    REQUIRE_THROWS_MATCHES(tg::cross_entropy(tg::zeros({}, DType::f64), tg::zeros({}, DType::i64)),
+                           tg::ShapeError, Catch::Matchers::Message(
+        "cross_entropy: expects input [N, C, d1, ...] or [C], got a 0-dim input (target [])"));
+  }
+  SECTION("[N, C, d1, ...] and [C]: a class out of range names its entry, not ignore_index") {
+    const Tensor logits = tg::zeros({2, 4, 3}, DType::f64);
+    const Tensor t = i64({0, 1, 2, 3, -100, 4}, {2, 3});
+    REQUIRE_THROWS_MATCHES(tg::cross_entropy(logits, t), tg::ValueError, Catch::Matchers::Message(
+        "cross_entropy: target[1, 2] = 4 is not a class index in [0, 4) nor ignore_index = -100 "
+        "(input [2, 4, 3])"));
+    REQUIRE_THROWS_WITH(tg::nll_loss(logits, t, {.ignore_index = 4}), Catch::Contains("nll_loss: target[1, 1] = -100"));
+    CHECK_NOTHROW(tg::nll_loss(logits, i64({0, 1, 2, 3, 4, 4}, {2, 3}), {.ignore_index = 4}));
+    REQUIRE_THROWS_MATCHES(tg::cross_entropy(tg::zeros({5}, DType::f64), i64({5}, {}), {.label_smoothing = 0.1}),
+                           tg::ValueError, Catch::Matchers::Message(
+        "cross_entropy: target = 5 is not a class index in [0, 5) nor ignore_index = -100 (input [5])"));
+  }
   SECTION("integer log-probabilities") {
     REQUIRE_THROWS_AS(tg::nll_loss(i64({0, 0}, {1, 2}), i64({0}, {1})), tg::DTypeError);
   }

@@ -393,6 +393,26 @@ void fuzz_unary(Fuzzer& f) {
   }, e, {x});
 }
 
+/// torch.matmul's result shape for operands of shapes sa and sb (1-D operands get a 1
+/// prepended / appended and removed, batch dims broadcast), or nullopt where it throws.
+std::optional<std::vector<i64>> matmul_shape(std::vector<i64> sa, std::vector<i64> sb) {
+  if (sa.empty() || sb.empty()) return std::nullopt;
+  const bool a_vector = sa.size() == 1, b_vector = sb.size() == 1;
+  if (a_vector) sa.insert(sa.begin(), 1);
+  if (b_vector) sb.push_back(1);
+  if (sa.back() != sb[sb.size() - 2]) return std::nullopt;
+  const std::size_t ba = sa.size() - 2, bb = sb.size() - 2, rank = std::max(ba, bb);
+  std::vector<i64> out;
+  for (std::size_t i = 0; i < rank; ++i) {
+    const i64 x = i + ba >= rank ? sa[i + ba - rank] : 1, y = i + bb >= rank ? sb[i + bb - rank] : 1;
+    if (x != y && x != 1 && y != 1) return std::nullopt;
+    out.push_back(x == 1 ? y : x);
+  }
+  if (!a_vector) out.push_back(sa[sa.size() - 2]);
+  if (!b_vector) out.push_back(sb.back());
+  return out;
+}
+
 void fuzz_linalg(Fuzzer& f) {
   const i64 m = f.uni(0, 4), k = f.uni(0, 4), n = f.uni(0, 4), batch = f.uni(0, 3);
   const DType d = f.coin(0.9) ? (f.coin(0.5) ? DType::f32 : DType::f64) : DType::i64;
@@ -407,11 +427,8 @@ void fuzz_linalg(Fuzzer& f) {
                         : rb == 3 ? std::vector<i64>{batch_b, k2, n} : std::vector<i64>{2, batch_b, k2, n};
     const Tensor a = f.input(sa, d), b = f.input(sb, d2);
     Expect e = Expect::must_throw();
-    if (a.defined() && b.defined() && d == d2 && k == k2 && d != DType::i64) {
-      if (ra == 2 && rb == 2) e = Expect::result({m, n});
-      if (ra == 3 && rb == 2) e = Expect::result({batch, m, n});
-      if (ra == 3 && rb == 3 && batch == batch_b) e = Expect::result({batch, m, n});
-    }
+    const auto out = matmul_shape(sa, sb);
+    if (a.defined() && b.defined() && d == d2 && d != DType::i64 && out) e = Expect::result(*out);
     if (d == DType::i64 && d2 == DType::i64 && e.kind == Expect::error && a.defined() && b.defined()) {
       e = Expect::anything();  // i64 matmul is not in the contract either way
     }
