@@ -246,9 +246,9 @@ inline float erf(float x) {
   return a < 0.921875f ? small : large;
 }
 
-/// Hyperbolic tangent. Method: |x| < 0.625: x + x³·P(x²), P of degree 6; above:
-/// e/(e + 2) with e = expm1(2|x|) and the sign of x, |x| clamped to 9.5 where tanh rounds to
-/// ±1. tanh(±0) = ±0.
+/// Hyperbolic tangent. Method: |x| < 0.625: x + x³·P(x²), P of degree 6; above, with
+/// e = expm1(2|x|) and the sign of x: e/(e + 2) below 0.875, 1 - 2/(e + 2) from there, |x|
+/// clamped to 9.5 where tanh rounds to ±1. tanh(±0) = ±0.
 inline float tanh(float x) {
   const float a = impl::abs(x);
   const float x2 = x * x;
@@ -257,16 +257,22 @@ inline float tanh(float x) {
                   0x1.555556p-2f;
   const float small = x + x * (x2 * p);
   const float e = expm1(2.0f * (a > 9.5f ? 9.5f : a));
-  const float large = impl::copysign(e / (e + 2.0f), x);
+  // e/(e + 2) = 1 - 2/(e + 2): the second rounds less once 2/(e + 2) is small against 1.
+  const float d = (a < 0.875f ? e : 2.0f) / (e + 2.0f);
+  const float large = impl::copysign(a < 0.875f ? d : 1.0f - d, x);
   const float y = a < 0.625f ? small : large;
   return x == 0 ? x : y;
 }
 
 /// 1/(1 + e^-x) without overflow: with e = e^-|x| ≤ 1, 1/(1 + e) for x ≥ 0 and e/(1 + e)
-/// below.
+/// below. In double (e by exp2_double, |x| clamped to 150 where sigmoid(-|x|) rounds to 0),
+/// rounded to float once: in float, e's own rounding and that of 1 + e add up to 2.4 ulp where
+/// sigmoid(x) falls just below a power of 2 while e^x does not.
 inline float sigmoid(float x) {
-  const float e = exp(-impl::abs(x));
-  return (x >= 0 ? 1.0f : e) / (1.0f + e);
+  constexpr double kLog2e = 0x1.71547652b82fep+0;
+  const float a = impl::abs(x);
+  const double e = impl::exp2_double(-double(a > 150.0f ? 150.0f : a) * kLog2e);  // NaN stays
+  return float((x >= 0 ? 1.0 : e) / (1.0 + e));
 }
 
 /// x^y with the full C/IEEE pow semantics (pow(x, ±0) = 1 even for NaN x, pow(1, y) = 1
