@@ -152,7 +152,10 @@ TEST_CASE("vecmath pow: random positive x, results through the whole float range
 }
 
 TEST_CASE("vecmath pow: special values as C's pow", "[vecmath]") {
-  std::vector<float> values = {0.0f, 0.5f, 1.0f, 2.0f, 3.0f, 2.5f, 0x1p23f + 1, 0x1p24f, 0x1p-149f, 1e30f, kInf};
+  // Integers on both sides of 2^22, 2^23 and 2^24, odd and even, for the sign of x < 0.
+  std::vector<float> values = {0.0f, 0.5f, 1.0f, 2.0f, 3.0f, 2.5f, 0x1p22f - 1, 0x1p22f + 1, 0x1p22f + 2,
+                               0x1p22f + 0.5f, 0x1p23f - 1, 0x1p23f + 1, 0x1p23f + 2, 0x1p24f, 0x1p-149f,
+                               1e30f, kInf};
   const std::size_t n = values.size();
   for (std::size_t i = 0; i < n; ++i) values.push_back(-values[i]);
   values.push_back(kNaN);
@@ -163,7 +166,7 @@ TEST_CASE("vecmath pow: special values as C's pow", "[vecmath]") {
   apply(x.data(), y.data(), out.data(), std::int64_t(x.size()), [](float a, float b) { return vm::pow(a, b); });
   for (std::size_t i = 0; i < x.size(); ++i) {
     const double want = std::pow(double(x[i]), double(y[i]));
-    INFO("pow(" << x[i] << ", " << y[i] << ") = " << out[i] << ", C gives " << want);
+    INFO("pow(" << std::hexfloat << x[i] << ", " << y[i] << ") = " << out[i] << ", C gives " << want);
     CHECK(ulp_error(out[i], want) <= 2);
   }
 }
