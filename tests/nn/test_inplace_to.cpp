@@ -149,7 +149,7 @@ TEST_CASE("optimizers: a parameter whose shape changed under its state is an err
                                     Catch::Contains("momentum_buffer") && Catch::Contains("[3]"));
 }
 
-TEST_CASE("Tensor::set_data: every handle sees the new data; misuse is reported",
+TEST_CASE("Tensor::set_data: every handle sees the new data, and misuse is reported",
           "[autograd][to]") {
   tg::Tensor p = tg::from_vector(std::vector<double>{1, 2}, {2}).set_requires_grad(true);
   const tg::Tensor handle = p;

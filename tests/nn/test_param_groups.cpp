@@ -107,7 +107,7 @@ TEST_CASE("param groups: weight decay and lr per group, by hand", "[nn][optim][g
   CHECK(opt.defaults().weight_decay == 0.5);
 }
 
-TEST_CASE("param groups: one list of parameters is one group; parameters() and lr()",
+TEST_CASE("param groups: one list of parameters is one group, with parameters() and lr()",
           "[nn][optim][groups]") {
   auto ps = leaves({{2, 3}, {4}}, 1);
   nn::Adam opt(ps, {.lr = 0.02});
