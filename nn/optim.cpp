@@ -227,7 +227,8 @@ void Optimizer::load_state(const NamedTensors& state) {
         continue;
       }
       const OptionValues current = group_options(g);
-      if (std::none_of(current.begin(), current.end(), [&](const auto& o) { return o.first == option; })) {
+      const std::string& wanted = option;  // a structured binding, which clang 14 cannot capture
+      if (std::none_of(current.begin(), current.end(), [&](const auto& o) { return o.first == wanted; })) {
         std::vector<std::string> known;
         for (const auto& o : current) known.push_back(o.first);
         throw ValueError(fmt::format("{}::load_state: unexpected entry '{}'; a group's options "
@@ -271,7 +272,8 @@ void Optimizer::load_state(const NamedTensors& state) {
   for (std::size_t g = 0; has_groups && g < groups; ++g) {
     std::vector<std::string> missing;
     if (!sizes[g]) missing.push_back(fmt::format("group.{}.size", g));
-    for (const auto& [option, _] : group_options(g)) {
+    for (const auto& named : group_options(g)) {
+      const std::string& option = named.first;
       const auto count = std::count_if(options[g].begin(), options[g].end(),
                                        [&](const auto& o) { return o.first == option; });
       if (count > 1) {
@@ -450,7 +452,9 @@ template <class Options, class Group>
 void BasicOptimizer<Options, Group>::load_group_options(std::size_t group,
                                                         const OptionValues& values, bool apply) {
   Options options = groups_[group].options();
-  for (const auto& [name, value] : values) {
+  for (const auto& entry : values) {  // not a structured binding: clang 14 cannot capture one
+    const std::string& name = entry.first;
+    const double value = entry.second;
     for_each_option(options, [&](const char* field, auto& target) {
       if (name != field) return;
       if constexpr (std::is_same_v<std::remove_reference_t<decltype(target)>, bool>) {
