@@ -68,32 +68,27 @@ Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, Size2 kernel
   check_positive("Conv2d", "in_channels", in_channels);
   check_positive("Conv2d", "out_channels", out_channels);
   check_positive("Conv2d", "groups", options.groups);
-  check_positive("Conv2d", "kernel height", kernel_size.value[0]);
-  check_positive("Conv2d", "kernel width", kernel_size.value[1]);
+  check_positive("Conv2d", "kernel height", kernel_size[0]);
+  check_positive("Conv2d", "kernel width", kernel_size[1]);
   if (in_channels % options.groups != 0 || out_channels % options.groups != 0) {
     throw ValueError(fmt::format("Conv2d: groups={} must divide in_channels={} and "
                                  "out_channels={}", options.groups, in_channels, out_channels));
   }
   weight_ = &register_parameter("weight", empty({out_channels, in_channels / options.groups,
-                                                 kernel_size.value[0], kernel_size.value[1]}));
+                                                 kernel_size[0], kernel_size[1]}));
   bias_ = options.bias ? &register_parameter("bias", empty({out_channels})) : &no_bias_;
   default_init(*weight_, bias_);
 }
 
 Tensor Conv2d::forward(const Tensor& x) {
-  const tapegrad::Conv2dOptions opt{.stride = options_.stride,
-                                    .padding = options_.padding,
-                                    .dilation = options_.dilation,
-                                    .groups = options_.groups,
-                                    .padding_mode = options_.padding_mode};
-  return tapegrad::conv2d(x, *weight_, *bias_, opt);
+  return tapegrad::conv2d(x, *weight_, *bias_, options_);
 }
 
-MaxPool2d::MaxPool2d(Size2 kernel_size) : options_{.kernel_size = kernel_size.value} {}
+MaxPool2d::MaxPool2d(Size2 kernel_size) : options_{.kernel_size = kernel_size} {}
 MaxPool2d::MaxPool2d(const MaxPool2dOptions& options) : options_(options) {}
 Tensor MaxPool2d::forward(const Tensor& x) { return tapegrad::max_pool2d(x, options_); }
 
-AvgPool2d::AvgPool2d(Size2 kernel_size) : options_{.kernel_size = kernel_size.value} {}
+AvgPool2d::AvgPool2d(Size2 kernel_size) : options_{.kernel_size = kernel_size} {}
 AvgPool2d::AvgPool2d(const AvgPool2dOptions& options) : options_(options) {}
 Tensor AvgPool2d::forward(const Tensor& x) { return tapegrad::avg_pool2d(x, options_); }
 

@@ -3,8 +3,10 @@
 // that dotted names stay unambiguous.
 #include <cxxabi.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -13,6 +15,15 @@
 #include "tapegrad/nn.hpp"
 
 namespace tapegrad::nn {
+
+namespace {
+/// A type's name as written in C++ ("tapegrad::nn::Linear"), not mangled.
+std::string readable(const char* mangled) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
+  return status == 0 ? name.get() : mangled;
+}
+}  // namespace
 
 void Module::check_new_name(const char* what, const std::string& name) const {
   if (name.empty() || name.find('.') != std::string::npos) {
@@ -98,6 +109,94 @@ std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::children() 
   return children_;
 }
 
+std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_modules(bool include_self) const {
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> out;
+  if (include_self) {
+    auto self = std::const_pointer_cast<Module>(weak_from_this().lock());
+    if (!self) {
+      throw ValueError(fmt::format("Module::named_modules: this {} is not held by a std::shared_ptr, "
+                                   "so it cannot list itself; call named_modules(false)",
+                                   readable(typeid(*this).name())));
+    }
+    out.emplace_back("", std::move(self));
+  }
+  auto visit = [&out](const auto& self, const Module& m, const std::string& prefix) -> void {
+    for (const auto& entry : m.children_) {
+      const auto& child = entry.second;
+      const bool seen = std::any_of(out.begin(), out.end(), [&child](const auto& e) { return e.second == child; });
+      if (seen) continue;
+      out.emplace_back(prefix + entry.first, child);
+      self(self, *child, prefix + entry.first + ".");
+    }
+  };
+  visit(visit, *this, "");
+  return out;
+}
+
+Module& Module::apply(const std::function<void(Module&)>& fn) {
+  for (auto& [_, child] : children_) child->apply(fn);
+  fn(*this);
+  return *this;
+}
+
+Tensor Module::forward(const Tensor&) {
+  throw ValueError(fmt::format("{}: this module has no forward of one tensor; call its own forward "
+                               "with its inputs (a module must override forward(const Tensor&) to "
+                               "be called as (*m)(x) or chained in Sequential)",
+                               readable(typeid(*this).name())));
+}
+
+Tensor* Module::find_tensor(std::string_view dotted) {
+  const auto dot = dotted.find('.');
+  if (dot == std::string_view::npos) {
+    for (auto* list : {&params_, &buffers_}) {
+      for (auto& [name, t] : *list) {
+        if (name == dotted) return &t;
+      }
+    }
+    return nullptr;
+  }
+  for (auto& [name, child] : children_) {
+    if (name == dotted.substr(0, dot)) return child->find_tensor(dotted.substr(dot + 1));
+  }
+  return nullptr;
+}
+
+SwapTensorsGuard::SwapTensorsGuard(Module& module, const NamedTensors& tensors) {
+  std::vector<std::string> unknown, repeated, undefined;
+  std::vector<Tensor*> slots;
+  for (const auto& [name, t] : tensors) {
+    Tensor* slot = module.find_tensor(name);
+    if (!slot) {
+      unknown.push_back(name);
+    } else if (std::find(slots.begin(), slots.end(), slot) != slots.end()) {
+      repeated.push_back(name);
+    } else if (!t.defined()) {
+      undefined.push_back(name);
+    }
+    slots.push_back(slot);
+  }
+  if (!unknown.empty() || !repeated.empty() || !undefined.empty()) {
+    std::vector<std::string> problems;
+    auto add = [&problems](const char* what, const std::vector<std::string>& names) {
+      if (!names.empty()) problems.push_back(fmt::format("{} '{}'", what, fmt::join(names, "', '")));
+    };
+    add("no parameter or buffer named", unknown);
+    add("given twice:", repeated);
+    add("undefined tensor for", undefined);
+    throw ValueError(fmt::format("functional_call / SwapTensorsGuard: {} (names are "
+                                 "named_state()'s, e.g. '0.weight'); nothing was replaced",
+                                 fmt::join(problems, "; ")));
+  }
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    saved_.emplace_back(slots[i], std::exchange(*slots[i], tensors[i].second));
+  }
+}
+
+SwapTensorsGuard::~SwapTensorsGuard() {
+  for (auto& [slot, original] : saved_) *slot = std::move(original);
+}
+
 void Module::train(bool on) {
   training_ = on;
   for (auto& [_, child] : children_) child->train(on);
@@ -130,14 +229,6 @@ Module& Module::to(DType dtype) {
 
 // ---- containers ------------------------------------------------------------------------------
 
-namespace {
-/// A type's name as written in C++ ("tapegrad::nn::Linear"), not mangled.
-std::string readable(const char* mangled) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
-  return status == 0 ? name.get() : mangled;
-}
-}  // namespace
 
 void detail::throw_wrong_module(const Module& module, const std::string& what, const char* wanted) {
   throw ValueError(fmt::format("{} is a {}, not the {} asked for", what, readable(typeid(module).name()),
@@ -168,6 +259,19 @@ Module& ModuleList::operator[](std::size_t i) const {
 Tensor ModuleList::forward(const Tensor&) {
   throw ValueError("ModuleList: a container has no forward; call its modules from your model's forward "
                    "(or use Sequential to chain them)");
+}
+
+Sequential::Sequential(std::initializer_list<Layer> layers) {
+  for (const auto& layer : layers) push_back(layer);
+}
+
+Sequential::Sequential(const std::vector<Layer>& layers) {
+  for (const auto& layer : layers) push_back(layer);
+}
+
+Sequential& Sequential::push_back(Layer layer) {
+  ModuleList::push_back(std::move(layer.module));
+  return *this;
 }
 
 Tensor Sequential::forward(const Tensor& x) {
@@ -210,8 +314,8 @@ Tensor ModuleDict::forward(const Tensor&) {
   throw ValueError("ModuleDict: a container has no forward; call its modules from your model's forward");
 }
 
-std::shared_ptr<Sequential> sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
-  return std::make_shared<Sequential>(modules);
+std::shared_ptr<Sequential> sequential(std::initializer_list<Sequential::Layer> layers) {
+  return std::make_shared<Sequential>(layers);
 }
 std::shared_ptr<ModuleList> module_list(std::initializer_list<std::shared_ptr<Module>> modules) {
   return std::make_shared<ModuleList>(modules);

@@ -299,6 +299,10 @@ std::vector<Sample> Conv2dWeightGrad::samples() {
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options) {
+  if (!options.bias && bias.defined()) {
+    throw ValueError(fmt::format("conv2d: options.bias is false but a bias {} is given",
+                                 bias.shape()));
+  }
   if (x.defined() && x.dim() == 3) {  // unbatched [C, H, W]
     Shape s = x.shape();
     const Tensor y = apply(Conv2d{options}, {reshape(x, {1, s[0], s[1], s[2]}), weight, bias});

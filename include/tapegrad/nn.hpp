@@ -7,7 +7,7 @@
 /// \code
 ///   namespace nn = tapegrad::nn;
 ///   auto model = nn::sequential({
-///       nn::conv2d(1, 6, 5, {.padding = {2, 2}}), nn::relu(), nn::max_pool2d(2),  // [N, 6, 14, 14]
+///       nn::conv2d(1, 6, 5, {.padding = 2}), nn::relu(), nn::max_pool2d(2),  // [N, 6, 14, 14]
 ///       nn::conv2d(6, 16, 5), nn::relu(), nn::max_pool2d(2),                      // [N, 16, 5, 5]
 ///       nn::flatten(), nn::linear(16 * 5 * 5, 120), nn::relu(), nn::linear(120, 10)});
 ///   tapegrad::Tensor logits = (*model)(images);   // images: [N, 1, 28, 28] -> [N, 10]
@@ -17,15 +17,19 @@
 /// the same name in PascalCase (`nn::Linear`); both can be used.
 #include <array>
 #include <cstdint>
+#include <concepts>
 #include <deque>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <typeinfo>
 #include <utility>
 #include <vector>
 
+#include "tapegrad/error.hpp"
 #include "tapegrad/ops.hpp"
 #include "tapegrad/tensor.hpp"
 
@@ -35,6 +39,7 @@ namespace tapegrad::nn {
 // ---- Module ----------------------------------------------------------------------------------
 
 class Module;
+class SwapTensorsGuard;
 namespace detail {
 /// Throws ValueError naming `what`, the module's type and M's: a container's typed access
 /// asked for the wrong layer type.
@@ -51,15 +56,26 @@ M& as(Module& module, const std::string& what) {
 /// BatchNorm2d's running statistics) and named submodules, each registered once in the
 /// constructor. Names are unique within a module and contain no '.'; nested names are joined
 /// with dots. Modules are held by std::shared_ptr and are not copyable.
-class Module {
+///
+/// The forward may have any signature. A module of one tensor overrides
+/// `Tensor forward(const Tensor&)` and can be called as `(*m)(x)` and chained in Sequential.
+/// Any other module just declares its own, with any inputs and outputs, and is called as
+/// `m->forward(...)`:
+/// \code
+///   struct Cell : nn::Module {   // (x, h) -> h
+///     Tensor forward(const Tensor& x, const Tensor& h) { ... }
+///   };
+/// \endcode
+class Module : public std::enable_shared_from_this<Module> {
  public:
   Module() = default;
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
   virtual ~Module() = default;
 
-  /// The computation of the module.
-  virtual Tensor forward(const Tensor& x) = 0;
+  /// The computation of a module of one tensor. This default throws ValueError: a module
+  /// whose forward takes other inputs declares its own forward instead.
+  virtual Tensor forward(const Tensor& x);
   Tensor operator()(const Tensor& x) { return forward(x); }
 
   /// Every parameter of this module and its submodules, depth first in registration order.
@@ -72,6 +88,23 @@ class Module {
   NamedTensors named_state() const;
   /// The direct submodules with their names.
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children() const;
+  /// This module (named "") and every submodule below it, depth first in registration order,
+  /// with dotted names ("features", "features.0", ...); a module registered twice is listed
+  /// once, as PyTorch's named_modules. With include_self, this module must be held by a
+  /// std::shared_ptr (else ValueError).
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_modules(bool include_self = true) const;
+
+  /// Calls fn on every submodule (children before their parents) and then on this module, as
+  /// PyTorch's Module.apply. Returns *this.
+  Module& apply(const std::function<void(Module&)>& fn);
+  /// The same for the modules that are an M only, e.g. an initialisation loop:
+  /// `model->apply<nn::Conv2d>([](nn::Conv2d& c) { nn::kaiming_normal_(c.weight()); })`.
+  template <class M, class Fn>
+  Module& apply(Fn&& fn) {
+    return apply([&fn](Module& m) {
+      if (auto* typed = dynamic_cast<M*>(&m)) fn(*typed);
+    });
+  }
 
   /// Switches this module and every submodule to training (true) or evaluation mode;
   /// Dropout and BatchNorm2d behave differently in the two.
@@ -109,12 +142,55 @@ class Module {
   void check_new_name(const char* what, const std::string& name) const;
   void add_child(const std::string& name, std::shared_ptr<Module> module);
   void collect(const std::string& prefix, bool params, NamedTensors& out) const;
+  friend class SwapTensorsGuard;
+  /// The parameter or buffer slot named `dotted` ("layer.0.weight"), or nullptr.
+  Tensor* find_tensor(std::string_view dotted);
   // deque: references returned by register_* stay valid as more names are registered.
   std::deque<std::pair<std::string, Tensor>> params_;
   std::deque<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
 };
+
+/// Within its scope, the module's parameters and buffers named in `tensors` are replaced by
+/// the given tensors; the destructor puts the module's own back (also during unwinding). For
+/// any computation that uses a module with some tensors swapped out (a loss that calls the
+/// module twice, a gradient penalty); functional_call is this guard around one forward.
+/// Names are named_state()'s ("0.weight", "bn.running_mean"); an unknown or repeated name,
+/// or an undefined tensor, is a ValueError and nothing is replaced. The module must read its
+/// tensors through the slots register_parameter and register_buffer return (a `Tensor&` or
+/// pointer member, as every built-in layer does): a copy taken at construction keeps the
+/// original. Not for concurrent use of the module from other threads.
+class SwapTensorsGuard {
+ public:
+  SwapTensorsGuard(Module& module, const NamedTensors& tensors);
+  ~SwapTensorsGuard();
+  SwapTensorsGuard(const SwapTensorsGuard&) = delete;
+  SwapTensorsGuard& operator=(const SwapTensorsGuard&) = delete;
+
+ private:
+  std::vector<std::pair<Tensor*, Tensor>> saved_;
+};
+
+/// Runs module.forward(inputs...) with the parameters and buffers named in `tensors` replaced
+/// by the given tensors, as torch.func.functional_call: the module is left as it was (also
+/// when forward throws) and gradients flow to the given tensors, not to the module's own.
+/// For gradcheck with respect to one parameter, or a MAML-style inner loop (the replacements
+/// may be computed tensors, e.g. w - lr·grad with create_graph). The rules for names and for
+/// how the module reads its tensors are SwapTensorsGuard's.
+template <class M, class... Inputs>
+  requires std::derived_from<M, Module>
+auto functional_call(M& module, const NamedTensors& tensors, Inputs&&... inputs) {
+  const SwapTensorsGuard swapped(module, tensors);
+  return module.forward(std::forward<Inputs>(inputs)...);
+}
+template <class M, class... Inputs>
+  requires std::derived_from<M, Module>
+auto functional_call(const std::shared_ptr<M>& module, const NamedTensors& tensors,
+                     Inputs&&... inputs) {
+  if (!module) throw ValueError("functional_call: the module is null");
+  return functional_call(*module, tensors, std::forward<Inputs>(inputs)...);
+}
 
 /// Submodules in a list, named "0", "1", ... as torch.nn.ModuleList: their parameters appear in
 /// named_parameters() and checkpoints as "0.weight", ... A ModuleList is a container, not a
@@ -147,11 +223,28 @@ class ModuleList : public Module {
   std::vector<std::shared_ptr<Module>> modules_;
 };
 
+/// A module of one tensor: its forward(const Tensor&) is the one Module declares (overridden,
+/// or a container's). Modules whose own forward takes other inputs do not satisfy it.
+template <class M>
+concept OneTensorModule = std::derived_from<M, Module> &&
+    requires { static_cast<Tensor (M::*)(const Tensor&)>(&M::forward); };
+
 /// Modules applied one after the other; submodule i is named "i". A ModuleList whose forward
-/// chains its modules.
+/// chains its modules. Only modules of one tensor can be chained: a module with another
+/// forward signature does not compile in the list.
 class Sequential : public ModuleList {
  public:
-  using ModuleList::ModuleList;
+  /// One entry of the chain: any module of one tensor (see OneTensorModule).
+  struct Layer {
+    template <OneTensorModule M>
+    Layer(std::shared_ptr<M> m) : module(std::move(m)) {}  // NOLINT: implicit on purpose
+    std::shared_ptr<Module> module;
+  };
+  Sequential() = default;
+  Sequential(std::initializer_list<Layer> layers);
+  explicit Sequential(const std::vector<Layer>& layers);
+  /// Appends a layer (named by its position) and returns *this.
+  Sequential& push_back(Layer layer);
   Tensor forward(const Tensor& x) override;
 
  protected:
@@ -188,15 +281,10 @@ class Identity : public Module {
 
 // ---- layers ----------------------------------------------------------------------------------
 
-/// A pair of sizes written as one number (3 -> {3, 3}) or two ({3, 5}: height, width).
-/// Where an options struct is also accepted (MaxPool2d, AvgPool2d), spell a pair as
-/// `nn::Size2{3, 5}`: a bare `{3, 5}` is ambiguous there.
-struct Size2 {
-  Size2(std::int64_t v) : value{v, v} {}  // NOLINT: implicit on purpose, as PyTorch's ints
-  Size2(std::int64_t h, std::int64_t w) : value{h, w} {}
-  Size2(std::array<std::int64_t, 2> v) : value(v) {}  // NOLINT
-  std::array<std::int64_t, 2> value;
-};
+/// A pair of sizes: one number (3 -> {3, 3}) or two ({3, 5}: height, width); see
+/// tapegrad::Size2. Where an options struct is also accepted (MaxPool2d, AvgPool2d), spell a
+/// pair as `nn::Size2{3, 5}`: a bare `{3, 5}` is ambiguous there.
+using tapegrad::Size2;
 
 /// y = x·weightᵀ + bias. x: [..., in_features] -> [..., out_features].
 /// weight: [out_features, in_features], bias: [out_features]; PyTorch's default init
@@ -233,16 +321,10 @@ class Embedding : public Module {
   std::optional<std::int64_t> padding_idx_;
 };
 
-/// The options of tapegrad::conv2d plus whether the layer has a bias.
-struct Conv2dOptions {
-  std::array<std::int64_t, 2> stride{1, 1};
-  std::array<std::int64_t, 2> padding{0, 0};
-  std::array<std::int64_t, 2> dilation{1, 1};
-  std::int64_t groups = 1;
-  /// explicit `padding`, or 'same' / 'valid' as PyTorch's padding="same"/"valid".
-  ConvPadding padding_mode = ConvPadding::explicit_sizes;
-  bool bias = true;
-};
+/// nn::Conv2d and tapegrad::conv2d share one options type (with `bias`: whether the layer has one).
+using tapegrad::Conv2dOptions;
+using tapegrad::MaxPool2dOptions;
+using tapegrad::AvgPool2dOptions;
 
 /// 2-D convolution layer. x: [N, in_channels, H, W] -> [N, out_channels, OH, OW] (see
 /// tapegrad::conv2d for OH, OW). weight: [out_channels, in_channels/groups, kh, kw],
@@ -405,7 +487,7 @@ class BatchNorm2d : public Module {
 
 // ---- factories: std::make_shared with shorter names --------------------------------------------
 
-std::shared_ptr<Sequential> sequential(std::initializer_list<std::shared_ptr<Module>> modules);
+std::shared_ptr<Sequential> sequential(std::initializer_list<Sequential::Layer> layers);
 std::shared_ptr<ModuleList> module_list(std::initializer_list<std::shared_ptr<Module>> modules);
 std::shared_ptr<ModuleDict> module_dict(
     std::initializer_list<std::pair<std::string, std::shared_ptr<Module>>> modules);

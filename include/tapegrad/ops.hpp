@@ -356,12 +356,25 @@ Tensor one_hot(const Tensor& indices, std::int64_t num_classes = -1);
 /// padding puts the extra row/column at the bottom/right) or 'valid' (no padding).
 enum class ConvPadding { explicit_sizes, same, valid };
 
+/// A pair of sizes (height, width) written as one number (`.stride = 2` is {2, 2}) or two
+/// (`.stride = {2, 1}`), as PyTorch's int-or-tuple arguments. It is a std::array of 2.
+struct Size2 : std::array<std::int64_t, 2> {
+  constexpr Size2() : std::array<std::int64_t, 2>{0, 0} {}
+  constexpr Size2(std::int64_t v) : std::array<std::int64_t, 2>{v, v} {}  // NOLINT: implicit on purpose
+  constexpr Size2(std::int64_t h, std::int64_t w) : std::array<std::int64_t, 2>{h, w} {}
+  constexpr Size2(const std::array<std::int64_t, 2>& v) : std::array<std::int64_t, 2>(v) {}  // NOLINT
+};
+
+/// The options of conv2d and of nn::Conv2d (one type for both).
 struct Conv2dOptions {
-  std::array<std::int64_t, 2> stride{1, 1};
-  std::array<std::int64_t, 2> padding{0, 0};
-  std::array<std::int64_t, 2> dilation{1, 1};
+  Size2 stride{1, 1};
+  Size2 padding{0, 0};
+  Size2 dilation{1, 1};
   std::int64_t groups = 1;
   ConvPadding padding_mode = ConvPadding::explicit_sizes;
+  /// nn::Conv2d: whether the layer has a bias parameter. The functional conv2d takes the bias
+  /// tensor itself and throws ValueError when one is given with `bias = false`.
+  bool bias = true;
 };
 
 /// 2-D cross-correlation (not flipped), as torch.nn.functional.conv2d.
@@ -370,12 +383,13 @@ struct Conv2dOptions {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               const Conv2dOptions& options = {});
 
+/// The options of max_pool2d and of nn::MaxPool2d.
 struct MaxPool2dOptions {
-  std::array<std::int64_t, 2> kernel_size{2, 2};
+  Size2 kernel_size{2, 2};
   /// Empty ({} or {0, 0}) means "= kernel_size" (PyTorch's default).
-  std::array<std::int64_t, 2> stride{};
-  std::array<std::int64_t, 2> padding{0, 0};
-  std::array<std::int64_t, 2> dilation{1, 1};
+  Size2 stride{};
+  Size2 padding{0, 0};
+  Size2 dilation{1, 1};
   bool ceil_mode = false;
 };
 
@@ -389,11 +403,12 @@ struct MaxPoolResult {
 };
 MaxPoolResult max_pool2d_with_indices(const Tensor& x, const MaxPool2dOptions& options = {});
 
+/// The options of avg_pool2d and of nn::AvgPool2d.
 struct AvgPool2dOptions {
-  std::array<std::int64_t, 2> kernel_size{2, 2};
+  Size2 kernel_size{2, 2};
   /// Empty ({} or {0, 0}) means "= kernel_size".
-  std::array<std::int64_t, 2> stride{};
-  std::array<std::int64_t, 2> padding{0, 0};
+  Size2 stride{};
+  Size2 padding{0, 0};
   bool ceil_mode = false;
   bool count_include_pad = true;
   std::optional<std::int64_t> divisor_override{};
