@@ -137,33 +137,16 @@ struct ClassImages {
   }
 };
 
-/// The critic as plain tensors (rather than an nn::Module) so that gradcheck can hand it a
-/// copy of one weight: see check_penalty_gradient. In f64, the checker's precision, so that
-/// the copy it passes mixes with the other weights.
-struct Critic {
-  tg::Tensor conv1_weight, conv1_bias, conv2_weight, conv2_bias, head_weight, head_bias;
-
-  /// PyTorch's default initialisation: uniform in ±1/sqrt(fan_in), weights and biases alike.
-  static tg::Tensor init(const tg::Shape& shape, std::int64_t fan_in) {
-    const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
-    return tg::uniform(shape, -bound, bound, tg::DType::f64).set_requires_grad(true);
-  }
-  static Critic make() {
-    return {init({8, 1, 4, 4}, 1 * 4 * 4),  init({8}, 1 * 4 * 4),
-            init({16, 8, 4, 4}, 8 * 4 * 4), init({16}, 8 * 4 * 4),
-            init({1, 16 * 7 * 7}, 16 * 7 * 7), init({1}, 16 * 7 * 7)};
-  }
-  std::vector<tg::Tensor> parameters() const {
-    return {conv1_weight, conv1_bias, conv2_weight, conv2_bias, head_weight, head_bias};
-  }
-  /// x: [N, 1, 28, 28] -> [N, 1].
-  tg::Tensor operator()(const tg::Tensor& x) const {
-    const tg::Conv2dOptions halve{.stride = {2, 2}, .padding = {1, 1}};
-    tg::Tensor h = tg::relu(tg::conv2d(x, conv1_weight, conv1_bias, halve));
-    h = tg::relu(tg::conv2d(h, conv2_weight, conv2_bias, halve));
-    return tg::linear(tg::flatten(h, 1), head_weight, head_bias);
-  }
-};
+/// The critic, x: [N, 1, 28, 28] -> [N, 1], in f64 (the checker's precision). Its layers
+/// start from PyTorch's default initialisation (uniform in ±1/sqrt(fan_in)).
+std::shared_ptr<nn::Sequential> make_critic() {
+  auto critic = nn::sequential({nn::conv2d(1, 8, 4, {.stride = 2, .padding = 1}), nn::relu(),
+                                nn::conv2d(8, 16, 4, {.stride = 2, .padding = 1}), nn::relu(),
+                                nn::flatten(), nn::linear(16 * 7 * 7, 1)});
+  critic->to(tg::DType::f64);
+  return critic;
+}
+using Critic = nn::Sequential;
 
 /// The penalty mean((‖∇_x̂ D(x̂)‖₂ - 1)²) (without λ) and the per-sample norms ‖∇_x̂ D(x̂)‖₂.
 struct Penalty {
@@ -171,7 +154,7 @@ struct Penalty {
   tg::Tensor norms;  // [B]
 };
 
-Penalty gradient_penalty(const Critic& critic, const tg::Tensor& interpolates) {
+Penalty gradient_penalty(Critic& critic, const tg::Tensor& interpolates) {
   const tg::Tensor x_hat = interpolates.detach().set_requires_grad(true);
   // D(x̂_i) depends on x̂_i alone (no batch statistics), so the gradient of the sum holds each
   // sample's own ∇D(x̂_i) in its row. create_graph makes that gradient a recorded function of
@@ -189,18 +172,17 @@ tg::Tensor interpolate(const tg::Tensor& real, const tg::Tensor& fake) {
 }
 
 /// The penalty's gradient with respect to the first conv's weight, by backprop through the
-/// create_graph gradient, against central finite differences of the penalty.
-bool check_penalty_gradient(const Critic& critic, const ClassImages& real,
-                            const ClassImages& fake) {
+/// create_graph gradient, against central finite differences of the penalty. gradcheck hands
+/// fn copies of the weight; the guard runs the critic with them in place of its own.
+bool check_penalty_gradient(Critic& critic, const ClassImages& real, const ClassImages& fake) {
   const tg::Tensor x_hat = interpolate(real.sample(4), fake.sample(4));
   auto penalty_of = [&](const std::vector<tg::Tensor>& w) {
     // gradcheck evaluates fn under a NoGradGuard; the penalty needs a gradient of its own.
     tg::EnableGradGuard record;
-    Critic c = critic;
-    c.conv1_weight = w[0];
-    return gradient_penalty(c, x_hat).value;
+    const nn::SwapTensorsGuard swap(critic, {{"0.weight", w[0]}});
+    return gradient_penalty(critic, x_hat).value;
   };
-  const tg::GradcheckReport report = tg::gradcheck(penalty_of, {critic.conv1_weight});
+  const tg::GradcheckReport report = tg::gradcheck(penalty_of, {critic.at<nn::Conv2d>(0).weight()});
   fmt::print("gradcheck of d(penalty)/d(conv1 weight [8, 1, 4, 4]):\n{}\n", report);
   return report.passed;
 }
@@ -228,7 +210,8 @@ int main(int argc, char** argv) try {
   fmt::print("real: {} Trouser images, fake: {} Dress images\n", real.count, fake.count);
 
   tg::manual_seed(0);
-  const Critic critic = Critic::make();
+  const auto critic_ptr = make_critic();
+  Critic& critic = *critic_ptr;
   const bool gradient_ok = check_penalty_gradient(critic, real, fake);
 
   // β1 = 0.5, β2 = 0.9 as in the WGAN-GP paper (which uses β1 = 0); a larger lr than its 1e-4,

@@ -18,7 +18,7 @@ int main() {
   tg::Tensor w2 = (tg::randn({3, 36}) * 0.3).detach().set_requires_grad(true);
   tg::Tensor frozen = tg::randn({3}).set_requires_grad(true);
 
-  tg::Tensor h = tg::max_pool2d(tg::relu(tg::conv2d(x, w1, b1)), {.kernel_size = {2, 2}});
+  tg::Tensor h = tg::max_pool2d(tg::relu(tg::conv2d(x, w1, b1)), {.kernel_size = 2});
   tg::Tensor loss = tg::cross_entropy(tg::linear(tg::flatten(h, 1), w2, frozen.detach()), target);
 
   const std::string path = "graph_dot.dot";

@@ -21,7 +21,7 @@ inline const nn::DataLoaderOptions kNormalise{.mean = 0.2860, .std = 0.3530};
 /// "0.weight", "0.bias", "3.weight", ..., "11.bias".
 inline std::shared_ptr<nn::Sequential> make_lenet() {
   return nn::sequential({
-      nn::conv2d(1, 6, 5, {.padding = {2, 2}}), nn::relu(), nn::max_pool2d(2),
+      nn::conv2d(1, 6, 5, {.padding = 2}), nn::relu(), nn::max_pool2d(2),
       nn::conv2d(6, 16, 5), nn::relu(), nn::max_pool2d(2),
       nn::flatten(), nn::linear(16 * 5 * 5, 120), nn::relu(),
       nn::linear(120, 84), nn::relu(), nn::linear(84, 10)});

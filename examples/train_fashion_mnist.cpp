@@ -117,8 +117,8 @@ Args parse_args(int argc, char** argv) {
 
 std::shared_ptr<nn::Sequential> make_model() {
   return nn::sequential({
-      nn::conv2d(1, 16, 3, {.padding = {1, 1}}), nn::relu(), nn::max_pool2d(2),   // [N, 16, 14, 14]
-      nn::conv2d(16, 32, 3, {.padding = {1, 1}}), nn::relu(), nn::max_pool2d(2),  // [N, 32, 7, 7]
+      nn::conv2d(1, 16, 3, {.padding = 1}), nn::relu(), nn::max_pool2d(2),   // [N, 16, 14, 14]
+      nn::conv2d(16, 32, 3, {.padding = 1}), nn::relu(), nn::max_pool2d(2),  // [N, 32, 7, 7]
       nn::flatten(), nn::linear(32 * 7 * 7, 128), nn::relu(), nn::linear(128, 10)});
 }
 
