@@ -15,7 +15,9 @@
 // The forward saves x (no larger than xhat, which it never allocates), mean and invstd; the
 // VJP recomputes xhat. Recorded for create_graph, the same formulas run as ops on x, with
 // mean and invstd recomputed from x in training, so that second derivatives see how they
-// depend on x. Channels run in parallel.
+// depend on x. Both forward and VJP are three steps: per-channel sums, per-channel
+// coefficients, an element-wise pass (the loops below say how they run in parallel).
+#include <algorithm>
 #include <cmath>
 
 #include "ops/detail/elementwise.hpp"
@@ -34,6 +36,90 @@ struct ChannelLayout {
     for (std::size_t d = 2; d < s.size(); ++d) plane *= s[d];
   }
 };
+
+// The loops over x [N, C, P]. With P > 1 a channel is N runs of P contiguous values: the sums
+// give each thread whole channels, the element-wise passes whole runs. With P = 1 ([N, C]) a
+// channel is a column: the rows are read in order and the inner loops run across the
+// channels, so that they vectorise.
+
+/// Per channel ch of x [N, C, P]: sum1[ch] = Σ f1(i, ch) and sum2[ch] = Σ f2(i, ch) over
+/// the flat indices i of its elements, in double.
+template <class F1, class F2>
+void channel_sums(const ChannelLayout& l, double* sum1, double* sum2, F1 f1, F2 f2) {
+  const std::int64_t c = l.c, plane = l.plane;
+  std::fill_n(sum1, c, 0.0);
+  std::fill_n(sum2, c, 0.0);
+  if (plane == 1) {
+    for (std::int64_t b = 0; b < l.n; ++b) {
+#pragma omp simd
+      for (std::int64_t ch = 0; ch < c; ++ch) {
+        sum1[ch] += f1(b * c + ch, ch);
+        sum2[ch] += f2(b * c + ch, ch);
+      }
+    }
+    return;
+  }
+#pragma omp parallel for schedule(static) if (l.n * c * plane >= detail::kParallelElements)
+  for (std::int64_t ch = 0; ch < c; ++ch) {
+    double s1 = 0, s2 = 0;
+    for (std::int64_t b = 0; b < l.n; ++b) {
+      const std::int64_t begin = (b * c + ch) * plane;
+#pragma omp simd reduction(+ : s1, s2)
+      for (std::int64_t i = begin; i < begin + plane; ++i) {
+        s1 += f1(i, ch);
+        s2 += f2(i, ch);
+      }
+    }
+    sum1[ch] = s1;
+    sum2[ch] = s2;
+  }
+}
+
+/// y = (x - mean_c)·scale_c + shift_c.
+template <class T>
+void channel_map(const ChannelLayout& l, const T* mean, const T* scale, const T* shift, const T* x, T* y) {
+  const std::int64_t c = l.c, plane = l.plane;
+  const bool parallel = l.n * c * plane >= detail::kParallelElements;
+  if (plane == 1) {
+#pragma omp parallel for schedule(static) if (parallel)
+    for (std::int64_t b = 0; b < l.n; ++b) {
+      const T* xr = x + b * c;
+      T* yr = y + b * c;
+#pragma omp simd
+      for (std::int64_t ch = 0; ch < c; ++ch) yr[ch] = (xr[ch] - mean[ch]) * scale[ch] + shift[ch];
+    }
+    return;
+  }
+#pragma omp parallel for schedule(static) if (parallel)
+  for (std::int64_t run = 0; run < l.n * c; ++run) {
+    const std::int64_t ch = run % c;
+    detail::run_normalize(x + run * plane, y + run * plane, plane, mean[ch], scale[ch], shift[ch]);
+  }
+}
+
+/// grad_x = a_c·g + k1_c·(x - mean_c) + k0_c.
+template <class T>
+void channel_grad_input(const ChannelLayout& l, const T* a, const T* mean, const T* k1, const T* k0,
+                        const T* g, const T* x, T* grad_x) {
+  const std::int64_t c = l.c, plane = l.plane;
+  const bool parallel = l.n * c * plane >= detail::kParallelElements;
+  if (plane == 1) {
+#pragma omp parallel for schedule(static) if (parallel)
+    for (std::int64_t b = 0; b < l.n; ++b) {
+      const T* gr = g + b * c;
+      const T* xr = x + b * c;
+      T* out = grad_x + b * c;
+#pragma omp simd
+      for (std::int64_t ch = 0; ch < c; ++ch) out[ch] = a[ch] * gr[ch] + k1[ch] * (xr[ch] - mean[ch]) + k0[ch];
+    }
+    return;
+  }
+#pragma omp parallel for schedule(static) if (parallel)
+  for (std::int64_t run = 0; run < l.n * c; ++run) {
+    const std::int64_t ch = run % c, off = run * plane;
+    detail::run_grad_input(g + off, x + off, grad_x + off, plane, a[ch], mean[ch], k1[ch], k0[ch]);
+  }
+}
 
 /// Image: batch_norm2d, x [N, C, H, W]; otherwise batch_norm, x [N, C] or [N, C, L].
 template <bool Image>
@@ -87,60 +173,60 @@ struct BatchNormOp {
     const Tensor& weight = in[1];
     const Tensor& bias = in[2];
     const ChannelLayout l(x.shape());
-    const std::int64_t c = l.c, plane = l.plane;
-    const double m = static_cast<double>(l.n * plane);
+    const auto c = static_cast<std::size_t>(l.c);
+    const double m = static_cast<double>(l.n * l.plane);
     Tensor out = detail::make_tensor(x.meta());
-    Tensor mean_c = detail::make_tensor(Shape{c}, x.dtype());
-    Tensor invstd = detail::make_tensor(Shape{c}, x.dtype());
+    Tensor mean_c = detail::make_tensor(Shape{l.c}, x.dtype());
+    Tensor invstd = detail::make_tensor(Shape{l.c}, x.dtype());
     detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* px = x.data<T>();
-      T* py = out.data<T>();
-      T* pmean = mean_c.data<T>();
-      T* pinv = invstd.data<T>();
-      const T* pw = weight.defined() ? weight.data<T>() : nullptr;
-      const T* pb = bias.defined() ? bias.data<T>() : nullptr;
-      const T* rm = running_mean.defined() ? running_mean.data<T>() : nullptr;
-      const T* rv = running_var.defined() ? running_var.data<T>() : nullptr;
-      std::vector<double> batch_mean(static_cast<std::size_t>(c)), batch_var(batch_mean.size());
-#pragma omp parallel for schedule(static) if (x.numel() >= detail::kParallelElements)
-      for (std::int64_t ch = 0; ch < c; ++ch) {
-        double mean = 0, var = 0;
-        if (training) {
-          for (std::int64_t b = 0; b < l.n; ++b) mean += detail::run_sum(px + (b * c + ch) * plane, plane);
-          mean /= m;
-          for (std::int64_t b = 0; b < l.n; ++b) {
-            var += detail::run_squared_deviation(px + (b * c + ch) * plane, plane, mean);
-          }
-          var /= m;
-        } else {
-          mean = static_cast<double>(rm[ch]);
-          var = static_cast<double>(rv[ch]);
+      std::vector<double> batch_mean(c), batch_var(c);
+      if (training) {
+        // One pass over x, each channel's values shifted by the channel's first value s:
+        // var = Σ(x - s)²/M - (Σ(x - s)/M)² cancels only as much as |mean - s| is large
+        // against the spread, which for a value drawn from the channel it rarely is.
+        std::vector<double> first(c), sum(c), sum_squares(c);
+        for (std::size_t k = 0; k < c; ++k) first[k] = static_cast<double>(px[k * static_cast<std::size_t>(l.plane)]);
+        const double* base = first.data();
+        channel_sums(
+            l, sum.data(), sum_squares.data(),
+            [px, base](std::int64_t i, std::int64_t ch) { return static_cast<double>(px[i]) - base[ch]; },
+            [px, base](std::int64_t i, std::int64_t ch) {
+              const double d = static_cast<double>(px[i]) - base[ch];
+              return d * d;
+            });
+        for (std::size_t k = 0; k < c; ++k) {
+          const double shifted_mean = sum[k] / m;
+          batch_mean[k] = first[k] + shifted_mean;
+          batch_var[k] = std::max(0.0, sum_squares[k] / m - shifted_mean * shifted_mean);
         }
-        batch_mean[static_cast<std::size_t>(ch)] = mean;
-        batch_var[static_cast<std::size_t>(ch)] = var;
-        const double is = 1.0 / std::sqrt(var + eps);
-        pmean[ch] = static_cast<T>(mean);
-        pinv[ch] = static_cast<T>(is);
-        const double w = pw != nullptr ? static_cast<double>(pw[ch]) : 1.0;
-        const T shift = pb != nullptr ? pb[ch] : T(0);
-        for (std::int64_t b = 0; b < l.n; ++b) {
-          const std::int64_t off = (b * c + ch) * plane;
-          detail::run_normalize(px + off, py + off, plane, static_cast<T>(mean),
-                                static_cast<T>(w * is), shift);
+      } else {
+        for (std::size_t k = 0; k < c; ++k) {
+          batch_mean[k] = static_cast<double>(running_mean.data<T>()[k]);
+          batch_var[k] = static_cast<double>(running_var.data<T>()[k]);
         }
       }
+      // y = (x - mean)·scale + shift per channel.
+      std::vector<T> scale(c), shift(c, T(0));
+      for (std::size_t k = 0; k < c; ++k) {
+        const double is = 1.0 / std::sqrt(batch_var[k] + eps);
+        mean_c.data<T>()[k] = static_cast<T>(batch_mean[k]);
+        invstd.data<T>()[k] = static_cast<T>(is);
+        scale[k] = static_cast<T>((weight.defined() ? static_cast<double>(weight.data<T>()[k]) : 1.0) * is);
+        if (bias.defined()) shift[k] = bias.data<T>()[k];
+      }
+      channel_map(l, mean_c.data<T>(), scale.data(), shift.data(), px, out.data<T>());
       if (training && running_mean.defined()) {
         // Through copy_, so the running statistics' version() records the update.
         Tensor new_mean = detail::make_tensor(running_mean.meta());
         Tensor new_var = detail::make_tensor(running_var.meta());
         const double unbias = m / (m - 1);
-        for (std::int64_t ch = 0; ch < c; ++ch) {
-          const auto k = static_cast<std::size_t>(ch);
-          new_mean.data<T>()[ch] = static_cast<T>((1 - momentum) * static_cast<double>(rm[ch]) +
-                                                  momentum * batch_mean[k]);
-          new_var.data<T>()[ch] = static_cast<T>((1 - momentum) * static_cast<double>(rv[ch]) +
-                                                 momentum * batch_var[k] * unbias);
+        for (std::size_t k = 0; k < c; ++k) {
+          new_mean.data<T>()[k] = static_cast<T>((1 - momentum) * static_cast<double>(running_mean.data<T>()[k]) +
+                                                 momentum * batch_mean[k]);
+          new_var.data<T>()[k] = static_cast<T>((1 - momentum) * static_cast<double>(running_var.data<T>()[k]) +
+                                                momentum * batch_var[k] * unbias);
         }
         running_mean.copy_(new_mean);
         running_var.copy_(new_var);
@@ -160,8 +246,8 @@ struct BatchNormOp {
     const Tensor invstd = ctx.saved(2);
     const Tensor weight = ctx.saved(3);
     const ChannelLayout l(ctx.input(0).shape);
-    const std::int64_t c = l.c, plane = l.plane;
-    const double m = static_cast<double>(l.n * plane);
+    const auto c = static_cast<std::size_t>(l.c);
+    const double m = static_cast<double>(l.n * l.plane);
     const bool need_x = ctx.needs_input_grad(0), need_w = ctx.needs_input_grad(1),
                need_b = ctx.needs_input_grad(2);
     Tensor grad_x = need_x ? detail::make_tensor(ctx.input(0)) : Tensor();
@@ -171,29 +257,29 @@ struct BatchNormOp {
       using T = decltype(tag);
       const T* g = grad_out.data<T>();
       const T* px = x.data<T>();
-#pragma omp parallel for schedule(static) if (x.numel() >= detail::kParallelElements)
-      for (std::int64_t ch = 0; ch < c; ++ch) {
-        const double mean = static_cast<double>(mean_c.data<T>()[ch]);
-        const double is = static_cast<double>(invstd.data<T>()[ch]);
-        double sum_g = 0, sum_gc = 0;  // Σ g and Σ g·(x - mean); Σ g·xhat = is·sum_gc
-        for (std::int64_t b = 0; b < l.n; ++b) {
-          const std::int64_t off = (b * c + ch) * plane;
-          sum_g += detail::run_sum(g + off, plane);
-          sum_gc += detail::run_centered_dot(g + off, px + off, plane, mean);
-        }
-        if (need_w) grad_w.data<T>()[ch] = static_cast<T>(sum_gc * is);
-        if (need_b) grad_b.data<T>()[ch] = static_cast<T>(sum_g);
-        if (!need_x) continue;
-        const double a = (weight.defined() ? static_cast<double>(weight.data<T>()[ch]) : 1.0) * is;
-        const double k1 = training ? -a * is * is * sum_gc / m : 0.0;
-        const double k0 = training ? -a * sum_g / m : 0.0;
-        for (std::int64_t b = 0; b < l.n; ++b) {
-          const std::int64_t off = (b * c + ch) * plane;
-          detail::run_grad_input(g + off, px + off, grad_x.data<T>() + off, plane,
-                                 static_cast<T>(a), static_cast<T>(mean), static_cast<T>(k1),
-                                 static_cast<T>(k0));
-        }
+      const T* mean = mean_c.data<T>();
+      // Σ g and Σ g·(x - mean) per channel; Σ g·xhat = invstd·sum_gc.
+      std::vector<double> sum_g(c), sum_gc(c), mean_d(c);
+      for (std::size_t k = 0; k < c; ++k) mean_d[k] = static_cast<double>(mean[k]);
+      const double* md = mean_d.data();
+      channel_sums(
+          l, sum_g.data(), sum_gc.data(),
+          [g](std::int64_t i, std::int64_t) { return static_cast<double>(g[i]); },
+          [g, px, md](std::int64_t i, std::int64_t ch) {
+            return static_cast<double>(g[i]) * (static_cast<double>(px[i]) - md[ch]);
+          });
+      // grad_x = a·g + k1·(x - mean) + k0 per channel (ops/detail/norm.hpp).
+      std::vector<T> a(c), k1(c), k0(c);
+      for (std::size_t k = 0; k < c; ++k) {
+        const double is = static_cast<double>(invstd.data<T>()[k]);
+        if (need_w) grad_w.data<T>()[k] = static_cast<T>(sum_gc[k] * is);
+        if (need_b) grad_b.data<T>()[k] = static_cast<T>(sum_g[k]);
+        const double scale = (weight.defined() ? static_cast<double>(weight.data<T>()[k]) : 1.0) * is;
+        a[k] = static_cast<T>(scale);
+        k1[k] = static_cast<T>(training ? -scale * is * is * sum_gc[k] / m : 0.0);
+        k0[k] = static_cast<T>(training ? -scale * sum_g[k] / m : 0.0);
       }
+      if (need_x) channel_grad_input(l, a.data(), mean, k1.data(), k0.data(), g, px, grad_x.data<T>());
     });
     return {grad_x, grad_w, grad_b};
   }
