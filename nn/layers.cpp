@@ -26,6 +26,12 @@ void default_init(Tensor& weight, Tensor* bias) {
   }
 }
 
+void check_eps(const char* layer, double eps) {
+  if (!(eps >= 0.0 && std::isfinite(eps))) {
+    throw ValueError(fmt::format("{}: eps must be finite and >= 0, got {}", layer, eps));
+  }
+}
+
 }  // namespace
 
 Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias) {
@@ -112,16 +118,15 @@ Dropout::Dropout(double p) : p_(p) {
 }
 Tensor Dropout::forward(const Tensor& x) { return tapegrad::dropout(x, p_, is_training()); }
 
-BatchNorm2d::BatchNorm2d(std::int64_t num_features, const BatchNorm2dOptions& options)
-    : options_(options) {
-  check_positive("BatchNorm2d", "num_features", num_features);
+BatchNormBase::BatchNormBase(const char* layer, std::int64_t num_features,
+                             const BatchNormOptions& options, Functional functional)
+    : options_(options), functional_(functional) {
+  check_positive(layer, "num_features", num_features);
   if (options.momentum && !(*options.momentum >= 0.0 && *options.momentum <= 1.0)) {
-    throw ValueError(fmt::format("BatchNorm2d: momentum must be in [0, 1], got {}",
+    throw ValueError(fmt::format("{}: momentum must be in [0, 1], got {}", layer,
                                  *options.momentum));
   }
-  if (!(options.eps >= 0.0 && std::isfinite(options.eps))) {
-    throw ValueError(fmt::format("BatchNorm2d: eps must be finite and >= 0, got {}", options.eps));
-  }
+  check_eps(layer, options.eps);
   if (options.affine) {
     weight_ = &register_parameter("weight", ones({num_features}));
     bias_ = &register_parameter("bias", zeros({num_features}));
@@ -133,7 +138,7 @@ BatchNorm2d::BatchNorm2d(std::int64_t num_features, const BatchNorm2dOptions& op
   }
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
+Tensor BatchNormBase::forward(const Tensor& x) {
   const bool use_batch_stats = is_training() || !options_.track_running_stats;
   double momentum = options_.momentum.value_or(0.0);
   if (is_training() && options_.track_running_stats) {
@@ -143,9 +148,56 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   }
   // Running statistics are passed only when they are to be used or updated.
   const bool pass_stats = options_.track_running_stats;
-  return tapegrad::batch_norm2d(x, pass_stats ? *running_mean_ : Tensor(),
-                                pass_stats ? *running_var_ : Tensor(), *weight_, *bias_,
-                                use_batch_stats, momentum, options_.eps);
+  return functional_(x, pass_stats ? *running_mean_ : Tensor(),
+                     pass_stats ? *running_var_ : Tensor(), *weight_, *bias_, use_batch_stats,
+                     momentum, options_.eps);
+}
+
+BatchNorm1d::BatchNorm1d(std::int64_t num_features, const BatchNormOptions& options)
+    : BatchNormBase("BatchNorm1d", num_features, options, &tapegrad::batch_norm) {}
+BatchNorm2d::BatchNorm2d(std::int64_t num_features, const BatchNormOptions& options)
+    : BatchNormBase("BatchNorm2d", num_features, options, &tapegrad::batch_norm2d) {}
+
+LayerNorm::LayerNorm(const Shape& normalized_shape, const LayerNormOptions& options)
+    : normalized_shape_(normalized_shape), options_(options) {
+  if (normalized_shape.empty()) {
+    throw ValueError("LayerNorm: normalized_shape must have at least one dim, got []");
+  }
+  for (const std::int64_t d : normalized_shape) {
+    if (d <= 0) {
+      throw ValueError(fmt::format("LayerNorm: normalized_shape {} must hold positive sizes",
+                                   normalized_shape));
+    }
+  }
+  check_eps("LayerNorm", options.eps);
+  if (options.elementwise_affine) {
+    weight_ = &register_parameter("weight", ones(normalized_shape));
+    bias_ = &register_parameter("bias", zeros(normalized_shape));
+  }
+}
+
+Tensor LayerNorm::forward(const Tensor& x) {
+  return tapegrad::layer_norm(x, normalized_shape_, *weight_, *bias_, options_.eps);
+}
+
+GroupNorm::GroupNorm(std::int64_t num_groups, std::int64_t num_channels,
+                     const GroupNormOptions& options)
+    : num_groups_(num_groups), options_(options) {
+  check_positive("GroupNorm", "num_groups", num_groups);
+  check_positive("GroupNorm", "num_channels", num_channels);
+  if (num_channels % num_groups != 0) {
+    throw ValueError(fmt::format("GroupNorm: num_channels={} must be divisible by num_groups={}",
+                                 num_channels, num_groups));
+  }
+  check_eps("GroupNorm", options.eps);
+  if (options.affine) {
+    weight_ = &register_parameter("weight", ones({num_channels}));
+    bias_ = &register_parameter("bias", zeros({num_channels}));
+  }
+}
+
+Tensor GroupNorm::forward(const Tensor& x) {
+  return tapegrad::group_norm(x, num_groups_, *weight_, *bias_, options_.eps);
 }
 
 // ---- factories -------------------------------------------------------------------------------
@@ -189,9 +241,21 @@ std::shared_ptr<Flatten> flatten(std::int64_t start_dim, std::int64_t end_dim) {
   return std::make_shared<Flatten>(start_dim, end_dim);
 }
 std::shared_ptr<Dropout> dropout(double p) { return std::make_shared<Dropout>(p); }
+std::shared_ptr<BatchNorm1d> batch_norm1d(std::int64_t num_features,
+                                          const BatchNormOptions& options) {
+  return std::make_shared<BatchNorm1d>(num_features, options);
+}
 std::shared_ptr<BatchNorm2d> batch_norm2d(std::int64_t num_features,
-                                          const BatchNorm2dOptions& options) {
+                                          const BatchNormOptions& options) {
   return std::make_shared<BatchNorm2d>(num_features, options);
+}
+std::shared_ptr<LayerNorm> layer_norm(const Shape& normalized_shape,
+                                      const LayerNormOptions& options) {
+  return std::make_shared<LayerNorm>(normalized_shape, options);
+}
+std::shared_ptr<GroupNorm> group_norm(std::int64_t num_groups, std::int64_t num_channels,
+                                      const GroupNormOptions& options) {
+  return std::make_shared<GroupNorm>(num_groups, num_channels, options);
 }
 
 // ---- losses ----------------------------------------------------------------------------------

@@ -22,7 +22,9 @@
   X(conv2d)                       \
   X(max_pool2d)                   \
   X(avg_pool2d)                   \
-  X(batch_norm2d)                 \
+  X(batch_norm)                   \
+  X(layer_norm)                   \
+  X(group_norm)                   \
   X(where)                        \
   X(slice)                        \
   X(join)                         \

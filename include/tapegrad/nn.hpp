@@ -449,7 +449,7 @@ class Dropout : public Module {
   double p_;
 };
 
-struct BatchNorm2dOptions {
+struct BatchNormOptions {
   double eps = 1e-5;
   /// Weight of the new batch statistic in the running ones; empty means a cumulative
   /// average (1/num_batches_tracked), as PyTorch's momentum=None.
@@ -459,15 +459,16 @@ struct BatchNorm2dOptions {
   /// Keep running_mean/running_var; without them evaluation also uses batch statistics.
   bool track_running_stats = true;
 };
+using BatchNorm1dOptions = BatchNormOptions;
+using BatchNorm2dOptions = BatchNormOptions;
 
-/// Batch normalisation over x: [N, num_features, H, W] (see tapegrad::batch_norm2d).
-/// Parameters weight, bias: [num_features]. Buffers running_mean (init 0), running_var
-/// (init 1): [num_features], and num_batches_tracked: 0-dim i64, counting training batches.
-/// Training mode normalises with the batch statistics and updates the running ones;
-/// evaluation mode normalises with the running statistics.
-class BatchNorm2d : public Module {
+/// What BatchNorm1d and BatchNorm2d share (PyTorch's _BatchNorm): parameters weight, bias:
+/// [num_features]; buffers running_mean (init 0), running_var (init 1): [num_features], and
+/// num_batches_tracked: 0-dim i64, counting training batches. Training mode normalises with
+/// the batch statistics and updates the running ones; evaluation mode normalises with the
+/// running statistics.
+class BatchNormBase : public Module {
  public:
-  explicit BatchNorm2d(std::int64_t num_features, const BatchNorm2dOptions& options = {});
   Tensor forward(const Tensor& x) override;
   Tensor& weight() { return *weight_; }
   Tensor& bias() { return *bias_; }
@@ -475,14 +476,88 @@ class BatchNorm2d : public Module {
   Tensor& running_var() { return *running_var_; }
   Tensor& num_batches_tracked() { return *num_batches_tracked_; }
 
+ protected:
+  /// The functional op the layer applies (tapegrad::batch_norm or batch_norm2d).
+  using Functional = Tensor (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                const Tensor&, bool, double, double);
+  BatchNormBase(const char* layer, std::int64_t num_features, const BatchNormOptions& options,
+                Functional functional);
+
  private:
-  BatchNorm2dOptions options_;
+  BatchNormOptions options_;
+  Functional functional_;
   Tensor none_;
   Tensor* weight_ = &none_;
   Tensor* bias_ = &none_;
   Tensor* running_mean_ = &none_;
   Tensor* running_var_ = &none_;
   Tensor* num_batches_tracked_ = &none_;
+};
+
+/// Batch normalisation over x: [N, num_features] or [N, num_features, L] (see
+/// tapegrad::batch_norm), as torch.nn.BatchNorm1d.
+class BatchNorm1d : public BatchNormBase {
+ public:
+  explicit BatchNorm1d(std::int64_t num_features, const BatchNormOptions& options = {});
+};
+
+/// Batch normalisation over x: [N, num_features, H, W] (see tapegrad::batch_norm2d), as
+/// torch.nn.BatchNorm2d.
+class BatchNorm2d : public BatchNormBase {
+ public:
+  explicit BatchNorm2d(std::int64_t num_features, const BatchNormOptions& options = {});
+};
+
+struct LayerNormOptions {
+  double eps = 1e-5;
+  /// Learnable weight (init 1) and bias (init 0) of normalized_shape.
+  bool elementwise_affine = true;
+};
+
+/// Layer normalisation over the trailing dims x: [*, normalized_shape] (see
+/// tapegrad::layer_norm), as torch.nn.LayerNorm. Parameters weight, bias: normalized_shape.
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(const Shape& normalized_shape, const LayerNormOptions& options = {});
+  Tensor forward(const Tensor& x) override;
+  /// Undefined without elementwise_affine.
+  Tensor& weight() { return *weight_; }
+  Tensor& bias() { return *bias_; }
+  const Shape& normalized_shape() const { return normalized_shape_; }
+
+ private:
+  Shape normalized_shape_;
+  LayerNormOptions options_;
+  Tensor none_;
+  Tensor* weight_ = &none_;
+  Tensor* bias_ = &none_;
+};
+
+struct GroupNormOptions {
+  double eps = 1e-5;
+  /// Learnable per-channel weight (init 1) and bias (init 0).
+  bool affine = true;
+};
+
+/// Group normalisation of x: [N, num_channels, *] in num_groups groups of channels (see
+/// tapegrad::group_norm), as torch.nn.GroupNorm. Parameters weight, bias: [num_channels].
+/// num_channels must be divisible by num_groups.
+class GroupNorm : public Module {
+ public:
+  GroupNorm(std::int64_t num_groups, std::int64_t num_channels,
+            const GroupNormOptions& options = {});
+  Tensor forward(const Tensor& x) override;
+  /// Undefined without affine.
+  Tensor& weight() { return *weight_; }
+  Tensor& bias() { return *bias_; }
+  std::int64_t num_groups() const { return num_groups_; }
+
+ private:
+  std::int64_t num_groups_;
+  GroupNormOptions options_;
+  Tensor none_;
+  Tensor* weight_ = &none_;
+  Tensor* bias_ = &none_;
 };
 
 // ---- factories: std::make_shared with shorter names --------------------------------------------
@@ -512,8 +587,14 @@ std::shared_ptr<ELU> elu(double alpha = 1.0);
 std::shared_ptr<Softplus> softplus(double beta = 1.0, double threshold = 20.0);
 std::shared_ptr<Flatten> flatten(std::int64_t start_dim = 1, std::int64_t end_dim = -1);
 std::shared_ptr<Dropout> dropout(double p = 0.5);
+std::shared_ptr<BatchNorm1d> batch_norm1d(std::int64_t num_features,
+                                          const BatchNormOptions& options = {});
 std::shared_ptr<BatchNorm2d> batch_norm2d(std::int64_t num_features,
-                                          const BatchNorm2dOptions& options = {});
+                                          const BatchNormOptions& options = {});
+std::shared_ptr<LayerNorm> layer_norm(const Shape& normalized_shape,
+                                      const LayerNormOptions& options = {});
+std::shared_ptr<GroupNorm> group_norm(std::int64_t num_groups, std::int64_t num_channels,
+                                      const GroupNormOptions& options = {});
 
 // ---- losses ----------------------------------------------------------------------------------
 

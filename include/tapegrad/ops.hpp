@@ -430,5 +430,25 @@ Tensor avg_pool2d(const Tensor& x, const AvgPool2dOptions& options = {});
 Tensor batch_norm2d(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                     const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
                     bool training = false, double momentum = 0.1, double eps = 1e-5);
+/// batch_norm2d for x: [N, C] (statistics over N) or [N, C, L] (over N and L), as
+/// torch.nn.functional.batch_norm on BatchNorm1d's inputs; any other rank throws ShapeError.
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                  const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
+                  bool training = false, double momentum = 0.1, double eps = 1e-5);
+
+/// Layer normalisation over the trailing dims, as torch.nn.functional.layer_norm.
+/// x: [*, D1, ..., Dk] with normalized_shape = [D1, ..., Dk] (k >= 1): each of the prod(*)
+/// rows of D1·...·Dk values is normalised with its own mean and biased variance,
+/// y = (x - mean) / sqrt(var + eps) · weight + bias, weight and bias: normalized_shape or
+/// undefined (no scale, no shift). Differentiable in x, weight, bias, also twice.
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
+                  const Tensor& bias = Tensor(), double eps = 1e-5);
+
+/// Group normalisation, as torch.nn.functional.group_norm. x: [N, C, *] with C divisible by
+/// num_groups: the C/num_groups channels of a group are normalised together, per sample
+/// (mean and biased variance over C/num_groups·prod(*) values), then each channel c is scaled
+/// by weight[c] and shifted by bias[c] (weight, bias: [C] or undefined).
+Tensor group_norm(const Tensor& x, std::int64_t num_groups, const Tensor& weight = Tensor(),
+                  const Tensor& bias = Tensor(), double eps = 1e-5);
 
 }  // namespace tapegrad

@@ -70,11 +70,6 @@ struct Case : tg::testing::FixtureCase {
   tg::Tensor tensor(const std::string& key, const std::string& shape_key, tg::DType dtype = tg::DType::f64) const {
     return FixtureCase::tensor(key, shape(shape_key), dtype);
   }
-  std::size_t count(const char* prefix) const {
-    std::size_t n = 0;
-    while (has(fmt::format("{}{}.shape", prefix, n))) ++n;
-    return n;
-  }
   tg::Tensor constant(std::size_t i) const {
     const std::string key = fmt::format("c{}", i);
     return has(key + ".shape") ? tensor(key, key) : tg::Tensor();
@@ -178,35 +173,7 @@ void run_case(const Case& c, const OpFn& f) {
     check_values(c.name, "out", f(c, {c.tensor("x0", "x0")}), c.tensor("out", "out", tg::DType::i64));
     return;
   }
-  std::vector<tg::Tensor> xs;
-  for (std::size_t i = 0; i < c.count("x"); ++i) {
-    xs.push_back(c.tensor(fmt::format("x{}", i), fmt::format("x{}", i)).set_requires_grad(true));
-  }
-  REQUIRE_FALSE(xs.empty());
-  const tg::Tensor v = c.tensor("v", "out").set_requires_grad(true);
-  const tg::Tensor out = f(c, xs);
-  check_values(c.name, "out", out, c.tensor("out", "out"));
-  const std::vector<tg::Tensor> g = tg::grad({out}, xs, {v}, {.create_graph = true});
-  REQUIRE(g.size() == xs.size());
-  tg::Tensor s;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    const std::string xi = fmt::format("x{}", i);
-    check_values(c.name, fmt::format("g{}", i), g[i], c.tensor(fmt::format("g{}", i), xi));
-    const tg::Tensor term = tg::sum(g[i] * c.tensor(fmt::format("u{}", i), xi));
-    s = s.defined() ? s + term : term;
-  }
-  std::vector<tg::Tensor> wrt = xs;
-  wrt.push_back(v);
-  // s carries no graph where every g_i is a constant (prod over all elements with two zeros).
-  const std::vector<tg::Tensor> h = s.requires_grad() ? tg::grad({s}, wrt, {}, {.allow_unused = true})
-                                                      : std::vector<tg::Tensor>(wrt.size());
-  REQUIRE(h.size() == wrt.size());
-  for (std::size_t i = 0; i < h.size(); ++i) {
-    const bool is_v = i == xs.size();
-    const std::string key = is_v ? std::string("ds_dv") : fmt::format("ds_dx{}", i);
-    const tg::Tensor got = h[i].defined() ? h[i] : tg::zeros_like(wrt[i]);
-    check_values(c.name, key, got, c.tensor(key, is_v ? "out" : fmt::format("x{}", i)));
-  }
+  tg::testing::check_case_derivatives(c, [&](const Inputs& xs) { return f(c, xs); }, kAtol, kRtol);
 }
 
 /// Runs each case of `file` in a section of its own, after checking that the file holds at

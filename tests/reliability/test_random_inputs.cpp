@@ -885,6 +885,75 @@ void fuzz_batch_norm(Fuzzer& f) {
         [&] { return tg::batch_norm2d(x, rm, rv, wt, bias, training, momentum, eps); }, e, {x, wt, bias});
 }
 
+void fuzz_norms(Fuzzer& f) {
+  const DType d = f.coin(0.93) ? (f.coin(0.5) ? DType::f32 : DType::f64) : DType::i64;
+  const double eps = f.coin(0.85) ? 1e-5 : f.wild_double();
+  const bool good_eps = eps >= 0 && std::isfinite(eps);
+  // A weight, bias or running statistic of `shape`, now and then of a wrong size or dtype.
+  auto param = [&](const std::vector<i64>& shape, double p_defined, bool grad) {
+    if (!f.coin(p_defined)) return Tensor();
+    std::vector<i64> s = shape;
+    if (f.coin(0.07)) s.push_back(2);
+    const DType dp = f.coin(0.95) ? d : f.dtype();
+    Tensor t = dp == DType::i64 ? tg::zeros(Shape(s), DType::i64) : tg::rand(Shape(s), dp) + 0.5;
+    if (grad && tg::is_floating(dp) && f.coin(0.5)) t.set_requires_grad(true);
+    return t;
+  };
+  auto fits = [&](const Tensor& t, const std::vector<i64>& shape) {
+    return !t.defined() || (t.dtype() == d && t.shape().to_vector() == shape);
+  };
+  std::vector<i64> sx = f.small_shape(f.uni(1, 4));
+  const Tensor x = f.input(sx, d);
+  const bool floating_x = x.defined() && d != DType::i64;
+  const i64 op = f.uni(0, 2);
+  if (op == 0) {
+    // normalized_shape: usually x's last k dims, sometimes empty, longer than x or off by one.
+    const i64 k = f.uni(0, i64(sx.size()));
+    std::vector<i64> normalized(sx.end() - k, sx.end());
+    if (f.coin(0.05)) normalized.insert(normalized.begin(), 2);
+    if (f.coin(0.05) && !normalized.empty()) normalized.back() += 1;
+    const Tensor w = param(normalized, 0.6, true), b = param(normalized, 0.6, true);
+    const bool trailing = normalized.size() <= sx.size() &&
+                          std::equal(normalized.begin(), normalized.end(), sx.end() - i64(normalized.size()));
+    const bool ok = floating_x && !normalized.empty() && trailing && fits(w, normalized) &&
+                    fits(b, normalized) && good_eps;
+    f.run(fmt::format("layer_norm({}, normalized_shape {}, weight {}, bias {}, eps={})", describe(x),
+                      sizes_str(normalized), describe(w), describe(b), eps),
+          [&] { return tg::layer_norm(x, Shape(normalized), w, b, eps); },
+          ok ? Expect::result(sx) : Expect::must_throw(), {x, w, b});
+  } else if (op == 1) {
+    const i64 c = sx.size() >= 2 ? sx[1] : 1;
+    const i64 groups = f.coin(0.85) ? f.pick<i64>({1, std::max<i64>(c, 1), 2}) : f.wild_option();
+    const std::vector<i64> channels{c};
+    const Tensor w = param(channels, 0.6, true), b = param(channels, 0.6, true);
+    const bool ok = floating_x && sx.size() >= 2 && groups > 0 && c % groups == 0 &&
+                    fits(w, channels) && fits(b, channels) && good_eps;
+    f.run(fmt::format("group_norm({}, num_groups={}, weight {}, bias {}, eps={})", describe(x), groups,
+                      describe(w), describe(b), eps),
+          [&] { return tg::group_norm(x, groups, w, b, eps); },
+          ok ? Expect::result(sx) : Expect::must_throw(), {x, w, b});
+  } else {
+    const i64 c = sx.size() >= 2 ? sx[1] : 1;
+    const std::vector<i64> channels{c};
+    const Tensor rm = param(channels, 0.7, false), rv = param(channels, 0.7, false);
+    const Tensor w = param(channels, 0.6, true), b = param(channels, 0.6, true);
+    const bool training = f.coin(0.5);
+    const double momentum = f.coin(0.85) ? 0.1 : f.wild_double();
+    const i64 values_per_channel = sx.size() >= 2 ? sx[0] * (sx.size() == 3 ? sx[2] : 1) : 0;
+    Expect e = Expect::must_throw();
+    if (floating_x && (sx.size() == 2 || sx.size() == 3) && fits(rm, channels) && fits(rv, channels) &&
+        fits(w, channels) && fits(b, channels) && rm.defined() == rv.defined() &&
+        (training || rm.defined()) && good_eps && momentum >= 0 && momentum <= 1 &&
+        (!training || values_per_channel > 1)) {
+      e = Expect::result(sx);
+    }
+    f.run(fmt::format("batch_norm({}, running_mean {}, running_var {}, weight {}, bias {}, training={}, "
+                      "momentum={}, eps={})", describe(x), describe(rm), describe(rv), describe(w),
+                      describe(b), training, momentum, eps),
+          [&] { return tg::batch_norm(x, rm, rv, w, b, training, momentum, eps); }, e, {x, w, b});
+  }
+}
+
 void fuzz_tensor_methods(Fuzzer& f) {
   const i64 rank = f.uni(0, 4);
   const std::vector<i64> s = f.small_shape(rank);
@@ -1010,7 +1079,7 @@ TEST_CASE("random shapes, dtypes and options end in a right-shaped result or a t
   const Family families[] = {fuzz_factories, fuzz_elementwise, fuzz_unary, fuzz_linalg,
                              fuzz_reductions, fuzz_shapes, fuzz_softmax_losses, fuzz_dropout,
                              fuzz_conv2d, fuzz_conv2d, fuzz_pool, fuzz_pool, fuzz_batch_norm,
-                             fuzz_tensor_methods, fuzz_layers};
+                             fuzz_norms, fuzz_tensor_methods, fuzz_layers};
   for (std::uint64_t i = 0; i < rounds; ++i) {
     families[f.uni(0, i64(std::size(families)) - 1)](f);
   }

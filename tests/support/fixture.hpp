@@ -94,6 +94,42 @@ inline void check_reference(const std::string& case_name, const std::string& wha
   CHECK(bad == 0);
 }
 
+/// A case written by the generators' record(): out = f(x0, ..., xk-1) for a random upstream v
+/// that itself requires grad and random u_i, g_i = d<out, v>/dx_i (create_graph),
+/// s = Σ_i <g_i, u_i>, ds/dx_j and ds/dv. Reads x<i>, v, u<i> from the case, runs f and checks
+/// out, every g_i, ds/dx_j and ds/dv against the case's items (within atol + rtol·|want|); an
+/// input s does not depend on (undefined with allow_unused) stands for zeros, as PyTorch's None.
+inline void check_case_derivatives(const FixtureCase& c, const TensorFn& f, double atol, double rtol) {
+  std::vector<Tensor> xs;
+  for (std::size_t i = 0; c.has(fmt::format("x{}.shape", i)); ++i) {
+    xs.push_back(c.tensor(fmt::format("x{}", i)).set_requires_grad(true));
+  }
+  REQUIRE_FALSE(xs.empty());
+  const Tensor v = c.tensor("v", c.shape("out")).set_requires_grad(true);
+  const Tensor out = f(xs);
+  check_reference(c.name, "out", out, c.tensor("out"), atol, rtol);
+  const std::vector<Tensor> g = grad({out}, xs, {v}, {.create_graph = true});
+  REQUIRE(g.size() == xs.size());
+  Tensor s;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const Shape shape = xs[i].shape();
+    check_reference(c.name, fmt::format("g{}", i), g[i], c.tensor(fmt::format("g{}", i), shape), atol, rtol);
+    const Tensor term = sum(g[i] * c.tensor(fmt::format("u{}", i), shape));
+    s = s.defined() ? s + term : term;
+  }
+  std::vector<Tensor> wrt = xs;
+  wrt.push_back(v);
+  // s carries no graph where every g_i is a constant.
+  const std::vector<Tensor> h =
+      s.requires_grad() ? grad({s}, wrt, {}, {.allow_unused = true}) : std::vector<Tensor>(wrt.size());
+  REQUIRE(h.size() == wrt.size());
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    const std::string key = i == xs.size() ? std::string("ds_dv") : fmt::format("ds_dx{}", i);
+    const Tensor got = h[i].defined() ? h[i] : zeros_like(wrt[i]);
+    check_reference(c.name, key, got, c.tensor(key, wrt[i].shape()), atol, rtol);
+  }
+}
+
 /// The cases of a fixture file, in file order.
 inline std::vector<FixtureCase> read_fixture(const std::string& path) {
   std::ifstream in(path);

@@ -1,0 +1,223 @@
+// layer_norm: x [*, D1, ..., Dk] normalised over its last k dims (normalized_shape), as
+// torch.nn.functional.layer_norm. Each of the R = prod(*) rows of M = D1·...·Dk values:
+//   mean, var = biased mean and variance of the row,  rstd = 1/sqrt(var + eps)
+//   xhat = (x - mean)·rstd,  y = xhat·weight + bias   (weight, bias: normalized_shape, optional)
+// VJPs, with g = grad_out and w = weight (1 without affine), sums over the rows:
+//   grad_bias   = Σ_rows g
+//   grad_weight = Σ_rows g·xhat
+//   grad_x      = rstd·(g·w - mean_row(g·w) - xhat·mean_row(g·w·xhat))  (ops/detail/norm.hpp)
+// The forward saves x, mean and rstd ([R], as PyTorch saves them) and the weight; the VJP
+// recomputes xhat. Recorded for create_graph, the same formulas run as ops with mean and
+// rstd recomputed from x. Rows run in parallel; the weight and bias gradients sum each
+// thread's rows into a buffer of its own, added up at the end.
+#include <omp.h>
+
+#include <cmath>
+
+#include "ops/detail/elementwise.hpp"
+#include "ops/detail/norm.hpp"
+#include "ops/detail/samples.hpp"
+#include "ops/registration.hpp"
+#include "tapegrad/autograd.hpp"
+
+namespace tapegrad {
+namespace {
+
+struct LayerNormOp {
+  static constexpr std::string_view name = "layer_norm";
+  Shape normalized_shape;
+  double eps = 1e-5;
+
+  std::string attributes() const {
+    return fmt::format("normalized_shape={}, eps={}", normalized_shape, eps);
+  }
+
+  TensorMeta infer(std::span<const Tensor> in) const {
+    const Tensor& x = in[0];
+    detail::check_floating(name, x);
+    const std::size_t k = normalized_shape.size();
+    if (k == 0) throw ValueError("layer_norm: normalized_shape must have at least one dim, got []");
+    if (x.dim() < k) {
+      throw ShapeError(fmt::format("layer_norm: input {} has fewer dims than normalized_shape {}",
+                                   x.shape(), normalized_shape));
+    }
+    Shape trailing;
+    for (std::size_t d = x.dim() - k; d < x.dim(); ++d) trailing.push_back(x.shape()[d]);
+    if (trailing != normalized_shape) {
+      throw ShapeError(fmt::format("layer_norm: normalized_shape {} must equal the last {} dims "
+                                   "of input {}, which are {}", normalized_shape, k, x.shape(),
+                                   trailing));
+    }
+    const std::string meaning = fmt::format("normalized_shape, the last {} dims of input {}", k,
+                                            x.shape());
+    detail::check_norm_parameter(name, "weight", in[1], x, normalized_shape, meaning);
+    detail::check_norm_parameter(name, "bias", in[2], x, normalized_shape, meaning);
+    return x.meta();
+  }
+
+  Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
+    const Tensor& x = in[0];
+    const std::int64_t m = normalized_shape.numel();
+    const std::int64_t rows = m > 0 ? x.numel() / m : 0;
+    Tensor out = detail::make_tensor(x.meta());
+    Tensor mean_r = detail::make_tensor(Shape{rows}, x.dtype());
+    Tensor rstd_r = detail::make_tensor(Shape{rows}, x.dtype());
+    detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      // Without affine, a weight of ones and a bias of zeros keep one vectorised loop.
+      const std::vector<T> ones(in[1].defined() ? 0 : static_cast<std::size_t>(m), T(1));
+      const std::vector<T> zeros(in[2].defined() ? 0 : static_cast<std::size_t>(m), T(0));
+      const T* w = in[1].defined() ? in[1].data<T>() : ones.data();
+      const T* b = in[2].defined() ? in[2].data<T>() : zeros.data();
+      const T* px = x.data<T>();
+      T* py = out.data<T>();
+#pragma omp parallel for schedule(static) if (x.numel() >= detail::kParallelElements)
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const T* xr = px + r * m;
+        T* yr = py + r * m;
+        const double mean = detail::run_sum(xr, m) / static_cast<double>(m);
+        const double var = detail::run_squared_deviation(xr, m, mean) / static_cast<double>(m);
+        const T mean_t = static_cast<T>(mean), rstd = static_cast<T>(1.0 / std::sqrt(var + eps));
+        mean_r.data<T>()[r] = mean_t;
+        rstd_r.data<T>()[r] = rstd;
+#pragma omp simd
+        for (std::int64_t i = 0; i < m; ++i) yr[i] = (xr[i] - mean_t) * rstd * w[i] + b[i];
+      }
+    });
+    ctx.save(x);
+    ctx.save(mean_r);
+    ctx.save(rstd_r);
+    ctx.save(ctx.needs_input_grad(0) ? in[1] : Tensor());
+    return out;
+  }
+
+  std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
+    if (is_grad_enabled()) return recorded_vjp(ctx, grad_out);
+    const Tensor x = ctx.saved(0);
+    const Tensor mean_r = ctx.saved(1);
+    const Tensor rstd_r = ctx.saved(2);
+    const Tensor weight = ctx.saved(3);
+    const std::int64_t m = normalized_shape.numel(), rows = mean_r.numel();
+    const bool need_x = ctx.needs_input_grad(0), need_w = ctx.needs_input_grad(1),
+               need_b = ctx.needs_input_grad(2);
+    Tensor grad_x = need_x ? detail::make_tensor(ctx.input(0)) : Tensor();
+    Tensor grad_w = need_w ? detail::make_tensor(ctx.input(1)) : Tensor();
+    Tensor grad_b = need_b ? detail::make_tensor(ctx.input(2)) : Tensor();
+    detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      const std::vector<T> ones(weight.defined() ? 0 : static_cast<std::size_t>(m), T(1));
+      const T* w = weight.defined() ? weight.data<T>() : ones.data();
+      const T* g = grad_out.data<T>();
+      const T* px = x.data<T>();
+      const bool parallel = x.numel() >= detail::kParallelElements;
+      // Per thread: Σ g·xhat and Σ g over its rows, for grad_weight and grad_bias.
+      const bool need_wb = need_w || need_b;
+      const std::size_t slot = need_wb ? 2 * static_cast<std::size_t>(m) : 0;
+      std::vector<double> partial(slot * static_cast<std::size_t>(parallel ? omp_get_max_threads() : 1));
+#pragma omp parallel if (parallel)
+      {
+        double* sum_gxhat =
+            need_wb ? partial.data() + slot * static_cast<std::size_t>(omp_get_thread_num()) : nullptr;
+        double* sum_g = need_wb ? sum_gxhat + m : nullptr;
+#pragma omp for schedule(static)
+        for (std::int64_t r = 0; r < rows; ++r) {
+          const T* gr = g + r * m;
+          const T* xr = px + r * m;
+          const T mean = mean_r.data<T>()[r], rstd = rstd_r.data<T>()[r];
+          const double mean_d = static_cast<double>(mean), rs = static_cast<double>(rstd);
+          if (need_wb) {
+#pragma omp simd
+            for (std::int64_t i = 0; i < m; ++i) {
+              const double gi = static_cast<double>(gr[i]);
+              sum_gxhat[i] += gi * (static_cast<double>(xr[i]) - mean_d) * rs;
+              sum_g[i] += gi;
+            }
+          }
+          if (!need_x) continue;
+          double s1 = 0, s2 = 0;  // Σ g·w and Σ g·w·(x - mean) over the row
+#pragma omp simd reduction(+ : s1, s2)
+          for (std::int64_t i = 0; i < m; ++i) {
+            const double gw = static_cast<double>(gr[i]) * static_cast<double>(w[i]);
+            s1 += gw;
+            s2 += gw * (static_cast<double>(xr[i]) - mean_d);
+          }
+          const double inv_m = 1.0 / static_cast<double>(m);
+          const T k1 = static_cast<T>(-rs * rs * rs * s2 * inv_m), k0 = static_cast<T>(-rs * s1 * inv_m);
+          T* gxr = grad_x.data<T>() + r * m;
+#pragma omp simd
+          for (std::int64_t i = 0; i < m; ++i) gxr[i] = rstd * w[i] * gr[i] + k1 * (xr[i] - mean) + k0;
+        }
+      }
+      for (std::int64_t i = 0; i < m; ++i) {
+        double total_w = 0, total_b = 0;
+        for (std::size_t at = 0; at < partial.size(); at += slot) {
+          total_w += partial[at + static_cast<std::size_t>(i)];
+          total_b += partial[at + static_cast<std::size_t>(m + i)];
+        }
+        if (need_w) grad_w.data<T>()[i] = static_cast<T>(total_w);
+        if (need_b) grad_b.data<T>()[i] = static_cast<T>(total_b);
+      }
+    });
+    return {grad_x, grad_w, grad_b};
+  }
+
+  // Recorded for create_graph: the same formulas as ops over the last k dims.
+  std::vector<Tensor> recorded_vjp(const OpContext& ctx, const Tensor& grad_out) const {
+    const Tensor x = ctx.saved(0);
+    const std::size_t lead = x.dim() - normalized_shape.size();
+    std::vector<std::int64_t> row_dims, lead_dims;
+    for (std::size_t d = 0; d < x.dim(); ++d) {
+      (d < lead ? lead_dims : row_dims).push_back(static_cast<std::int64_t>(d));
+    }
+    const detail::RecordedNormStats s = detail::recorded_norm_stats(x, row_dims, eps);
+    Tensor grad_x, grad_w, grad_b;
+    if (ctx.needs_input_grad(0)) {
+      const Tensor weight = ctx.saved(3);
+      grad_x = detail::recorded_norm_grad_input(s, weight.defined() ? grad_out * weight : grad_out,
+                                                row_dims);
+    }
+    // With no leading dims there is one row, and nothing to sum over.
+    const auto over_rows = [&](const Tensor& t) { return lead == 0 ? t : sum(t, lead_dims); };
+    if (ctx.needs_input_grad(1)) grad_w = over_rows(grad_out * s.xhat);
+    if (ctx.needs_input_grad(2)) grad_b = over_rows(grad_out);
+    return {grad_x, grad_w, grad_b};
+  }
+
+  static std::vector<Sample> samples();
+};
+
+std::vector<Sample> LayerNormOp::samples() {
+  using detail::sample_tensor;
+  auto fn = [](Shape shape, bool weight, bool bias) {
+    return [shape, weight, bias](const std::vector<Tensor>& in) {
+      return layer_norm(in[0], shape, weight ? in[1] : Tensor(),
+                        bias ? in[weight ? 2 : 1] : Tensor());
+    };
+  };
+  return {
+      {"affine, [3, 5] over [5]",
+       {sample_tensor({3, 5}, -2, 2, 401), sample_tensor({5}, 0.5, 1.5, 402),
+        sample_tensor({5}, -1, 1, 403)},
+       fn({5}, true, true)},
+      {"affine, [2, 3, 4] over [3, 4]",
+       {sample_tensor({2, 3, 4}, -2, 2, 404), sample_tensor({3, 4}, 0.5, 1.5, 405),
+        sample_tensor({3, 4}, -1, 1, 406)},
+       fn({3, 4}, true, true)},
+      {"no affine, [4, 3]", {sample_tensor({4, 3}, -1, 1, 407)}, fn({3}, false, false)},
+      {"weight only, one row [2, 3] over [2, 3]",
+       {sample_tensor({2, 3}, -2, 2, 408), sample_tensor({2, 3}, 0.5, 1.5, 409)},
+       fn({2, 3}, true, false)},
+  };
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
+                  const Tensor& bias, double eps) {
+  detail::check_norm_eps("layer_norm", eps);
+  return apply(LayerNormOp{normalized_shape, eps}, {x, weight, bias});
+}
+
+TAPEGRAD_BUILTIN_OPS(layer_norm, LayerNormOp)
+
+}  // namespace tapegrad
