@@ -95,6 +95,18 @@ fit("sin P(r^2)", 1e-3, math.pi / 2 * 1.0001, range(0, 6),
     lambda r: np.abs(r ** 3 / np.sin(r)),
     var_fn=lambda r: r * r, f32=False)
 
+# sin(r) = r + r^3 S(r^2) and cos(r) = 1 - r^2/2 + r^4 C(r^2) on |r| <= pi/4 (plus margin), in
+# float: the kernels of the float-reduced sin and cos.
+cos_terms = [(-1) ** k / math.factorial(2 * k) for k in range(2, 20)]
+fit("sin S(r^2)", 1e-3, math.pi / 4 * 1.002, range(0, 3),
+    lambda r: series(sin_terms, r * r),
+    lambda r: np.abs(r ** 3 / np.sin(r)),
+    var_fn=lambda r: r * r)
+fit("cos C(r^2)", 1e-3, math.pi / 4 * 1.002, range(0, 3),
+    lambda r: series(cos_terms, r * r),
+    lambda r: np.abs(r ** 4 / np.cos(r)),
+    var_fn=lambda r: r * r)
+
 # tanh(x) = x + x^3 P(x^2) on |x| < 0.625; the target (tanh x - x)/x^3 in long double.
 def tanh_ratio(x):
     xl = x.astype(np.longdouble)
