@@ -262,6 +262,7 @@ struct GeluDef {
     return approximate == GeluApproximate::tanh ? df_of<true>(g, x) : df_of<false>(g, x);
   }
   template <bool Tanh, class T> static T f_of(T x) {
+    if constexpr (!Tanh && std::same_as<T, float>) return detail::vm::gelu(x);  // one piece
     if constexpr (!Tanh) return x * T(0.5) * (1 + generic::erf(x * T(M_SQRT1_2)));
     const T inner = T(k) * (x + T(kappa) * x * x * x);
     return T(0.5) * x * (1 + generic::tanh(inner));

@@ -294,6 +294,34 @@ inline float erf(float x) {
   return a < 0.921875f ? small : large;
 }
 
+/// gelu(x) = x·Φ(x), Φ the normal CDF (PyTorch's gelu with approximate='none'), in one piece
+/// where x·½·(1 + erf(x/√2)) takes both of erf's pieces and, for x < 0, cancels in 1 + erf.
+/// Method: with a = |x|/√2 and t = 1/(1 + a/2), h = Φ(-|x|) = ½·erfc(a) = e^(-x²/2)·t·R(1 - t),
+/// R a minimax fit of degree 8 (relative error 2^-25.8); Φ(x) = 1 - h for x > 0, h below. x²
+/// is split exactly (x = xh + xl, xh of 12 bits) so that e^(-x²/2) keeps its accuracy where it
+/// is tiny. Below kGeluZeroBelow (-6.36, where gelu(x) > -6.4e-10) the result is -0, as
+/// x·½·(1 + erf(x/√2)) in float gives from about -5.5 on (erf rounds to -1). Max error 6.13
+/// ulp, the one kernel here above 2: h is a product of five roundings (the quotient, R,
+/// e^(-x²/2), the products); x·½·(1 + erf(x/√2)) has no bound at all in ulp below x = -3.
+inline constexpr float kGeluZeroBelow = -0x1.97p2f;
+inline float gelu(float x) {
+  constexpr float kSqrtHalf = 0x1.6a09e6p-1f;
+  const float xc = x < kGeluZeroBelow ? kGeluZeroBelow : (x > -kGeluZeroBelow ? -kGeluZeroBelow : x);
+  const float t = 1.0f / (1.0f + 0.5f * (impl::abs(xc) * kSqrtHalf));
+  const float u = 1.0f - t;
+  const float r_of_u =
+      (((((((-0x1.764614p-6f * u + 0x1.328de6p-4f) * u - 0x1.abfc32p-5f) * u - 0x1.9b8f84p-6f) * u -
+          0x1.c1b052p-5f) * u + 0x1.b49366p-4f) * u + 0x1.f20ef2p-3f) * u - 0x1.41bac4p-1f) * u +
+      0.5f;
+  const float xh = impl::from_bits(impl::bits(xc) & std::int32_t(0xfffff000u));
+  const float xl = xc - xh;  // x² = xh² + xl·(x + xh), xh² exact
+  const auto [r, n] = impl::exp_reduce(-0.5f * (xh * xh));
+  const float e = (1.0f + impl::expm1_kernel(r - 0.5f * (xl * (xc + xh)))) * impl::pow2(n);
+  const float h = e * (t * r_of_u);
+  const float cdf = x > 0 ? 1.0f - h : h;
+  return x * (x < kGeluZeroBelow ? 0.0f : cdf);
+}
+
 /// Hyperbolic tangent. Method: |x| < 0.625: x + x³·P(x²), P of degree 6; above, with
 /// e = expm1(2|x|) and the sign of x: e/(e + 2) below 0.875, 1 - 2/(e + 2) from there, |x|
 /// clamped to 9.5 where tanh rounds to ±1. tanh(±0) = ±0. Max error 1.19 ulp.

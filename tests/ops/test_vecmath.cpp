@@ -87,8 +87,10 @@ std::vector<float> unary_inputs() {
   return x;
 }
 
+/// Checks f against ref (≤ `allowed` ulp: 2 unless the function's comment states another) on
+/// random inputs and the special values, below `limit` (and finite beyond: no NaN).
 template <class F, class Ref>
-void check_unary(F f, Ref ref, float limit = kInf) {
+void check_unary(F f, Ref ref, float limit = kInf, double allowed = 2) {
   std::vector<float> x = unary_inputs();
   std::erase_if(x, [&](float v) { return std::isfinite(v) && !(std::fabs(v) < limit); });
   const std::vector<float> unused(x.size());
@@ -96,7 +98,7 @@ void check_unary(F f, Ref ref, float limit = kInf) {
                                   [ref](double a, double) { return ref(a); });
   INFO("worst input " << worst.x << " (" << std::hexfloat << worst.x << "): got " << worst.got
                       << ", want " << worst.want << std::defaultfloat << ", " << worst.ulp << " ulp");
-  CHECK(worst.ulp <= 2);
+  CHECK(worst.ulp <= allowed);
 }
 
 }  // namespace
@@ -107,6 +109,7 @@ TEST_CASE("vecmath expm1", "[vecmath]")   { check_unary([](float x) { return vm:
 TEST_CASE("vecmath log", "[vecmath]")     { check_unary([](float x) { return vm::log(x); }, [](double x) { return std::log(x); }); }
 TEST_CASE("vecmath log1p", "[vecmath]")   { check_unary([](float x) { return vm::log1p(x); }, [](double x) { return std::log1p(x); }); }
 TEST_CASE("vecmath erf", "[vecmath]")     { check_unary([](float x) { return vm::erf(x); }, [](double x) { return std::erf(x); }); }
+TEST_CASE("vecmath gelu", "[vecmath]")    { check_unary([](float x) { return vm::gelu(x); }, [](double x) { return x < vm::kGeluZeroBelow ? x * 0.0 : x * 0.5 * std::erfc(-x * M_SQRT1_2); }, kInf, 6.5); }
 TEST_CASE("vecmath tanh", "[vecmath]")    { check_unary([](float x) { return vm::tanh(x); }, [](double x) { return std::tanh(x); }); }
 TEST_CASE("vecmath sigmoid", "[vecmath]") { check_unary([](float x) { return vm::sigmoid(x); }, [](double x) { return 1 / (1 + std::exp(-x)); }); }
 // clang-format on
@@ -155,6 +158,23 @@ TEST_CASE("vecmath sin and cos below kTrigFastBelow, no NaN beyond", "[vecmath]"
                     [](double a, double) { return std::sin(a); }).ulp <= 2);
   CHECK(worst_error(top, unused, [](float a, float) { return vm::cos(a); },
                     [](double a, double) { return std::cos(a); }).ulp <= 2);
+}
+
+TEST_CASE("vecmath gelu: dense in [-7, 7], -0 below kGeluZeroBelow, PyTorch's special values", "[vecmath]") {
+  std::vector<float> x;
+  for (float v = -7.0f; v <= 7.0f; v += 0x1p-12f) x.push_back(v);
+  x.insert(x.end(), {vm::kGeluZeroBelow, std::nextafter(vm::kGeluZeroBelow, 0.0f), 1e-40f, -1e-40f});
+  const std::vector<float> unused(x.size());
+  const Worst worst = worst_error(x, unused, [](float a, float) { return vm::gelu(a); }, [](double a, double) {
+    return a < vm::kGeluZeroBelow ? a * 0.0 : a * 0.5 * std::erfc(-a * M_SQRT1_2);
+  });
+  INFO("worst input " << std::hexfloat << worst.x << ": got " << worst.got << ", want " << worst.want);
+  CHECK(worst.ulp <= 6.5);
+  CHECK(std::signbit(vm::gelu(-0.0f)));
+  CHECK(vm::gelu(-100.0f) == 0.0f);
+  CHECK(vm::gelu(kInf) == kInf);
+  CHECK(std::isnan(vm::gelu(-kInf)));  // -inf·0, as x·½·(1 + erf(x/√2))
+  CHECK(std::isnan(vm::gelu(kNaN)));
 }
 
 TEST_CASE("vecmath sin_wide and cos_wide below kTrigExactBelow, no NaN beyond", "[vecmath]") {
