@@ -131,3 +131,11 @@ fit("erfc Q(x - 0.921875)", 0.921875, 3.9375, range(0, 10),
     lambda x: vec(math.erfc)(x) * np.exp(x * x),
     lambda x: np.exp(-x * x),
     var_fn=lambda x: x - 0.921875)
+
+# gelu: Phi(-|x|) = erfc(a)/2 = e^(-a^2) t R(1 - t), a = |x|/sqrt(2), t = 1/(1 + a/2), on
+# [0, 4.5] (x down to kGeluZeroBelow), relative error: erfc(a) e^(a^2) / 2 falls like t, so R
+# is nearly flat, and in u = 1 - t Horner starts from R(0) = 1/2 where a is small.
+fit("gelu R(1 - t)", 0.0, 4.5, range(0, 9),
+    lambda a: vec(math.erfc)(a) * np.exp(a * a) / 2 * (1 + 0.5 * a),
+    lambda a: 1.0 / (vec(math.erfc)(a) * np.exp(a * a) / 2 * (1 + 0.5 * a)),
+    var_fn=lambda a: 1.0 - 1.0 / (1.0 + 0.5 * a))

@@ -23,10 +23,11 @@
 
 namespace tapegrad::detail::vm {
 
-/// sin and cos reduce in float and are accurate (≤ 2 ulp) for |x| < kTrigFastBelow only;
-/// sin_wide and cos_wide reduce in double, at half the speed, and are accurate for |x| <
-/// kTrigExactBelow. Beyond its bound each returns +0 for finite x (the caller recomputes those
-/// elements with the next one, then std::sin / std::cos) and NaN for ±inf.
+/// sin and cos reduce in float and are accurate (≤ 2 ulp) for |x| < kTrigFastBelow only:
+/// beyond, their result has no meaning (it may be NaN), and the caller recomputes those
+/// elements with sin_wide and cos_wide, which reduce in double, at half the speed, and are
+/// accurate for |x| < kTrigExactBelow. Beyond that these return +0 for finite x (the caller
+/// recomputes those with std::sin / std::cos). All four give NaN for ±inf and NaN.
 inline constexpr float kTrigFastBelow = 0x1p11f;
 inline constexpr float kTrigExactBelow = 0x1p26f;
 
@@ -136,15 +137,14 @@ inline double sin_kernel(double r) {
 /// π/2, so r keeps more than 24 good bits.
 /// sin(hi + lo) = hi + hi³·S(hi²) + lo and cos(hi + lo) = 1 - hi²/2 + hi⁴·C(hi²) - hi·lo, S and
 /// C minimax fits of degree 2 (relative error 2^-27.8 and 2^-33). Only the final rounding
-/// and that of the small terms remain: ≤ 1.4 ulp.
+/// and that of the small terms remain: ≤ 1.4 ulp. No guard for |x| ≥ kTrigFastBelow (see
+/// there): a select costs more here than the rest of the argument checks.
 template <bool Cos>
 inline float sin_cos_float(float x) {
   constexpr float k2OverPi = 0x1.45f306p-1f;
   constexpr float kA = 0x1.922p0f, kB = -0x1.2afp-18f, kC = 0x1.0b4p-34f, kD = 0x1.84698ap-48f;
-  const bool in_range = abs(x) < kTrigFastBelow;
-  const float xr = in_range ? x : 0.0f;
-  const Rounded q = round(xr * k2OverPi);
-  const float t1 = xr - q.value * kA;
+  const Rounded q = round(x * k2OverPi);
+  const float t1 = x - q.value * kA;
   const float t2 = t1 - q.value * kB;
   const float hi = t2 - q.value * kC;
   const float lo = (((t1 - t2) - q.value * kB) + ((t2 - hi) - q.value * kC)) - q.value * kD;
@@ -155,8 +155,9 @@ inline float sin_cos_float(float x) {
   const float cos_r = 1.0f + (r2 * (r2 * c - 0.5f) - hi * lo);
   const std::int32_t quadrant = q.integer + (Cos ? 1 : 0);
   const std::int32_t negate = std::int32_t(std::uint32_t(quadrant & 2) << 30);
-  const float y = from_bits(bits((quadrant & 1) != 0 ? cos_r : sin_r) ^ negate);
-  return in_range ? y : x - x;
+  // Odd quadrant: tested on the sign bit, which the vector select reads directly.
+  const bool odd = std::int32_t(std::uint32_t(quadrant) << 31) < 0;
+  return from_bits(bits(odd ? cos_r : sin_r) ^ negate);
 }
 
 /// sin(x) (Cos false) or cos(x) (Cos true) for |x| < kTrigExactBelow. In double: x = m·π/2 + r
@@ -300,7 +301,7 @@ inline float erf(float x) {
 /// R a minimax fit of degree 8 (relative error 2^-25.8); Φ(x) = 1 - h for x > 0, h below. x²
 /// is split exactly (x = xh + xl, xh of 12 bits) so that e^(-x²/2) keeps its accuracy where it
 /// is tiny. Below kGeluZeroBelow (-6.36, where gelu(x) > -6.4e-10) the result is -0, as
-/// x·½·(1 + erf(x/√2)) in float gives from about -5.5 on (erf rounds to -1). Max error 6.13
+/// x·½·(1 + erf(x/√2)) in float gives from about -5.5 on (erf rounds to -1). Max error 7.07
 /// ulp, the one kernel here above 2: h is a product of five roundings (the quotient, R,
 /// e^(-x²/2), the products); x·½·(1 + erf(x/√2)) has no bound at all in ulp below x = -3.
 inline constexpr float kGeluZeroBelow = -0x1.97p2f;

@@ -109,15 +109,16 @@ TEST_CASE("vecmath expm1", "[vecmath]")   { check_unary([](float x) { return vm:
 TEST_CASE("vecmath log", "[vecmath]")     { check_unary([](float x) { return vm::log(x); }, [](double x) { return std::log(x); }); }
 TEST_CASE("vecmath log1p", "[vecmath]")   { check_unary([](float x) { return vm::log1p(x); }, [](double x) { return std::log1p(x); }); }
 TEST_CASE("vecmath erf", "[vecmath]")     { check_unary([](float x) { return vm::erf(x); }, [](double x) { return std::erf(x); }); }
-TEST_CASE("vecmath gelu", "[vecmath]")    { check_unary([](float x) { return vm::gelu(x); }, [](double x) { return x < vm::kGeluZeroBelow ? x * 0.0 : x * 0.5 * std::erfc(-x * M_SQRT1_2); }, kInf, 6.5); }
+TEST_CASE("vecmath gelu", "[vecmath]")    { check_unary([](float x) { return vm::gelu(x); }, [](double x) { return x < vm::kGeluZeroBelow ? x * 0.0 : x * 0.5 * std::erfc(-x * M_SQRT1_2); }, kInf, 7.5); }
 TEST_CASE("vecmath tanh", "[vecmath]")    { check_unary([](float x) { return vm::tanh(x); }, [](double x) { return std::tanh(x); }); }
 TEST_CASE("vecmath sigmoid", "[vecmath]") { check_unary([](float x) { return vm::sigmoid(x); }, [](double x) { return 1 / (1 + std::exp(-x)); }); }
 // clang-format on
 
 /// Checks sin and cos (≤ 2 ulp) on random inputs below `bound` and next to the multiples of π/2
-/// below it (where the reduction cancels most), and that they give no NaN for finite x beyond.
+/// below it (where the reduction cancels most), NaN for ±inf and NaN, and (if finite_beyond)
+/// no NaN for finite x beyond.
 template <class Sin, class Cos>
-void check_sin_cos(Sin sin, Cos cos, float bound) {
+void check_sin_cos(Sin sin, Cos cos, float bound, bool finite_beyond) {
   check_unary(sin, [](double x) { return std::sin(x); }, bound);
   check_unary(cos, [](double x) { return std::cos(x); }, bound);
   // k·π/2 up to the bound, densely below 2^11 and sparser above; and the float below 2^11
@@ -140,15 +141,16 @@ void check_sin_cos(Sin sin, Cos cos, float bound) {
   std::vector<float> out(beyond.size());
   apply(beyond.data(), beyond.data(), out.data(), std::int64_t(beyond.size()),
         [sin, cos](float a, float) { return sin(a) + cos(a); });
-  for (float v : out) CHECK_FALSE(std::isnan(v));
+  if (finite_beyond)
+    for (float v : out) CHECK_FALSE(std::isnan(v));
   CHECK(std::isnan(sin(kInf)));
   CHECK(std::isnan(cos(-kInf)));
   CHECK(std::isnan(sin(kNaN)));
 }
 
-TEST_CASE("vecmath sin and cos below kTrigFastBelow, no NaN beyond", "[vecmath]") {
+TEST_CASE("vecmath sin and cos below kTrigFastBelow", "[vecmath]") {
   check_sin_cos([](float x) { return vm::sin(x); }, [](float x) { return vm::cos(x); },
-                vm::kTrigFastBelow);
+                vm::kTrigFastBelow, false);
   // Just below the bound, where q = round(x·2/π) is largest.
   std::vector<float> top;
   for (float v = std::nextafter(vm::kTrigFastBelow, 0.0f); top.size() < 4096; v = std::nextafter(v, 0.0f))
@@ -169,7 +171,7 @@ TEST_CASE("vecmath gelu: dense in [-7, 7], -0 below kGeluZeroBelow, PyTorch's sp
     return a < vm::kGeluZeroBelow ? a * 0.0 : a * 0.5 * std::erfc(-a * M_SQRT1_2);
   });
   INFO("worst input " << std::hexfloat << worst.x << ": got " << worst.got << ", want " << worst.want);
-  CHECK(worst.ulp <= 6.5);
+  CHECK(worst.ulp <= 7.5);
   CHECK(std::signbit(vm::gelu(-0.0f)));
   CHECK(vm::gelu(-100.0f) == 0.0f);
   CHECK(vm::gelu(kInf) == kInf);
@@ -179,7 +181,7 @@ TEST_CASE("vecmath gelu: dense in [-7, 7], -0 below kGeluZeroBelow, PyTorch's sp
 
 TEST_CASE("vecmath sin_wide and cos_wide below kTrigExactBelow, no NaN beyond", "[vecmath]") {
   check_sin_cos([](float x) { return vm::sin_wide(x); }, [](float x) { return vm::cos_wide(x); },
-                vm::kTrigExactBelow);
+                vm::kTrigExactBelow, true);
 }
 
 TEST_CASE("vecmath pow: random positive x, results through the whole float range", "[vecmath]") {
