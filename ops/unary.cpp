@@ -32,6 +32,17 @@ using detail::num::cos, detail::num::erf, detail::num::exp, detail::num::expm1, 
     detail::num::log1p, detail::num::sigmoid, detail::num::sin, detail::num::tanh;
 using tapegrad::cos, tapegrad::erf, tapegrad::exp, tapegrad::log1p, tapegrad::sin,
     tapegrad::tanh, tapegrad::sigmoid;
+/// sin and cos, where f32 takes the float-reduced kernels (exact for |x| < kTrigFastBelow)
+/// or, with Wide, the double-reduced ones (exact for |x| < kTrigExactBelow); f64 and tensors
+/// ignore Wide.
+template <bool Wide, class T> T sin_of(const T& x) {
+  if constexpr (Wide && std::same_as<T, float>) return detail::vm::sin_wide(x);
+  else return generic::sin(x);
+}
+template <bool Wide, class T> T cos_of(const T& x) {
+  if constexpr (Wide && std::same_as<T, float>) return detail::vm::cos_wide(x);
+  else return generic::cos(x);
+}
 /// An option (a double) in a df's arithmetic: T for numbers, so that f32 stays f32.
 template <class T>
 using Num = std::conditional_t<std::is_floating_point_v<T>, T, double>;
@@ -141,22 +152,22 @@ struct Expm1Def {
   static constexpr double low = -2, high = 2;
 };
 
+// sin and cos in f32 are exact for |x| < kTrigFastBelow, and with Wide for |x| <
+// kTrigExactBelow (see Unary::exact_forward).
 struct SinDef {
   static constexpr std::string_view name = "sin";
   static constexpr Saves saves = Saves::input;
-  template <class T> static T f(T x) { return generic::sin(x); }
-  template <class T> static T df(T g, T x) { return g * generic::cos(x); }
+  template <class T, bool Wide = false> static T f(T x) { return generic::sin_of<Wide>(x); }
+  template <class T, bool Wide = false> static T df(T g, T x) { return g * generic::cos_of<Wide>(x); }
   static constexpr double low = -3, high = 3;
-  static constexpr float f32_exact_below = detail::vm::kTrigExactBelow;
 };
 
 struct CosDef {
   static constexpr std::string_view name = "cos";
   static constexpr Saves saves = Saves::input;
-  template <class T> static T f(T x) { return generic::cos(x); }
-  template <class T> static T df(T g, T x) { return -(g * generic::sin(x)); }
+  template <class T, bool Wide = false> static T f(T x) { return generic::cos_of<Wide>(x); }
+  template <class T, bool Wide = false> static T df(T g, T x) { return -(g * generic::sin_of<Wide>(x)); }
   static constexpr double low = -3, high = 3;
-  static constexpr float f32_exact_below = detail::vm::kTrigExactBelow;
 };
 
 // erf'(x) = 2/sqrt(π)·e^(-x²).
@@ -251,6 +262,7 @@ struct GeluDef {
     return approximate == GeluApproximate::tanh ? df_of<true>(g, x) : df_of<false>(g, x);
   }
   template <bool Tanh, class T> static T f_of(T x) {
+    if constexpr (!Tanh && std::same_as<T, float>) return detail::vm::gelu(x);  // one piece
     if constexpr (!Tanh) return x * T(0.5) * (1 + generic::erf(x * T(M_SQRT1_2)));
     const T inner = T(k) * (x + T(kappa) * x * x * x);
     return T(0.5) * x * (1 + generic::tanh(inner));
@@ -373,16 +385,11 @@ struct BoundsDef {
 using ClampDef = BoundsDef<true>;
 using HardtanhDef = BoundsDef<false>;
 
-/// Calls f(i) for each i < n with |x[i]| ≥ bound (or NaN): after one vectorised scan, since
-/// usually there is none.
-template <class F>
-void for_large(const float* x, std::int64_t n, float bound, F f) {
+/// Whether some x[i], i < n, has |x[i]| ≥ bound (or is NaN): one vectorised scan.
+inline bool any_large(const float* x, std::int64_t n, float bound) {
   bool any = false;
   for (std::int64_t i = 0; i < n; ++i) any |= !(std::abs(x[i]) < bound);
-  if (!any) return;
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (!(std::abs(x[i]) < bound)) f(i);
-  }
+  return any;
 }
 
 /// Whether Def is piecewise: df takes the branch, and the gradient checker is told where.
@@ -408,8 +415,6 @@ struct Unary {
     detail::check_floating(name, in[0]);
     return in[0].meta();
   }
-  // The f32 kernels of sin and cos are exact for |x| < Def::f32_exact_below only: a block's
-  // larger arguments (rare) are recomputed in double while the block is in cache.
   /// body(def), or body(a copy of def whose options are compile-time constants) where Def
   /// offers one (gelu).
   template <class Body>
@@ -417,12 +422,22 @@ struct Unary {
     if constexpr (requires { def.fixed(body); }) return def.fixed(body);
     else return body(def);
   }
-  static constexpr bool kHasRange = requires { Def::f32_exact_below; };
+  // The f32 kernels of sin and cos (Defs whose f takes Wide) are exact for |x| <
+  // kTrigFastBelow only. A block with a larger argument (rare) is recomputed, while it is in
+  // cache, by the Wide kernels, exact for |x| < kTrigExactBelow, and its arguments beyond that
+  // (rarer still) one by one in double by libm.
+  static constexpr bool kHasRange = requires(float v) { Def::template f<float, true>(v); };
   template <class T>
   auto exact_forward() const {
     return [d = def](const T* x, T* out, std::int64_t n) {
       if constexpr (kHasRange && std::same_as<T, float>) {
-        for_large(x, n, Def::f32_exact_below, [&](std::int64_t i) { out[i] = float(d.f(double(x[i]))); });
+        using detail::vm::kTrigExactBelow, detail::vm::kTrigFastBelow;
+        if (!any_large(x, n, kTrigFastBelow)) return;
+        detail::map_loop(x, out, n, [d](float v) { return d.template f<float, true>(v); });
+        if (!any_large(x, n, kTrigExactBelow)) return;
+        for (std::int64_t i = 0; i < n; ++i) {
+          if (!(std::abs(x[i]) < kTrigExactBelow)) out[i] = float(d.f(double(x[i])));
+        }
       }
     };
   }
@@ -430,8 +445,14 @@ struct Unary {
   auto exact_vjp() const {
     return [d = def](const T* g, const T* x, T* out, std::int64_t n) {
       if constexpr (kHasRange && std::same_as<T, float>) {
-        for_large(x, n, Def::f32_exact_below,
-                  [&](std::int64_t i) { out[i] = float(d.df(double(g[i]), double(x[i]))); });
+        using detail::vm::kTrigExactBelow, detail::vm::kTrigFastBelow;
+        if (!any_large(x, n, kTrigFastBelow)) return;
+        detail::map_loop(g, x, out, n,
+                         [d](float gv, float xv) { return d.template df<float, true>(gv, xv); });
+        if (!any_large(x, n, kTrigExactBelow)) return;
+        for (std::int64_t i = 0; i < n; ++i) {
+          if (!(std::abs(x[i]) < kTrigExactBelow)) out[i] = float(d.df(double(g[i]), double(x[i])));
+        }
       }
     };
   }

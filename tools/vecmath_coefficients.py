@@ -95,6 +95,18 @@ fit("sin P(r^2)", 1e-3, math.pi / 2 * 1.0001, range(0, 6),
     lambda r: np.abs(r ** 3 / np.sin(r)),
     var_fn=lambda r: r * r, f32=False)
 
+# sin(r) = r + r^3 S(r^2) and cos(r) = 1 - r^2/2 + r^4 C(r^2) on |r| <= pi/4 (plus margin), in
+# float: the kernels of the float-reduced sin and cos.
+cos_terms = [(-1) ** k / math.factorial(2 * k) for k in range(2, 20)]
+fit("sin S(r^2)", 1e-3, math.pi / 4 * 1.002, range(0, 3),
+    lambda r: series(sin_terms, r * r),
+    lambda r: np.abs(r ** 3 / np.sin(r)),
+    var_fn=lambda r: r * r)
+fit("cos C(r^2)", 1e-3, math.pi / 4 * 1.002, range(0, 3),
+    lambda r: series(cos_terms, r * r),
+    lambda r: np.abs(r ** 4 / np.cos(r)),
+    var_fn=lambda r: r * r)
+
 # tanh(x) = x + x^3 P(x^2) on |x| < 0.625; the target (tanh x - x)/x^3 in long double.
 def tanh_ratio(x):
     xl = x.astype(np.longdouble)
@@ -119,3 +131,11 @@ fit("erfc Q(x - 0.921875)", 0.921875, 3.9375, range(0, 10),
     lambda x: vec(math.erfc)(x) * np.exp(x * x),
     lambda x: np.exp(-x * x),
     var_fn=lambda x: x - 0.921875)
+
+# gelu: Phi(-|x|) = erfc(a)/2 = e^(-a^2) t R(1 - t), a = |x|/sqrt(2), t = 1/(1 + a/2), on
+# [0, 4.5] (x down to kGeluZeroBelow), relative error: erfc(a) e^(a^2) / 2 falls like t, so R
+# is nearly flat, and in u = 1 - t Horner starts from R(0) = 1/2 where a is small.
+fit("gelu R(1 - t)", 0.0, 4.5, range(0, 9),
+    lambda a: vec(math.erfc)(a) * np.exp(a * a) / 2 * (1 + 0.5 * a),
+    lambda a: 1.0 / (vec(math.erfc)(a) * np.exp(a * a) / 2 * (1 + 0.5 * a)),
+    var_fn=lambda a: 1.0 - 1.0 / (1.0 + 0.5 * a))

@@ -29,7 +29,7 @@ T log1p(T x) {
   if constexpr (std::same_as<T, float>) return vm::log1p(x);
   else return std::log1p(x);
 }
-/// Exact for |x| < kTrigExactBelow only in f32 (see recompute_large_args in unary.cpp).
+/// Exact for |x| < kTrigFastBelow only in f32 (see Unary::exact_forward in unary.cpp).
 template <std::floating_point T>
 T sin(T x) {
   if constexpr (std::same_as<T, float>) return vm::sin(x);

@@ -7,8 +7,8 @@
 // Only arithmetic, std::bit_cast, integer operations on bit patterns and ?: between values
 // already computed: no libm (not even std::fma, a libm call on the baseline target; a*b+c
 // contracts to an FMA in the AVX2 clone), no data-dependent branches or loops. Some kernels
-// (sin, cos, sigmoid, pow) work in double on purpose: 4 lanes per vector, but a reduction, a
-// logarithm or a quotient with 29 more bits to spare.
+// (sin_wide, cos_wide, sigmoid, pow) work in double on purpose: 4 lanes per vector, but a
+// reduction, a logarithm or a quotient with 29 more bits to spare.
 //
 // Accuracy: measured EXHAUSTIVELY over all 2^32 inputs by tools/vecmath_accuracy.cpp, in ulp
 // of the float result against the exact value (libm in double), for both the AVX2/FMA clone
@@ -23,9 +23,12 @@
 
 namespace tapegrad::detail::vm {
 
-/// sin and cos are accurate (≤ 2 ulp) for |x| < kTrigExactBelow only. Beyond it they return
-/// +0 for finite x (the caller recomputes those elements with std::sin / std::cos) and NaN for
-/// ±inf.
+/// sin and cos reduce in float and are accurate (≤ 2 ulp) for |x| < kTrigFastBelow only:
+/// beyond, their result has no meaning (it may be NaN), and the caller recomputes those
+/// elements with sin_wide and cos_wide, which reduce in double, at half the speed, and are
+/// accurate for |x| < kTrigExactBelow. Beyond that these return +0 for finite x (the caller
+/// recomputes those with std::sin / std::cos). All four give NaN for ±inf and NaN.
+inline constexpr float kTrigFastBelow = 0x1p11f;
 inline constexpr float kTrigExactBelow = 0x1p26f;
 
 namespace impl {
@@ -124,14 +127,47 @@ inline double sin_kernel(double r) {
   return r + r * (r2 * p);
 }
 
-/// sin(x) (Cos false) or cos(x) (Cos true). In double: x = m·π/2 + r with m = 2n (sin) or
-/// 2n + 1 (cos), n = round(x/π) or round(x/π - ½), so that |r| ≤ π/2 and the result is
-/// ±sin(r), negated when n is odd, and for cos once more (cos(nπ + π/2 + r) = (-1)^(n+1)
-/// sin r). π/2 is split into a 27-bit part, whose product with m < 2^26 is exact, and a 53-bit
-/// part; x - m·kPio2Hi is exact where it cancels, so r keeps ~50 good bits even next to a
-/// multiple of π/2.
+/// sin(x) (Cos false) or cos(x) (Cos true) for |x| < kTrigFastBelow, in float. x = q·π/2 + r
+/// with q = round(x·2/π), |q| ≤ 1304, |r| ≤ π/4 (a little beyond where x·2/π rounds), and the
+/// result is ±sin(r) or ±cos(r) by the quadrant q (+1 for cos). π/2 = kA + kB + kC + kD, the
+/// first three of 12, 13 and 11 bits, so that q times each is exact: x - q·kA is exact
+/// (Sterbenz), and the next two subtractions are exact where they cancel and elsewhere give
+/// their rounding error by Fast2Sum (wherever they round, the subtrahend is the smaller): r =
+/// hi + lo to about 2^-60, and no float below 2^11 comes closer than 2^-27.8 to a multiple of
+/// π/2, so r keeps more than 24 good bits.
+/// sin(hi + lo) = hi + hi³·S(hi²) + lo and cos(hi + lo) = 1 - hi²/2 + hi⁴·C(hi²) - hi·lo, S and
+/// C minimax fits of degree 2 (relative error 2^-27.8 and 2^-33). Only the final rounding
+/// and that of the small terms remain: ≤ 1.4 ulp. No guard for |x| ≥ kTrigFastBelow (see
+/// there): a select costs more here than the rest of the argument checks.
 template <bool Cos>
-inline float sin_cos(float x) {
+inline float sin_cos_float(float x) {
+  constexpr float k2OverPi = 0x1.45f306p-1f;
+  constexpr float kA = 0x1.922p0f, kB = -0x1.2afp-18f, kC = 0x1.0b4p-34f, kD = 0x1.84698ap-48f;
+  const Rounded q = round(x * k2OverPi);
+  const float t1 = x - q.value * kA;
+  const float t2 = t1 - q.value * kB;
+  const float hi = t2 - q.value * kC;
+  const float lo = (((t1 - t2) - q.value * kB) + ((t2 - hi) - q.value * kC)) - q.value * kD;
+  const float r2 = hi * hi;
+  const float s = (-0x1.991bf4p-13f * r2 + 0x1.1106c6p-7f) * r2 - 0x1.555544p-3f;
+  const float sin_r = hi + (hi * (r2 * s) + lo);
+  const float c = (0x1.99e716p-16f * r2 - 0x1.6c0c26p-10f) * r2 + 0x1.55554ap-5f;
+  const float cos_r = 1.0f + (r2 * (r2 * c - 0.5f) - hi * lo);
+  const std::int32_t quadrant = q.integer + (Cos ? 1 : 0);
+  const std::int32_t negate = std::int32_t(std::uint32_t(quadrant & 2) << 30);
+  // Odd quadrant: tested on the sign bit, which the vector select reads directly.
+  const bool odd = std::int32_t(std::uint32_t(quadrant) << 31) < 0;
+  return from_bits(bits(odd ? cos_r : sin_r) ^ negate);
+}
+
+/// sin(x) (Cos false) or cos(x) (Cos true) for |x| < kTrigExactBelow. In double: x = m·π/2 + r
+/// with m = 2n (sin) or 2n + 1 (cos), n = round(x/π) or round(x/π - ½), so that |r| ≤ π/2 and
+/// the result is ±sin(r), negated when n is odd, and for cos once more (cos(nπ + π/2 + r) =
+/// (-1)^(n+1) sin r). π/2 is split into a 27-bit part, whose product with m < 2^26 is exact, and
+/// a 53-bit part; x - m·kPio2Hi is exact where it cancels, so r keeps ~50 good bits even next
+/// to a multiple of π/2.
+template <bool Cos>
+inline float sin_cos_double(float x) {
   constexpr double kInvPi = 0x1.45f306dc9c883p-2;
   constexpr double kPio2Hi = 0x1.921fb54p+0;
   constexpr double kPio2Mid = 0x1.10b4611a62633p-30;
@@ -218,14 +254,25 @@ inline float log1p(float x) {
   return x == 0 ? x : finite;
 }
 
-/// Sine, accurate for |x| < kTrigExactBelow (see sin_cos); sin(±0) = ±0. Max error 0.50 ulp.
+/// Sine, accurate for |x| < kTrigFastBelow (see sin_cos_float); sin(±0) = ±0. Max error
+/// 1.39 ulp.
 inline float sin(float x) {
-  const float y = impl::sin_cos<false>(x);
+  const float y = impl::sin_cos_float<false>(x);
   return x == 0 ? x : y;
 }
 
-/// Cosine, accurate for |x| < kTrigExactBelow (see sin_cos). Max error 0.50 ulp.
-inline float cos(float x) { return impl::sin_cos<true>(x); }
+/// Cosine, accurate for |x| < kTrigFastBelow (see sin_cos_float). Max error 1.38 ulp.
+inline float cos(float x) { return impl::sin_cos_float<true>(x); }
+
+/// Sine, accurate for |x| < kTrigExactBelow (see sin_cos_double); sin(±0) = ±0. Max error
+/// 0.50 ulp.
+inline float sin_wide(float x) {
+  const float y = impl::sin_cos_double<false>(x);
+  return x == 0 ? x : y;
+}
+
+/// Cosine, accurate for |x| < kTrigExactBelow (see sin_cos_double). Max error 0.50 ulp.
+inline float cos_wide(float x) { return impl::sin_cos_double<true>(x); }
 
 /// Error function. Method: |x| < 0.921875: x + x·P(x²) (P of degree 6: 2/√π - 1 + ...);
 /// above: 1 - e^(-x²)·Q(|x| - 0.921875) with the sign of x, Q of degree 9 fitted to
@@ -246,6 +293,34 @@ inline float erf(float x) {
        0x1.320754p-2f) * t + 0x1.ccb52p-2f;
   const float large = impl::copysign(1.0f - exp(-(ac * ac)) * q, x);
   return a < 0.921875f ? small : large;
+}
+
+/// gelu(x) = x·Φ(x), Φ the normal CDF (PyTorch's gelu with approximate='none'), in one piece
+/// where x·½·(1 + erf(x/√2)) takes both of erf's pieces and, for x < 0, cancels in 1 + erf.
+/// Method: with a = |x|/√2 and t = 1/(1 + a/2), h = Φ(-|x|) = ½·erfc(a) = e^(-x²/2)·t·R(1 - t),
+/// R a minimax fit of degree 8 (relative error 2^-25.8); Φ(x) = 1 - h for x > 0, h below. x²
+/// is split exactly (x = xh + xl, xh of 12 bits) so that e^(-x²/2) keeps its accuracy where it
+/// is tiny. Below kGeluZeroBelow (-6.36, where gelu(x) > -6.4e-10) the result is -0, as
+/// x·½·(1 + erf(x/√2)) in float gives from about -5.5 on (erf rounds to -1). Max error 7.07
+/// ulp, the one kernel here above 2: h is a product of five roundings (the quotient, R,
+/// e^(-x²/2), the products); x·½·(1 + erf(x/√2)) has no bound at all in ulp below x = -3.
+inline constexpr float kGeluZeroBelow = -0x1.97p2f;
+inline float gelu(float x) {
+  constexpr float kSqrtHalf = 0x1.6a09e6p-1f;
+  const float xc = x < kGeluZeroBelow ? kGeluZeroBelow : (x > -kGeluZeroBelow ? -kGeluZeroBelow : x);
+  const float t = 1.0f / (1.0f + 0.5f * (impl::abs(xc) * kSqrtHalf));
+  const float u = 1.0f - t;
+  const float r_of_u =
+      (((((((-0x1.764614p-6f * u + 0x1.328de6p-4f) * u - 0x1.abfc32p-5f) * u - 0x1.9b8f84p-6f) * u -
+          0x1.c1b052p-5f) * u + 0x1.b49366p-4f) * u + 0x1.f20ef2p-3f) * u - 0x1.41bac4p-1f) * u +
+      0.5f;
+  const float xh = impl::from_bits(impl::bits(xc) & std::int32_t(0xfffff000u));
+  const float xl = xc - xh;  // x² = xh² + xl·(x + xh), xh² exact
+  const auto [r, n] = impl::exp_reduce(-0.5f * (xh * xh));
+  const float e = (1.0f + impl::expm1_kernel(r - 0.5f * (xl * (xc + xh)))) * impl::pow2(n);
+  const float h = e * (t * r_of_u);
+  const float cdf = x > 0 ? 1.0f - h : h;
+  return x * (x < kGeluZeroBelow ? 0.0f : cdf);
 }
 
 /// Hyperbolic tangent. Method: |x| < 0.625: x + x³·P(x²), P of degree 6; above, with

@@ -1,4 +1,5 @@
-// Element-wise functions: neg, exp, log, sqrt, pow, abs, relu, sigmoid, tanh.
+// Element-wise functions: neg, exp, log, sqrt, pow, abs, relu, sigmoid, tanh; sin and cos in
+// f32 past their float kernels' range.
 #include <cmath>
 #include <limits>
 #include <string>
@@ -238,5 +239,44 @@ TEST_CASE("unary ops: tensors split across threads give the element-wise results
     REQUIRE(ys[i] == (xs[i] > 0 ? xs[i] : 0.0f));
     REQUIRE(es[i] == Approx(std::exp(xs[i])).epsilon(1e-6));  // a vectorised exp may round differently
     REQUIRE(gs[i] == Approx((xs[i] > 0 ? ss[i] : 0.0f) + ss[i] * es[i]).epsilon(1e-6).margin(1e-7));
+  }
+}
+
+TEST_CASE("sin and cos: f32 blocks with arguments past the float reduction", "[ops][unary][f32]") {
+  // Five blocks of 16,384 elements (the loops split from 65,536): block 1 has a few arguments
+  // in [2^11, 2^26), which the double-reduced kernels recompute, block 3 also some at and
+  // beyond 2^26, which libm recomputes; the others stay below 2^11, the float reduction's bound.
+  constexpr std::int64_t kBlock = 16384;
+  const Tensor small = random_tensor({5 * kBlock}, 93, -6, 6, DType::f32);
+  std::vector<float> xs = small.to_vector<float>();
+  const std::vector<float> past_fast = {0x1p11f, -0x1p11f, 2048.25f, -3000.5f, 1e5f, -7.5e6f,
+                                        0x1.fffffep25f};
+  const std::vector<float> past_wide = {0x1p26f, -0x1p26f, 1e9f, -3e20f, 3.4e38f, 0x1.fffffep10f,
+                                        -1e7f, std::numeric_limits<float>::infinity(),
+                                        -std::numeric_limits<float>::infinity(),
+                                        std::numeric_limits<float>::quiet_NaN()};
+  for (std::size_t k = 0; k < past_fast.size(); ++k) xs[std::size_t(kBlock) + 97 * k] = past_fast[k];
+  for (std::size_t k = 0; k < past_wide.size(); ++k)
+    xs[std::size_t(3 * kBlock) + 131 * k] = past_wide[k];
+  xs[std::size_t(2 * kBlock) - 1] = 0x1.fffffep10f;  // just below 2^11: block 1 again
+  const Tensor x = tg::from_vector(xs, {5 * kBlock}).set_requires_grad(true);
+  const Tensor seed = random_cotangent(x.shape(), DType::f32, 94);
+  const Tensor s = tg::sin(x), c = tg::cos(x);
+  const auto grad_sin = tg::grad({s}, {x}, {seed})[0].to_vector<float>();
+  const auto grad_cos = tg::grad({c}, {x}, {seed})[0].to_vector<float>();
+  const auto sv = s.to_vector<float>(), cv = c.to_vector<float>();
+  const auto seeds = seed.to_vector<float>();
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    INFO("element " << i << ", x = " << xs[i]);
+    if (!std::isfinite(xs[i])) {
+      REQUIRE((std::isnan(sv[i]) && std::isnan(cv[i]) && std::isnan(grad_sin[i]) && std::isnan(grad_cos[i])));
+      continue;
+    }
+    const double sin_x = std::sin(double(xs[i])), cos_x = std::cos(double(xs[i]));
+    // ≤ 2 ulp each; the gradient adds the rounding of its product.
+    REQUIRE(sv[i] == Approx(sin_x).epsilon(2.5e-7).margin(1e-30));
+    REQUIRE(cv[i] == Approx(cos_x).epsilon(2.5e-7).margin(1e-30));
+    REQUIRE(grad_sin[i] == Approx(double(seeds[i]) * cos_x).epsilon(3.5e-7).margin(1e-30));
+    REQUIRE(grad_cos[i] == Approx(-double(seeds[i]) * sin_x).epsilon(3.5e-7).margin(1e-30));
   }
 }

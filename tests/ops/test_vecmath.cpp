@@ -87,8 +87,10 @@ std::vector<float> unary_inputs() {
   return x;
 }
 
+/// Checks f against ref (≤ `allowed` ulp: 2 unless the function's comment states another) on
+/// random inputs and the special values, below `limit` (and finite beyond: no NaN).
 template <class F, class Ref>
-void check_unary(F f, Ref ref, float limit = kInf) {
+void check_unary(F f, Ref ref, float limit = kInf, double allowed = 2) {
   std::vector<float> x = unary_inputs();
   std::erase_if(x, [&](float v) { return std::isfinite(v) && !(std::fabs(v) < limit); });
   const std::vector<float> unused(x.size());
@@ -96,7 +98,7 @@ void check_unary(F f, Ref ref, float limit = kInf) {
                                   [ref](double a, double) { return ref(a); });
   INFO("worst input " << worst.x << " (" << std::hexfloat << worst.x << "): got " << worst.got
                       << ", want " << worst.want << std::defaultfloat << ", " << worst.ulp << " ulp");
-  CHECK(worst.ulp <= 2);
+  CHECK(worst.ulp <= allowed);
 }
 
 }  // namespace
@@ -107,32 +109,79 @@ TEST_CASE("vecmath expm1", "[vecmath]")   { check_unary([](float x) { return vm:
 TEST_CASE("vecmath log", "[vecmath]")     { check_unary([](float x) { return vm::log(x); }, [](double x) { return std::log(x); }); }
 TEST_CASE("vecmath log1p", "[vecmath]")   { check_unary([](float x) { return vm::log1p(x); }, [](double x) { return std::log1p(x); }); }
 TEST_CASE("vecmath erf", "[vecmath]")     { check_unary([](float x) { return vm::erf(x); }, [](double x) { return std::erf(x); }); }
+TEST_CASE("vecmath gelu", "[vecmath]")    { check_unary([](float x) { return vm::gelu(x); }, [](double x) { return x < vm::kGeluZeroBelow ? x * 0.0 : x * 0.5 * std::erfc(-x * M_SQRT1_2); }, kInf, 7.5); }
 TEST_CASE("vecmath tanh", "[vecmath]")    { check_unary([](float x) { return vm::tanh(x); }, [](double x) { return std::tanh(x); }); }
 TEST_CASE("vecmath sigmoid", "[vecmath]") { check_unary([](float x) { return vm::sigmoid(x); }, [](double x) { return 1 / (1 + std::exp(-x)); }); }
 // clang-format on
 
-TEST_CASE("vecmath sin and cos below kTrigExactBelow, no NaN beyond", "[vecmath]") {
-  check_unary([](float x) { return vm::sin(x); }, [](double x) { return std::sin(x); }, vm::kTrigExactBelow);
-  check_unary([](float x) { return vm::cos(x); }, [](double x) { return std::cos(x); }, vm::kTrigExactBelow);
-  // Next to multiples of π/2, where the reduction cancels most.
-  std::vector<float> near_multiples;
-  for (int k = -100000; k <= 100000; k += 7) {
-    const auto v = float(k * 1.5707963267948966);
-    near_multiples.insert(near_multiples.end(), {std::nextafter(v, -kInf), v, std::nextafter(v, kInf)});
+/// Checks sin and cos (≤ 2 ulp) on random inputs below `bound` and next to the multiples of π/2
+/// below it (where the reduction cancels most), NaN for ±inf and NaN, and (if finite_beyond)
+/// no NaN for finite x beyond.
+template <class Sin, class Cos>
+void check_sin_cos(Sin sin, Cos cos, float bound, bool finite_beyond) {
+  check_unary(sin, [](double x) { return std::sin(x); }, bound);
+  check_unary(cos, [](double x) { return std::cos(x); }, bound);
+  // k·π/2 up to the bound, densely below 2^11 and sparser above; and the float below 2^11
+  // closest to a multiple of π/2.
+  std::vector<float> near_multiples = {0x1.f9cbe2p+7f, -0x1.f9cbe2p+7f};
+  const auto last = std::int64_t(double(bound) / 1.5707963267948966);
+  for (std::int64_t k = -last; k <= last; k += std::abs(k) < 1400 ? 1 : 7 + std::abs(k) / 1000) {
+    const auto v = float(double(k) * 1.5707963267948966);
+    if (!(std::fabs(v) < bound)) continue;
+    for (float w : {std::nextafter(v, -kInf), v, std::nextafter(v, kInf)})
+      if (std::fabs(w) < bound) near_multiples.push_back(w);
   }
   const std::vector<float> unused(near_multiples.size());
-  CHECK(worst_error(near_multiples, unused, [](float a, float) { return vm::sin(a); },
+  CHECK(worst_error(near_multiples, unused, [sin](float a, float) { return sin(a); },
                     [](double a, double) { return std::sin(a); }).ulp <= 2);
-  CHECK(worst_error(near_multiples, unused, [](float a, float) { return vm::cos(a); },
+  CHECK(worst_error(near_multiples, unused, [cos](float a, float) { return cos(a); },
                     [](double a, double) { return std::cos(a); }).ulp <= 2);
-  std::vector<float> beyond = {vm::kTrigExactBelow, -vm::kTrigExactBelow, 1e30f, -3e38f,
+  std::vector<float> beyond = {bound, -bound, std::nextafter(bound, kInf), 1e30f, -3e38f,
                                std::numeric_limits<float>::max()};
   std::vector<float> out(beyond.size());
   apply(beyond.data(), beyond.data(), out.data(), std::int64_t(beyond.size()),
-        [](float a, float) { return vm::sin(a) + vm::cos(a); });
-  for (float v : out) CHECK_FALSE(std::isnan(v));
-  CHECK(std::isnan(vm::sin(kInf)));
-  CHECK(std::isnan(vm::cos(-kInf)));
+        [sin, cos](float a, float) { return sin(a) + cos(a); });
+  if (finite_beyond)
+    for (float v : out) CHECK_FALSE(std::isnan(v));
+  CHECK(std::isnan(sin(kInf)));
+  CHECK(std::isnan(cos(-kInf)));
+  CHECK(std::isnan(sin(kNaN)));
+}
+
+TEST_CASE("vecmath sin and cos below kTrigFastBelow", "[vecmath]") {
+  check_sin_cos([](float x) { return vm::sin(x); }, [](float x) { return vm::cos(x); },
+                vm::kTrigFastBelow, false);
+  // Just below the bound, where q = round(x·2/π) is largest.
+  std::vector<float> top;
+  for (float v = std::nextafter(vm::kTrigFastBelow, 0.0f); top.size() < 4096; v = std::nextafter(v, 0.0f))
+    top.insert(top.end(), {v, -v});
+  const std::vector<float> unused(top.size());
+  CHECK(worst_error(top, unused, [](float a, float) { return vm::sin(a); },
+                    [](double a, double) { return std::sin(a); }).ulp <= 2);
+  CHECK(worst_error(top, unused, [](float a, float) { return vm::cos(a); },
+                    [](double a, double) { return std::cos(a); }).ulp <= 2);
+}
+
+TEST_CASE("vecmath gelu: dense in [-7, 7], -0 below kGeluZeroBelow, PyTorch's special values", "[vecmath]") {
+  std::vector<float> x;
+  for (float v = -7.0f; v <= 7.0f; v += 0x1p-12f) x.push_back(v);
+  x.insert(x.end(), {vm::kGeluZeroBelow, std::nextafter(vm::kGeluZeroBelow, 0.0f), 1e-40f, -1e-40f});
+  const std::vector<float> unused(x.size());
+  const Worst worst = worst_error(x, unused, [](float a, float) { return vm::gelu(a); }, [](double a, double) {
+    return a < vm::kGeluZeroBelow ? a * 0.0 : a * 0.5 * std::erfc(-a * M_SQRT1_2);
+  });
+  INFO("worst input " << std::hexfloat << worst.x << ": got " << worst.got << ", want " << worst.want);
+  CHECK(worst.ulp <= 7.5);
+  CHECK(std::signbit(vm::gelu(-0.0f)));
+  CHECK(vm::gelu(-100.0f) == 0.0f);
+  CHECK(vm::gelu(kInf) == kInf);
+  CHECK(std::isnan(vm::gelu(-kInf)));  // -inf·0, as x·½·(1 + erf(x/√2))
+  CHECK(std::isnan(vm::gelu(kNaN)));
+}
+
+TEST_CASE("vecmath sin_wide and cos_wide below kTrigExactBelow, no NaN beyond", "[vecmath]") {
+  check_sin_cos([](float x) { return vm::sin_wide(x); }, [](float x) { return vm::cos_wide(x); },
+                vm::kTrigExactBelow, true);
 }
 
 TEST_CASE("vecmath pow: random positive x, results through the whole float range", "[vecmath]") {
