@@ -89,7 +89,7 @@ cmd_main() {
 # the test executables below under the sanitizers, leak checking included, and runs each fuzz
 # target of tests/fuzz for $fuzz_seconds seconds from its seed corpus. From a clean directory
 # it takes about 4 minutes on 2 cores, nearly all of it compiling.
-readonly san_tests=(autograd_tests bounds_tests checker_tests data_tests reliability_tests)
+readonly san_tests=(autograd_tests bounds_tests checker_tests data_tests nn_tests reliability_tests)
 # Whole-network checks: minutes of arithmetic under the sanitizers and nothing their small
 # twins in the same executables do not already reach.
 readonly san_skipped="ResNet-18"

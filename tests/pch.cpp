@@ -1,0 +1,1 @@
+// Compiled only to build the test executables' precompiled header (tests/CMakeLists.txt).
