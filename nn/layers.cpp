@@ -98,6 +98,9 @@ AvgPool2d::AvgPool2d(Size2 kernel_size) : options_{.kernel_size = kernel_size} {
 AvgPool2d::AvgPool2d(const AvgPool2dOptions& options) : options_(options) {}
 Tensor AvgPool2d::forward(const Tensor& x) { return tapegrad::avg_pool2d(x, options_); }
 
+Tensor AdaptiveAvgPool2d::forward(const Tensor& x) { return tapegrad::adaptive_avg_pool2d(x, output_size_); }
+Tensor AdaptiveMaxPool2d::forward(const Tensor& x) { return tapegrad::adaptive_max_pool2d(x, output_size_); }
+
 Tensor ReLU::forward(const Tensor& x) { return tapegrad::relu(x); }
 Tensor Sigmoid::forward(const Tensor& x) { return tapegrad::sigmoid(x); }
 Tensor Tanh::forward(const Tensor& x) { return tapegrad::tanh(x); }
@@ -224,6 +227,12 @@ std::shared_ptr<AvgPool2d> avg_pool2d(Size2 kernel_size) {
 }
 std::shared_ptr<AvgPool2d> avg_pool2d(const AvgPool2dOptions& options) {
   return std::make_shared<AvgPool2d>(options);
+}
+std::shared_ptr<AdaptiveAvgPool2d> adaptive_avg_pool2d(Size2 output_size) {
+  return std::make_shared<AdaptiveAvgPool2d>(output_size);
+}
+std::shared_ptr<AdaptiveMaxPool2d> adaptive_max_pool2d(Size2 output_size) {
+  return std::make_shared<AdaptiveMaxPool2d>(output_size);
 }
 std::shared_ptr<ReLU> relu() { return std::make_shared<ReLU>(); }
 std::shared_ptr<Sigmoid> sigmoid() { return std::make_shared<Sigmoid>(); }

@@ -22,6 +22,8 @@
   X(conv2d)                       \
   X(max_pool2d)                   \
   X(avg_pool2d)                   \
+  X(adaptive_avg_pool2d)          \
+  X(adaptive_max_pool2d)          \
   X(batch_norm)                   \
   X(layer_norm)                   \
   X(group_norm)                   \

@@ -12,6 +12,7 @@
 
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
+#include "ops/detail/winners.hpp"
 #include "ops/kernels/pool.hpp"
 #include "ops/registration.hpp"
 
@@ -163,15 +164,7 @@ std::vector<Tensor> MaxPool2dScatter::vjp(OpContext& ctx, const Tensor& grad_out
 
 std::vector<Tensor> MaxPool2d::vjp(OpContext& ctx, const Tensor& grad_out) {
   const TensorMeta& mx = ctx.input(0);
-  return {apply(MaxPool2dScatter{{geometry(mx.shape), mx}}, {grad_out, ctx.saved(0)})};
-}
-
-// A permutation of distinct values keeps every window away from ties (a kink of max).
-Tensor distinct(const Shape& s) {
-  const auto n = s.numel();
-  std::vector<double> v(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = static_cast<double>((i * 37) % n) / static_cast<double>(n) - 0.5;
-  return from_vector(v, s, DType::f64).set_requires_grad(true);
+  return {detail::scatter_to_winners(grad_out, ctx.saved(0), geometry(mx.shape), mx)};
 }
 
 struct PoolCase {
@@ -194,7 +187,7 @@ std::vector<Sample> MaxPool2d::samples() {
   std::vector<Sample> out;
   for (const PoolCase& c : pool_cases()) {
     const MaxPool2dOptions opt = c.opt;
-    out.push_back({c.label, {distinct(c.x)},
+    out.push_back({c.label, {detail::sample_distinct(c.x)},
                    [opt](const std::vector<Tensor>& in) { return max_pool2d(in[0], opt); }});
   }
   return out;
@@ -206,7 +199,7 @@ template <class Op>
 std::vector<Sample> winner_samples(bool of_output, std::uint64_t seed) {
   std::vector<Sample> out;
   for (const PoolCase& c : pool_cases()) {
-    const Tensor x = distinct(c.x);
+    const Tensor x = detail::sample_distinct(c.x);
     const WinnerMap map{MaxPool2d{c.opt}.geometry(c.x), x.meta()};
     const Tensor indices = max_pool2d_with_indices(x.detach(), c.opt).indices;
     out.push_back({c.label,
@@ -220,6 +213,11 @@ std::vector<Sample> MaxPool2dScatter::samples() { return winner_samples<MaxPool2
 std::vector<Sample> MaxPool2dGather::samples() { return winner_samples<MaxPool2dGather>(false, 360); }
 
 }  // namespace
+
+Tensor detail::scatter_to_winners(const Tensor& grad_out, const Tensor& indices, const PoolGeometry& g,
+                                  const TensorMeta& x) {
+  return apply(MaxPool2dScatter{{g, x}}, {grad_out, indices});
+}
 
 MaxPoolResult max_pool2d_with_indices(const Tensor& x, const MaxPool2dOptions& options) {
   auto outs = apply_with_extras(MaxPool2d{options}, {x});

@@ -369,6 +369,31 @@ class AvgPool2d : public Module {
   AvgPool2dOptions options_;
 };
 
+/// Adaptive average pooling to a fixed output size, x: [N, C, H, W] or [C, H, W] ->
+/// [.., OH, OW] (see tapegrad::adaptive_avg_pool2d), as torch.nn.AdaptiveAvgPool2d.
+class AdaptiveAvgPool2d : public Module {
+ public:
+  explicit AdaptiveAvgPool2d(Size2 output_size) : output_size_(output_size) {}
+  Tensor forward(const Tensor& x) override;
+  Size2 output_size() const { return output_size_; }
+
+ private:
+  Size2 output_size_;
+};
+
+/// Adaptive max pooling to a fixed output size (see tapegrad::adaptive_max_pool2d), as
+/// torch.nn.AdaptiveMaxPool2d (without return_indices: use the functional
+/// adaptive_max_pool2d_with_indices for them).
+class AdaptiveMaxPool2d : public Module {
+ public:
+  explicit AdaptiveMaxPool2d(Size2 output_size) : output_size_(output_size) {}
+  Tensor forward(const Tensor& x) override;
+  Size2 output_size() const { return output_size_; }
+
+ private:
+  Size2 output_size_;
+};
+
 /// Element-wise max(x, 0); any shape.
 class ReLU : public Module {
  public:
@@ -577,6 +602,8 @@ std::shared_ptr<MaxPool2d> max_pool2d(Size2 kernel_size);
 std::shared_ptr<MaxPool2d> max_pool2d(const MaxPool2dOptions& options);
 std::shared_ptr<AvgPool2d> avg_pool2d(Size2 kernel_size);
 std::shared_ptr<AvgPool2d> avg_pool2d(const AvgPool2dOptions& options);
+std::shared_ptr<AdaptiveAvgPool2d> adaptive_avg_pool2d(Size2 output_size);
+std::shared_ptr<AdaptiveMaxPool2d> adaptive_max_pool2d(Size2 output_size);
 std::shared_ptr<ReLU> relu();
 std::shared_ptr<Sigmoid> sigmoid();
 std::shared_ptr<Tanh> tanh();

@@ -419,6 +419,22 @@ struct AvgPool2dOptions {
 /// replaces the count).
 Tensor avg_pool2d(const Tensor& x, const AvgPool2dOptions& options = {});
 
+/// Adaptive average pooling, as torch.nn.functional.adaptive_avg_pool2d. x: [N, C, H, W] or
+/// [C, H, W] -> [N, C, OH, OW] (or [C, OH, OW]) with output_size = {OH, OW} (one number: square).
+/// Output (p, q) is the mean of rows [floor(p·H/OH), ceil((p+1)·H/OH)) and columns
+/// [floor(q·W/OW), ceil((q+1)·W/OW)): windows overlap when OH does not divide H, and OH > H
+/// is allowed. Throws ShapeError for another rank or an empty C, H or W, ValueError for an
+/// output size <= 0. Differentiable, also twice.
+Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size);
+
+/// Adaptive max pooling, as torch.nn.functional.adaptive_max_pool2d: the maximum over the
+/// windows of adaptive_avg_pool2d. Ties go to the first maximum in row-major window order;
+/// NaN wins, and a later NaN in the window replaces an earlier one (PyTorch 1.13's rule, the
+/// same as max_pool2d's). Errors as adaptive_avg_pool2d.
+Tensor adaptive_max_pool2d(const Tensor& x, Size2 output_size);
+/// adaptive_max_pool2d with the winners' indices (i64, flat h*W + w in each (n, c) plane).
+MaxPoolResult adaptive_max_pool2d_with_indices(const Tensor& x, Size2 output_size);
+
 // ---- normalisation ---------------------------------------------------------------------------
 
 /// Batch normalisation of x: [N, C, H, W] per channel, as torch.nn.functional.batch_norm:

@@ -33,4 +33,15 @@ inline Tensor sample_away_from_zero(const Shape& shape, double low, double high,
   return t.set_requires_grad(true);
 }
 
+/// An f64 leaf requiring grad holding a permutation of distinct values in [-0.5, 0.5):
+/// keeps the samples of max-like ops away from ties, where they have a kink.
+inline Tensor sample_distinct(const Shape& shape) {
+  const std::int64_t n = shape.numel();
+  std::vector<double> v(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    v[static_cast<std::size_t>(i)] = static_cast<double>((i * 37) % n) / static_cast<double>(n) - 0.5;
+  }
+  return from_vector(v, shape, DType::f64).set_requires_grad(true);
+}
+
 }  // namespace tapegrad::detail

@@ -140,4 +140,67 @@ inline Shape pool_output_shape(const Shape& x, const PoolGeometry& g) {
   return out;
 }
 
+/// An adaptive pool's windows along one axis (PyTorch's rule): output o reads the input range
+/// [floor(o·in/out), ceil((o+1)·in/out)). When out does not divide in, neighbouring windows
+/// overlap by one element; when out > in, several outputs read the same element.
+struct AdaptiveAxis {
+  std::int64_t in = 0;
+  std::int64_t out = 0;
+  std::int64_t begin(std::int64_t o) const { return o * in / out; }
+  std::int64_t end(std::int64_t o) const { return ((o + 1) * in + out - 1) / out; }
+};
+
+/// An adaptive pooling problem: `planes` independent (n, c) planes of H×W, pooled to OH×OW.
+struct AdaptiveGeometry {
+  std::int64_t planes = 0;
+  AdaptiveAxis h, w;
+  /// The same planes as a PoolGeometry (only planes, in and out are meaningful), for the
+  /// winners' scatter that adaptive_max_pool2d shares with max_pool2d.
+  PoolGeometry as_pool() const {
+    PoolGeometry g;
+    g.planes = planes;
+    g.h.in = h.in;
+    g.h.out = h.out;
+    g.w.in = w.in;
+    g.w.out = w.out;
+    return g;
+  }
+};
+
+/// Checks an adaptive pool's input (rank 3 or 4, floating checked by the caller, no empty
+/// channel or spatial dim) and output_size (positive, at most kMaxWindowParam), as PyTorch
+/// 1.13's adaptive pools do; `op` is the function the user called.
+inline AdaptiveGeometry adaptive_geometry(std::string_view op, const Shape& x,
+                                          std::array<std::int64_t, 2> output_size) {
+  if (x.size() != 3 && x.size() != 4) {
+    throw ShapeError(fmt::format("{}: expects input [N, C, H, W] or [C, H, W], got {} (rank {})", op, x,
+                                 x.size()));
+  }
+  const std::size_t r = x.size();
+  if (x[r - 3] == 0 || x[r - 2] == 0 || x[r - 1] == 0) {
+    throw ShapeError(fmt::format("{}: input {} has an empty channel, height or width dimension; only "
+                                 "the batch dimension may be 0", op, x));
+  }
+  for (const std::int64_t o : output_size) {
+    if (o <= 0 || o > kMaxWindowParam) {
+      throw ValueError(fmt::format("{}: output_size must be positive and at most {}, got "
+                                   "output_size=[{}, {}] for input {}", op, kMaxWindowParam,
+                                   output_size[0], output_size[1], x));
+    }
+  }
+  AdaptiveGeometry g;
+  g.planes = x[0] * (r == 4 ? x[1] : 1);
+  g.h = {x[r - 2], output_size[0]};
+  g.w = {x[r - 1], output_size[1]};
+  return g;
+}
+
+/// The adaptive pool's output shape: x's leading dims with H, W replaced by OH, OW.
+inline Shape adaptive_output_shape(const Shape& x, const AdaptiveGeometry& g) {
+  Shape out = x;
+  out[x.size() - 2] = g.h.out;
+  out[x.size() - 1] = g.w.out;
+  return out;
+}
+
 }  // namespace tapegrad::detail

@@ -849,6 +849,41 @@ void fuzz_pool(Fuzzer& f) {
   }
 }
 
+void fuzz_adaptive_pool(Fuzzer& f) {
+  const i64 n = f.uni(0, 2), c = f.coin(0.05) ? 0 : f.uni(1, 3);
+  const i64 h = f.coin(0.05) ? 0 : f.uni(1, 9), w = f.coin(0.05) ? 0 : f.uni(1, 9);
+  std::vector<i64> sx = f.coin(0.75) ? std::vector<i64>{n, c, h, w} : std::vector<i64>{c, h, w};
+  if (f.coin(0.05)) sx = f.small_shape(f.pick<i64>({0, 1, 2, 5}));
+  const DType d = f.coin(0.93) ? (f.coin(0.5) ? DType::f32 : DType::f64) : DType::i64;
+  const Tensor x = f.input(sx, d);
+  // Output sizes below, equal to and above the input's, now and then 0, negative or huge.
+  auto size = [&] { return f.coin(0.85) ? f.uni(1, 10) : f.wild_option(); };
+  const std::array<i64, 2> out{size(), size()};
+  const std::size_t r = sx.size();
+  Expect e = Expect::must_throw();
+  if (x.defined() && d != DType::i64 && (r == 3 || r == 4) && sx[r - 3] > 0 && sx[r - 2] > 0 && sx[r - 1] > 0 &&
+      out[0] > 0 && out[1] > 0 && std::max(out[0], out[1]) <= std::numeric_limits<std::int32_t>::max()) {
+    std::vector<i64> so(sx.begin(), sx.end() - 2);
+    so.push_back(out[0]);
+    so.push_back(out[1]);
+    e = fits_cap(so, d) ? Expect::result(so) : Expect::must_throw();
+  }
+  const i64 op = f.uni(0, 2);
+  const char* name = op == 0 ? "adaptive_avg_pool2d" : op == 1 ? "adaptive_max_pool2d" : "adaptive_max_pool2d_with_indices";
+  f.run(fmt::format("{}({}, output_size=[{}])", name, describe(x), fmt::join(out, ", ")),
+        [&] {
+          if (op == 0) return tg::adaptive_avg_pool2d(x, out);
+          if (op == 1) return tg::adaptive_max_pool2d(x, out);
+          tg::MaxPoolResult res = tg::adaptive_max_pool2d_with_indices(x, out);
+          if (res.indices.shape() != res.values.shape() || res.indices.dtype() != DType::i64) {
+            throw std::logic_error("adaptive_max_pool2d_with_indices: indices " + describe(res.indices) +
+                                   " do not match values " + describe(res.values));
+          }
+          return res.values;
+        },
+        e, {x});
+}
+
 void fuzz_batch_norm(Fuzzer& f) {
   const i64 n = f.uni(0, 3), c = f.uni(0, 3), h = f.uni(0, 3), w = f.uni(1, 3);
   std::vector<i64> sx{n, c, h, w};
@@ -1078,7 +1113,7 @@ TEST_CASE("random shapes, dtypes and options end in a right-shaped result or a t
   using Family = void (*)(Fuzzer&);
   const Family families[] = {fuzz_factories, fuzz_elementwise, fuzz_unary, fuzz_linalg,
                              fuzz_reductions, fuzz_shapes, fuzz_softmax_losses, fuzz_dropout,
-                             fuzz_conv2d, fuzz_conv2d, fuzz_pool, fuzz_pool, fuzz_batch_norm,
+                             fuzz_conv2d, fuzz_conv2d, fuzz_pool, fuzz_pool, fuzz_adaptive_pool, fuzz_batch_norm,
                              fuzz_norms, fuzz_tensor_methods, fuzz_layers};
   for (std::uint64_t i = 0; i < rounds; ++i) {
     families[f.uni(0, i64(std::size(families)) - 1)](f);
