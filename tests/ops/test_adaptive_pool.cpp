@@ -18,7 +18,7 @@ tg::Tensor row(const std::vector<double>& v, tg::DType d = tg::DType::f64) {
 
 }  // namespace
 
-TEST_CASE("adaptive_avg_pool2d windows of 5 into 3 are [0, 2), [1, 4), [3, 5)", "[pool][adaptive]") {
+TEST_CASE("adaptive_avg_pool2d windows of 5 into 3 are 0 to 2, 1 to 4 and 3 to 5 (end excluded)", "[pool][adaptive]") {
   for (const tg::DType d : {tg::DType::f32, tg::DType::f64}) {
     const tg::Tensor x = row({1, 2, 4, 8, 16}, d);
     const tg::Tensor y = tg::adaptive_avg_pool2d(x, {1, 3});
