@@ -229,7 +229,6 @@ Module& Module::to(DType dtype) {
 
 // ---- containers ------------------------------------------------------------------------------
 
-
 void detail::throw_wrong_module(const Module& module, const std::string& what, const char* wanted) {
   throw ValueError(fmt::format("{} is a {}, not the {} asked for", what, readable(typeid(module).name()),
                                readable(wanted)));
