@@ -1,6 +1,7 @@
 // row_rnn: a recurrent classifier that reads each Fashion-MNIST image one row at a time.
 //
-//   row_rnn [--epochs 1] [--limit 60000] [--hidden 64] [--min-accuracy 0] [--data DIR]
+//   row_rnn [--epochs 1] [--limit 60000] [--test-limit 10000] [--hidden 64] [--min-accuracy 0]
+//           [--data DIR]
 //
 // The recurrent cell is a module of two inputs, (x_t, h) -> h', PyTorch's GRUCell written
 // with two nn::Linear layers; the classifier unrolls it over the 28 rows on the tape and
@@ -71,7 +72,7 @@ struct RowReader : nn::Module {
 };
 
 struct Args {
-  std::int64_t epochs = 1, limit = 60000, hidden = 64;
+  std::int64_t epochs = 1, limit = 60000, test_limit = 10000, hidden = 64;
   double min_accuracy = 0;
   std::string data = "/usr/share/datasets/fashion-mnist";
 };
@@ -82,14 +83,15 @@ Args parse_args(int argc, char** argv) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--epochs") a.epochs = std::atoll(value.c_str());
     else if (flag == "--limit") a.limit = std::atoll(value.c_str());
+    else if (flag == "--test-limit") a.test_limit = std::atoll(value.c_str());
     else if (flag == "--hidden") a.hidden = std::atoll(value.c_str());
     else if (flag == "--min-accuracy") a.min_accuracy = std::atof(value.c_str());
     else if (flag == "--data") a.data = value;
     else throw tg::ValueError(fmt::format("row_rnn: unknown flag {}", flag));
   }
   if (argc % 2 == 0) throw tg::ValueError(fmt::format("row_rnn: {} needs a value", argv[argc - 1]));
-  if (a.epochs < 1 || a.limit < 1 || a.hidden < 1) {
-    throw tg::ValueError("row_rnn: --epochs, --limit and --hidden must be >= 1");
+  if (a.epochs < 1 || a.limit < 1 || a.test_limit < 1 || a.hidden < 1) {
+    throw tg::ValueError("row_rnn: --epochs, --limit, --test-limit and --hidden must be >= 1");
   }
   return a;
 }
@@ -119,7 +121,7 @@ int main(int argc, char** argv) try {
   nn::Dataset train, test;
   try {
     train = nn::load_mnist(args.data, nn::MnistSplit::train).head(args.limit);
-    test = nn::load_mnist(args.data, nn::MnistSplit::test);
+    test = nn::load_mnist(args.data, nn::MnistSplit::test).head(args.test_limit);
   } catch (const tg::IoError& e) {
     fmt::print(stderr, "row_rnn: {}\ninstall the data with: sudo apt-get install dataset-fashion-mnist\n",
                e.what());
