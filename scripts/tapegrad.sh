@@ -58,11 +58,13 @@ install_missing_packages() {
 }
 
 configure() {
-  # In CI the benchmarks' libtorch twins are not built (see bench/CMakeLists.txt).
-  local torch_twins=ON
-  [[ "${CI:-}" == true ]] && torch_twins=OFF
+  # In CI the benchmarks' libtorch twins are not built (see bench/CMakeLists.txt), and
+  # install:add_subdirectory does not compile tapegrad a second time (tests/install).
+  local full=ON
+  [[ "${CI:-}" == true ]] && full=OFF
   cmake -S "$repo_root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
-    -DTAPEGRAD_BUILD_TESTS=ON -DTAPEGRAD_BUILD_EXAMPLES=ON -DTAPEGRAD_BENCH_TORCH="$torch_twins"
+    -DTAPEGRAD_BUILD_TESTS=ON -DTAPEGRAD_BUILD_EXAMPLES=ON -DTAPEGRAD_BENCH_TORCH="$full" \
+    -DTAPEGRAD_TEST_SUBPROJECT_BUILD="$full"
 }
 
 # The training job once examples/CMakeLists.txt defines it, the smallest example until then.

@@ -4,10 +4,13 @@
 #   MODE=add_subdirectory  add_subdirectory(TAPEGRAD_SOURCE_DIR), where tapegrad is not the
 #                          top-level project, so its tests, examples, benchmarks and install
 #                          rules must be off.
+#                          With QUICK=ON it configures, checks those options and compiles
+#                          the consumer's source only (no second build of tapegrad).
 # The consumer uses the same generator, compiler, build type and sanitizers as tapegrad's
 # build and builds with 2 jobs. Run as
 #   cmake -DMODE=... -DTAPEGRAD_SOURCE_DIR=... -DTAPEGRAD_BINARY_DIR=... -DCONSUMER_DIR=...
 #         -DWORK_DIR=... -DGENERATOR=... -DCXX_COMPILER=... -DBUILD_TYPE=... -DSANITIZE=...
+#         [-DQUICK=ON]
 #         -P consume.cmake
 cmake_minimum_required(VERSION 3.25)
 
@@ -64,7 +67,12 @@ elseif(MODE STREQUAL "add_subdirectory")
   # so the options' defaults are the ones checked.
   # The library is compiled at -O0 whatever the build type: this checks the CMake
   # integration, and an optimised rebuild of tapegrad would cost CI a minute or two.
-  file(REMOVE ${consumer_build}/CMakeCache.txt)
+  # QUICK starts from an empty directory, so that the check below sees this run's files only.
+  if(QUICK)
+    file(REMOVE_RECURSE ${consumer_build})
+  else()
+    file(REMOVE ${consumer_build}/CMakeCache.txt)
+  endif()
   set(unoptimised)
   if(BUILD_TYPE)
     string(TOUPPER "${BUILD_TYPE}" config)
@@ -84,6 +92,16 @@ else()
   message(FATAL_ERROR "consume.cmake: MODE must be find_package or add_subdirectory, not '${MODE}'")
 endif()
 
+if(QUICK)
+  # The integration without the second compile of tapegrad: main.cpp compiled against the
+  # target's usage requirements, nothing linked or run.
+  run(${CMAKE_COMMAND} --build ${consumer_build} --parallel 2 ${config_args} --target consumer_objects)
+  file(GLOB_RECURSE built_library ${consumer_build}/tapegrad/*tapegrad.a)
+  if(built_library)
+    message(FATAL_ERROR "consume.cmake (QUICK): tapegrad was built: ${built_library}")
+  endif()
+  return()
+endif()
 run(${CMAKE_COMMAND} --build ${consumer_build} --parallel 2 ${config_args})
 if(EXISTS ${consumer_build}/${BUILD_TYPE}/consumer)
   run(${consumer_build}/${BUILD_TYPE}/consumer)
