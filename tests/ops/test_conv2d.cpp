@@ -188,7 +188,8 @@ TEST_CASE("conv2d accepts an unbatched C x H x W input", "[conv]") {
 
 TEST_CASE("conv2d: keeping the unfolded input for the VJP gives the same gradients", "[conv]") {
   // The forward keeps the batch's unfolded input when it is at most 16 MiB: here f32 keeps
-  // it (9.4 MB) and f64 does not (18.9 MB), so the two paths are compared with each other.
+  // it (9.4 MB; the weight gradient is then one GEMM over the whole batch) and f64 does not
+  // (18.9 MB; unfolded again and summed chunk by chunk), so the two paths are compared.
   const tg::Conv2dOptions opt{.padding = {1, 1}};
   auto fn = [opt](const std::vector<tg::Tensor>& in) { return tg::conv2d(in[0], in[1], in[2], opt); };
   tg::testing::check_f32_grads_match_f64(fn, {leaf({8, 32, 32, 32}, 51), leaf({8, 32, 3, 3}, 52), leaf({8}, 53)}, 54,
