@@ -21,6 +21,10 @@ constexpr std::int64_t kKeepUnfoldedBytes = std::int64_t{16} << 20;
 /// A chunk's unfolded inputs stay within about this many bytes (roughly an L2 cache).
 constexpr std::int64_t kChunkBytes = std::int64_t{1} << 20;
 
+/// Below this many columns (a chunk's images × output plane) a chunk's GEMMs run far from
+/// the GEMM's peak; such geometries unfold the whole batch and run one GEMM per group.
+constexpr std::int64_t kMinChunkColumns = 256;
+
 /// Per-thread scratch buffers (slot 0: unfolded input, slot 1: a chunk of outputs) that
 /// grow to the largest size asked of them and are reused.
 template <class T>
@@ -162,6 +166,39 @@ void whole_batch_weight_grad(const ConvPlan& p, const T* kept, const T* gy, T* g
   }
 }
 
+/// y = conv2d(x, w) + b with every image unfolded into `unfolded` (the kept unfolded input
+/// or a workspace: [groups, col_rows, batch · plane_out]), then one GEMM per group over the batch
+/// (threaded by the GEMM library) into [out_channels, batch · plane], reordered to NCHW.
+/// Per chunk the GEMMs would have a few images' planes as columns (48 for ResNet-18's
+/// 512-channel layer on 4×4 images), too few to run near the GEMM's peak.
+template <class T>
+void whole_batch_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T* unfolded) {
+  const ConvGeometry& g = p.g;
+  const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out(), cols = g.batch * plane;
+  const std::int64_t x_image = g.channels * g.plane_in();
+#pragma omp parallel for collapse(2) schedule(static) if (p.parallel)
+  for (std::int64_t n = 0; n < g.batch; ++n) {
+    for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+      im2col(x + n * x_image + gi * g.group_in() * g.plane_in(), g, g.group_in(),
+             unfolded + gi * rows * cols + n * plane, cols);
+    }
+  }
+  T* out = workspace<T>(1, g.out_channels * cols);
+  for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+    gemm(false, false, go, cols, rows, T(1), w + gi * go * rows, rows, unfolded + gi * rows * cols, cols, T(0),
+         out + gi * go * cols, cols);
+  }
+#pragma omp parallel for collapse(2) schedule(static) if (p.parallel)
+  for (std::int64_t n = 0; n < g.batch; ++n) {
+    for (std::int64_t o = 0; o < g.out_channels; ++o) {
+      const T* src = out + o * cols + n * plane;
+      T* dst = y + (n * g.out_channels + o) * plane;
+      const T shift = b != nullptr ? b[o] : T(0);
+      for (std::int64_t i = 0; i < plane; ++i) dst[i] = src[i] + shift;
+    }
+  }
+}
+
 }  // namespace
 
 ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geometry), elem(elem_size) {
@@ -185,6 +222,10 @@ ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geom
   }
   const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() * static_cast<std::int64_t>(elem);
   keeps_unfolded = weight_grad == ConvPath::gemm && !g.pointwise() && unfolded_bytes <= kKeepUnfoldedBytes;
+  const std::int64_t image_bytes = std::max<std::int64_t>(g.col_rows() * g.plane_out() * static_cast<std::int64_t>(elem), 1);
+  const std::int64_t chunk_columns = std::clamp<std::int64_t>(kChunkBytes / image_bytes, 1, std::max<std::int64_t>(g.batch, 1)) * g.plane_out();
+  whole_batch = forward == ConvPath::gemm && !g.pointwise() && g.batch > 1 &&
+                unfolded_bytes <= kKeepUnfoldedBytes && chunk_columns < kMinChunkColumns;
   transposed_weight_grad = weight_grad == ConvPath::direct ||
                            (weight_grad != ConvPath::depthwise && g.group_out() >= 16 && g.group_out() < g.col_rows());
 }
@@ -194,6 +235,10 @@ void conv_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T
   const ConvGeometry& g = p.g;
   const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
   const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
+  if (p.whole_batch) {
+    const auto [groups, rows_, cols] = p.kept_shape();
+    return whole_batch_forward(p, x, w, b, y, kept != nullptr ? kept : workspace<T>(0, groups * rows_ * cols));
+  }
   const Chunks chunks(p, p.forward == ConvPath::banded || p.forward == ConvPath::gemm);
   std::vector<float> wt;
   if constexpr (std::is_same_v<T, float>) {
@@ -261,11 +306,12 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
   const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
   const bool depthwise = p.forward == ConvPath::depthwise;
   const bool direct_w = need_w && p.weight_grad == ConvPath::direct;
-  // With the forward's whole unfolded input at hand, the weight gradient is one GEMM per
-  // group over the whole batch (k = batch · plane) after the chunk loop, threaded by the GEMM
-  // library; per chunk, k would be a few images' planes and each chunk would read and write
-  // all of grad_W (ResNet-18's 512→512 3×3 on 4×4 images: k = 48 for a 512 × 4608 result).
-  const bool whole_batch_w = need_w && kept != nullptr && p.weight_grad == ConvPath::gemm;
+  // A whole-batch plan with the forward's unfolded input at hand: the weight gradient is one
+  // GEMM per group over the whole batch (k = batch · plane) after the chunk loop, threaded by
+  // the GEMM library; per chunk, k would be a few images' planes and each chunk would read
+  // and write all of grad_W (ResNet-18's 512→512 3×3 on 4×4 images: k = 48 for a 512 × 4608
+  // result). For large images (LeNet) the per-thread chunk sums stay faster.
+  const bool whole_batch_w = need_w && kept != nullptr && p.whole_batch;
   const bool unfolded_w = need_w && !whole_batch_w && (p.weight_grad == ConvPath::banded || p.weight_grad == ConvPath::gemm);
   // col2im adds into grad_x; the depthwise kernel writes every element.
   if (need_x && !depthwise) std::fill_n(gx, g.batch * x_image, T(0));

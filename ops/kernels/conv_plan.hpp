@@ -37,6 +37,11 @@ struct ConvPlan {
   /// side as its rows (16×150×1700: 45 → 76 GFLOP/s, 64×576×3136: 64 → 94; below 16 columns
   /// slower). The direct kernel writes this layout too.
   bool transposed_weight_grad = false;
+  /// gemm-path images so small that a cache-sized chunk of them gives the GEMMs fewer than
+  /// 256 columns (ResNet's deep layers), within kKeepUnfoldedBytes: the forward unfolds the
+  /// whole batch (into the kept input or a workspace) and runs one GEMM per group, and so
+  /// does the weight gradient from the kept input.
+  bool whole_batch = false;
   std::int64_t band_rows = 0, bands = 1;  ///< output rows per band, bands per image
 
   ConvPlan() = default;

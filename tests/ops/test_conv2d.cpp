@@ -196,6 +196,30 @@ TEST_CASE("conv2d: keeping the unfolded input for the VJP gives the same gradien
                                          1e-3, 1e-3);
 }
 
+TEST_CASE("conv2d: small images run one GEMM over the whole batch, equal to image by image", "[conv]") {
+  // 4x4 images with 64 channels: a cache-sized chunk would give the GEMMs 96 columns, so the
+  // batch of 6 is unfolded whole (forward, and the weight gradient from the kept input);
+  // a batch of one takes the chunk path. Output, input gradient, and the per-image weight
+  // and bias gradients summed must agree.
+  const tg::Conv2dOptions opt{.padding = 1};
+  const tg::Tensor x = leaf({6, 64, 4, 4}, 61), w = leaf({32, 64, 3, 3}, 62), b = leaf({32}, 63);
+  const tg::Tensor y = tg::conv2d(x, w, b, opt);
+  const tg::Tensor seed = tg::testing::random_cotangent(y.shape(), tg::DType::f64, 64);
+  const auto grads = tg::grad({y}, {x, w, b}, {seed});
+  tg::Tensor grad_w = tg::zeros_like(w), grad_b = tg::zeros_like(b);
+  for (std::int64_t i = 0; i < 6; ++i) {
+    const tg::Tensor xi = tg::narrow(x, 0, i, 1).detach().set_requires_grad(true);
+    const tg::Tensor yi = tg::conv2d(xi, w, b, opt);
+    const auto gi = tg::grad({yi}, {xi, w, b}, {tg::narrow(seed, 0, i, 1)});
+    CHECK_THAT(tg::narrow(y, 0, i, 1).detach(), AllClose(yi.detach(), 1e-12, 1e-12));
+    CHECK_THAT(tg::narrow(grads[0], 0, i, 1), AllClose(gi[0], 1e-12, 1e-12));
+    grad_w = grad_w + gi[1];
+    grad_b = grad_b + gi[2];
+  }
+  CHECK_THAT(grads[1], AllClose(grad_w, 1e-12, 1e-12));
+  CHECK_THAT(grads[2], AllClose(grad_b, 1e-12, 1e-12));
+}
+
 TEST_CASE("conv2d: large images are unfolded a band of output rows at a time, exactly", "[conv]") {
   // One image's unfolded input above 1 MiB is processed in bands of output rows (each band
   // with the padding it sees); compared with a direct loop over the definition.
