@@ -165,12 +165,13 @@ Tensor fused_lstm_cell(const Tensor& input_gates, const Tensor& hidden_gates, co
   return apply(FusedLstmCellOp{}, {input_gates, hidden_gates, c});
 }
 
-std::pair<Tensor, Tensor> lstm_cell(const Tensor& input, const std::pair<Tensor, Tensor>& hx,
+std::tuple<Tensor, Tensor> lstm_cell(const Tensor& input, const std::tuple<Tensor, Tensor>& hx,
                                     const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih,
                                     const Tensor& b_hh) {
-  detail::check_rnn_cell("lstm_cell", 4, input, {{"h", &hx.first}, {"c", &hx.second}}, w_ih, w_hh,
+  const auto& [h, c] = hx;
+  detail::check_rnn_cell("lstm_cell", 4, input, {{"h", &h}, {"c", &c}}, w_ih, w_hh,
                          b_ih, b_hh);
-  const Tensor hc = fused_lstm_cell(linear(input, w_ih, b_ih), linear(hx.first, w_hh, b_hh), hx.second);
+  const Tensor hc = fused_lstm_cell(linear(input, w_ih, b_ih), linear(h, w_hh, b_hh), c);
   return {select(hc, 0, 0), select(hc, 0, 1)};
 }
 

@@ -6,7 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
-#include <utility>
+#include <tuple>
 #include <vector>
 
 #include "tapegrad/tensor.hpp"
@@ -474,7 +474,7 @@ Tensor group_norm(const Tensor& x, std::int64_t num_groups, const Tensor& weight
 /// gates in the order i, f, g, o. gates = input·w_ihᵀ + b_ih + h·w_hhᵀ + b_hh;
 /// c' = sigmoid(f)·c + sigmoid(i)·tanh(g), h' = sigmoid(o)·tanh(c'). Returns {h', c'}.
 /// Two linear ops and one fused_lstm_cell; differentiable in every argument, also twice.
-std::pair<Tensor, Tensor> lstm_cell(const Tensor& input, const std::pair<Tensor, Tensor>& hx,
+std::tuple<Tensor, Tensor> lstm_cell(const Tensor& input, const std::tuple<Tensor, Tensor>& hx,
                                     const Tensor& w_ih, const Tensor& w_hh,
                                     const Tensor& b_ih = Tensor(), const Tensor& b_hh = Tensor());
 /// One GRU step, as torch.gru_cell (PyTorch 1.13). input: [B, I] or [I]; h: [B, H] (or [H]);
