@@ -1,9 +1,7 @@
 // The recurrent layers: LSTMCell and GRUCell (one step), LSTM and GRU (layers unrolled over
-// time on the tape), with torch.nn's parameter names, layouts and initialisation.
-//
-// A layer's input projection does not depend on the recurrence, so each layer computes it for
-// every step at once (one linear over [T·B, in], as PyTorch's CPU RNN does); each step then
-// adds only h·W_hhᵀ + b_hh and runs one fused gate op.
+// time on the tape), with torch.nn's parameter names, layouts and initialisation. Each step
+// of each layer is two linear ops and one fused gate op (tapegrad::fused_lstm_cell,
+// fused_gru_cell).
 #include <cmath>
 
 #include <fmt/format.h>
@@ -124,7 +122,7 @@ Tensor& RNNBase::parameter(const std::string& name, std::int64_t layer) {
                                layer_, name));
 }
 
-Tensor RNNBase::time_major(const Tensor& input) const {
+void RNNBase::check_input(const Tensor& input) const {
   if (!input.defined()) throw ValueError(fmt::format("{}: input is an undefined tensor", layer_));
   const char* layout = options_.batch_first ? "[batch, seq_len, input_size]" : "[seq_len, batch, input_size]";
   if (input.dim() != 2 && input.dim() != 3) {
@@ -136,20 +134,21 @@ Tensor RNNBase::time_major(const Tensor& input) const {
                                  "input_size={}", layer_, input.shape(), input.shape().back(),
                                  input_size_));
   }
+  if (input.shape()[input.dim() == 3 && options_.batch_first ? 1 : 0] == 0) {
+    throw ShapeError(fmt::format("{}: input {} has seq_len 0", layer_, input.shape()));
+  }
   const Tensor& w = *weights_[0].w_ih;
   if (input.dtype() != w.dtype()) {
     throw DTypeError(fmt::format("{}: input is {} but the parameters are {}; convert one with .to()",
                                  layer_, input.dtype(), w.dtype()));
   }
-  if (input.dim() == 2) return reshape(input, {input.shape()[0], 1, input_size_});
-  return options_.batch_first ? transpose(input, 0, 1) : input;
 }
 
-Tensor RNNBase::batched_state(const char* what, const Tensor& state, const Tensor& input) const {
+void RNNBase::check_state(const char* what, const Tensor& state, const Tensor& input) const {
   const bool batched = input.dim() == 3;
   const std::int64_t layers = options_.num_layers;
-  const std::int64_t batch = batched ? input.shape()[options_.batch_first ? 0 : 1] : 1;
-  const Shape want = batched ? Shape{layers, batch, hidden_size_} : Shape{layers, hidden_size_};
+  const Shape want = batched ? Shape{layers, input.shape()[options_.batch_first ? 0 : 1], hidden_size_}
+                             : Shape{layers, hidden_size_};
   if (!state.defined() || state.shape() != want) {
     throw ShapeError(fmt::format("{}: {} must be {} ([num_layers, {}hidden_size] for input {}), got {}",
                                  layer_, what, want, batched ? "batch, " : "", input.shape(),
@@ -159,97 +158,81 @@ Tensor RNNBase::batched_state(const char* what, const Tensor& state, const Tenso
     throw DTypeError(fmt::format("{}: {} is {} but input is {}; convert with .to()", layer_, what,
                                  state.dtype(), input.dtype()));
   }
-  return batched ? state : reshape(state, {layers, 1, hidden_size_});
 }
 
-Tensor RNNBase::output_layout(const Tensor& out, const Tensor& input) const {
-  if (input.dim() == 2) return reshape(out, {out.shape()[0], hidden_size_});
-  return options_.batch_first ? transpose(out, 0, 1) : out;
+Tensor RNNBase::zero_state(const Tensor& input) const {
+  return zeros(input.dim() == 3 ? Shape{input.shape()[options_.batch_first ? 0 : 1], hidden_size_}
+                                : Shape{hidden_size_},
+               input.dtype());
 }
 
-Tensor RNNBase::state_layout(const Tensor& state, const Tensor& input) const {
-  return input.dim() == 2 ? reshape(state, {options_.num_layers, hidden_size_}) : state;
-}
-
-namespace {
-
-/// Runs the layers of an LSTM or GRU over x [T, B, in]: for each layer the input projection
-/// of every step at once, then step(input_gates_t, hidden_gates_t, state) -> the new state,
-/// whose first tensor is the step's output h. `state` holds each layer's initial state;
-/// returns the last layer's outputs [T, B, H] and leaves each layer's final state in `state`.
-template <class Step>
-Tensor run_layers(Tensor x, std::vector<std::vector<Tensor>>& state,
-                  const std::vector<std::tuple<Tensor, Tensor, Tensor, Tensor>>& weights,
-                  double dropout_p, bool training, Step step) {
-  for (std::size_t k = 0; k < weights.size(); ++k) {
-    const auto& [w_ih, w_hh, b_ih, b_hh] = weights[k];
-    const std::vector<Tensor> input_gates = unbind(linear(x, w_ih, b_ih), 0);
-    std::vector<Tensor> outputs;
-    outputs.reserve(input_gates.size());
-    for (const Tensor& gi : input_gates) {
-      state[k] = step(gi, linear(state[k][0], w_hh, b_hh), state[k]);
-      outputs.push_back(state[k][0]);
+// Time outermost: each step's input is a slice of `input` (a select, recorded only when input
+// requires grad) and each layer above takes the output of the one below directly. Slicing a
+// recorded tensor into T steps would cost a gradient of the whole tensor per step in
+// backward (O(T²)), so the input projections are per step, not one linear over the sequence.
+Tensor RNNBase::unroll(const Tensor& input, std::vector<std::vector<Tensor>>& state, const Step& step) {
+  const std::int64_t time_dim = input.dim() == 3 && options_.batch_first ? 1 : 0;
+  const std::int64_t steps = input.shape()[static_cast<std::size_t>(time_dim)];
+  const bool drop = is_training() && options_.dropout > 0;
+  std::vector<Tensor> outputs;
+  outputs.reserve(static_cast<std::size_t>(steps));
+  for (std::int64_t t = 0; t < steps; ++t) {
+    Tensor x = select(input, time_dim, t);
+    for (std::size_t k = 0; k < weights_.size(); ++k) {
+      const Weights& w = weights_[k];
+      state[k] = step(linear(x, *w.w_ih, *w.b_ih), linear(state[k][0], *w.w_hh, *w.b_hh), state[k]);
+      x = state[k][0];
+      if (drop && k + 1 < weights_.size()) x = dropout(x, options_.dropout, true);
     }
-    x = stack(outputs, 0);
-    if (training && dropout_p > 0 && k + 1 < weights.size()) x = dropout(x, dropout_p, true);
+    outputs.push_back(x);
   }
-  return x;
+  return stack(outputs, time_dim);
 }
-
-}  // namespace
 
 LSTM::LSTM(std::int64_t input_size, std::int64_t hidden_size, const RNNOptions& options)
     : RNNBase("LSTM", 4, input_size, hidden_size, options) {}
 
 std::tuple<Tensor, std::tuple<Tensor, Tensor>> LSTM::forward(
     const Tensor& input, const std::optional<std::tuple<Tensor, Tensor>>& hx) {
-  const Tensor x = time_major(input);
-  const std::int64_t batch = x.shape()[1];
-  std::vector<std::vector<Tensor>> state;
-  std::vector<std::tuple<Tensor, Tensor, Tensor, Tensor>> weights;
-  const Tensor h0 = hx ? batched_state("h0", std::get<0>(*hx), input) : Tensor();
-  const Tensor c0 = hx ? batched_state("c0", std::get<1>(*hx), input) : Tensor();
-  for (std::int64_t k = 0; k < options_.num_layers; ++k) {
-    const Weights& w = weights_[static_cast<std::size_t>(k)];
-    weights.emplace_back(*w.w_ih, *w.w_hh, *w.b_ih, *w.b_hh);
-    const Tensor zero = hx ? Tensor() : zeros({batch, hidden_size_}, x.dtype());
-    state.push_back({hx ? select(h0, 0, k) : zero, hx ? select(c0, 0, k) : zero});
+  check_input(input);
+  if (hx) {
+    check_state("h0", std::get<0>(*hx), input);
+    check_state("c0", std::get<1>(*hx), input);
   }
-  const Tensor out = run_layers(x, state, weights, options_.dropout, is_training(),
-                                [](const Tensor& gi, const Tensor& gh, const std::vector<Tensor>& hc) {
-                                  const Tensor packed = fused_lstm_cell(gi, gh, hc[1]);
-                                  return std::vector<Tensor>{select(packed, 0, 0), select(packed, 0, 1)};
-                                });
+  std::vector<std::vector<Tensor>> state;
+  const Tensor zero = hx ? Tensor() : zero_state(input);
+  for (std::int64_t k = 0; k < options().num_layers; ++k) {
+    state.push_back(hx ? std::vector<Tensor>{select(std::get<0>(*hx), 0, k), select(std::get<1>(*hx), 0, k)}
+                       : std::vector<Tensor>{zero, zero});
+  }
+  const Tensor out = unroll(input, state, [](const Tensor& gi, const Tensor& gh, const std::vector<Tensor>& hc) {
+    const Tensor packed = fused_lstm_cell(gi, gh, hc[1]);
+    return std::vector<Tensor>{select(packed, 0, 0), select(packed, 0, 1)};
+  });
   std::vector<Tensor> h_n, c_n;
   for (const auto& s : state) {
     h_n.push_back(s[0]);
     c_n.push_back(s[1]);
   }
-  return {output_layout(out, input),
-          {state_layout(stack(h_n, 0), input), state_layout(stack(c_n, 0), input)}};
+  return {out, {stack(h_n, 0), stack(c_n, 0)}};
 }
 
 GRU::GRU(std::int64_t input_size, std::int64_t hidden_size, const RNNOptions& options)
     : RNNBase("GRU", 3, input_size, hidden_size, options) {}
 
 std::tuple<Tensor, Tensor> GRU::forward(const Tensor& input, const std::optional<Tensor>& hx) {
-  const Tensor x = time_major(input);
-  const std::int64_t batch = x.shape()[1];
+  check_input(input);
+  if (hx) check_state("h0", *hx, input);
   std::vector<std::vector<Tensor>> state;
-  std::vector<std::tuple<Tensor, Tensor, Tensor, Tensor>> weights;
-  const Tensor h0 = hx ? batched_state("h0", *hx, input) : Tensor();
-  for (std::int64_t k = 0; k < options_.num_layers; ++k) {
-    const Weights& w = weights_[static_cast<std::size_t>(k)];
-    weights.emplace_back(*w.w_ih, *w.w_hh, *w.b_ih, *w.b_hh);
-    state.push_back({hx ? select(h0, 0, k) : zeros({batch, hidden_size_}, x.dtype())});
+  for (std::int64_t k = 0; k < options().num_layers; ++k) {
+    state.push_back({hx ? select(*hx, 0, k) : zero_state(input)});
   }
-  const Tensor out = run_layers(x, state, weights, options_.dropout, is_training(),
-                                [](const Tensor& gi, const Tensor& gh, const std::vector<Tensor>& h) {
-                                  return std::vector<Tensor>{fused_gru_cell(gi, gh, h[0])};
-                                });
+  const Tensor out = unroll(input, state, [](const Tensor& gi, const Tensor& gh, const std::vector<Tensor>& h) {
+    return std::vector<Tensor>{fused_gru_cell(gi, gh, h[0])};
+  });
   std::vector<Tensor> h_n;
   for (const auto& s : state) h_n.push_back(s[0]);
-  return {output_layout(out, input), state_layout(stack(h_n, 0), input)};
+  return {out, stack(h_n, 0)};
 }
 
 // ---- factories -------------------------------------------------------------------------------

@@ -654,17 +654,22 @@ class RNNBase : public Module {
  protected:
   RNNBase(const char* layer, std::int64_t gates, std::int64_t input_size,
           std::int64_t hidden_size, const RNNOptions& options);
-  /// Checks input ([T, B, input_size], [B, T, input_size] with batch_first, or unbatched
-  /// [T, input_size]) and returns it time-major and batched: [T, B, input_size].
-  Tensor time_major(const Tensor& input) const;
-  /// Checks an initial state (`what` "h0" / "c0"): [L, B, H], or [L, H] for an unbatched
-  /// input; returns it batched.
-  Tensor batched_state(const char* what, const Tensor& state, const Tensor& input) const;
-  /// [T, B, H] -> the output layout of `input` (batch_first, unbatched).
-  Tensor output_layout(const Tensor& out, const Tensor& input) const;
-  /// [L, B, H] -> [L, H] for an unbatched input.
-  Tensor state_layout(const Tensor& state, const Tensor& input) const;
+  /// Checks input: [T, B, input_size], [B, T, input_size] with batch_first, or unbatched
+  /// [T, input_size].
+  void check_input(const Tensor& input) const;
+  /// Checks an initial state (`what` "h0" / "c0"): [L, B, H], or [L, H] for an unbatched input.
+  void check_state(const char* what, const Tensor& state, const Tensor& input) const;
+  /// Each layer's zero state for `input`: [B, H], or [H] unbatched.
+  Tensor zero_state(const Tensor& input) const;
+  /// One step of one layer: (input_gates, hidden_gates, the layer's state) -> its new state,
+  /// whose first tensor is the layer's output h.
+  using Step = std::function<std::vector<Tensor>(const Tensor&, const Tensor&, const std::vector<Tensor>&)>;
+  /// Runs the layers over the checked input, step by step: at each time step every layer in
+  /// turn (dropout between layers in training). `state` holds each layer's initial state and
+  /// ends with its final one; returns the last layer's outputs in input's layout.
+  Tensor unroll(const Tensor& input, std::vector<std::vector<Tensor>>& state, const Step& step);
 
+ private:
   const char* layer_;
   std::int64_t input_size_, hidden_size_;
   RNNOptions options_;
@@ -676,7 +681,7 @@ class RNNBase : public Module {
 };
 
 /// A multi-layer LSTM, torch.nn.LSTM (unidirectional), unrolled over time on the tape: each
-/// step is one fused_lstm_cell on a precomputed slice of the layer's input projection.
+/// step of each layer is two linear ops (input and hidden projections) and one fused_lstm_cell.
 /// forward(input, {h0, c0}) -> {output, {h_n, c_n}}: input [T, B, input_size] ([B, T, ...] with
 /// batch_first, or unbatched [T, input_size]); h0, c0 [num_layers, B, H] ([num_layers, H]
 /// unbatched), zeros when absent; output [T, B, H] (same layout as input), h_n, c_n as h0.
@@ -687,8 +692,8 @@ class LSTM : public RNNBase {
       const Tensor& input, const std::optional<std::tuple<Tensor, Tensor>>& hx = {});
 };
 
-/// A multi-layer GRU, torch.nn.GRU (unidirectional), unrolled over time on the tape (one
-/// fused_gru_cell per step). forward(input, h0) -> {output, h_n}, layouts as LSTM's.
+/// A multi-layer GRU, torch.nn.GRU (unidirectional), unrolled over time on the tape (two
+/// linear ops and one fused_gru_cell per step and layer). forward(input, h0) -> {output, h_n}, layouts as LSTM's.
 class GRU : public RNNBase {
  public:
   GRU(std::int64_t input_size, std::int64_t hidden_size, const RNNOptions& options = {});

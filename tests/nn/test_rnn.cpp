@@ -53,7 +53,8 @@ TEST_CASE("LSTM GRU LSTMCell GRUCell: libtorch's parameter names, shapes and ini
                                  "bias_hh_l0 [20]", "weight_ih_l1 [20, 5]", "weight_hh_l1 [20, 5]",
                                  "bias_ih_l1 [20]", "bias_hh_l1 [20]"});
   check_init(lstm, 5);
-  CHECK(&lstm.parameter("weight_hh", 1) == &lstm.named_parameters()[5].second);
+  CHECK(lstm.parameter("weight_hh", 1).to_vector<double>() == lstm.named_parameters()[5].second.to_vector<double>());
+  CHECK(lstm.parameter("bias_ih", 0).to_vector<double>() == lstm.named_parameters()[2].second.to_vector<double>());
   CHECK_FALSE(nn::GRU(3, 5, {.bias = false}).parameter("bias_ih", 0).defined());
   CHECK_THROWS_WITH(lstm.parameter("weight", 0), Contains("LSTM") && Contains("weight_ih"));
   CHECK_THROWS_WITH(lstm.parameter("weight_ih", 2), Contains("LSTM") && Contains("num_layers=2"));
