@@ -4,7 +4,8 @@
 // output, h_n and c_n flattened and joined, the x_i being the input, the initial state and
 // every parameter), a random upstream v that itself requires grad and random u_i:
 //   g_i = d<out, v>/dx_i with create_graph,  s = Σ <g_i, u_i>,  ds/dx_i and ds/dv,
-// all of which must agree to 1e-9 relative (1e-12 absolute near 0).
+// all of which must agree to 1e-9 relative (1e-12 absolute near 0); g_i also from a plain
+// backward, which runs the fused ops' explicit VJPs rather than their recorded form.
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -69,12 +70,27 @@ tg::Tensor layer_out(Layer& layer, const Config& cfg, const std::vector<std::str
   return tg::cat(parts);
 }
 
+/// check_case_derivatives takes g_i with create_graph, through the recorded VJPs; this checks
+/// the explicit (kernel) VJPs, which a plain backward runs, against the same g_i.
+void check_plain_backward(const tg::testing::FixtureCase& c, const tg::testing::TensorFn& f) {
+  std::vector<tg::Tensor> x;
+  for (std::size_t i = 0; c.has(fmt::format("x{}.shape", i)); ++i) {
+    x.push_back(c.tensor(fmt::format("x{}", i)).set_requires_grad(true));
+  }
+  f(x).backward(c.tensor("v", c.shape("out")));
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    tg::testing::check_reference(c.name, fmt::format("g{} (plain backward)", i), x[i].grad(),
+                                 c.tensor(fmt::format("g{}", i), x[i].shape()), kAtol, kRtol);
+  }
+}
+
 void run_case(const tg::testing::FixtureCase& c) {
   const std::string& op = c.word("op");
   const Config cfg = config(c);
   if (op == "lstm_cell" || op == "gru_cell") {
-    tg::testing::check_case_derivatives(
-        c, [&](const std::vector<tg::Tensor>& x) { return cell_out(op, cfg.bias, x); }, kAtol, kRtol);
+    const tg::testing::TensorFn f = [&](const std::vector<tg::Tensor>& x) { return cell_out(op, cfg.bias, x); };
+    tg::testing::check_case_derivatives(c, f, kAtol, kRtol);
+    check_plain_backward(c, f);
     return;
   }
   const std::vector<std::string>& names = c.tokens("params");
@@ -82,15 +98,15 @@ void run_case(const tg::testing::FixtureCase& c) {
   if (op == "LSTM") {
     nn::LSTM layer(cfg.input_size, cfg.hidden_size, options);
     const std::size_t n_state = cfg.has_state ? 2 : 0;
-    tg::testing::check_case_derivatives(
-        c, [&](const std::vector<tg::Tensor>& x) { return layer_out(layer, cfg, names, n_state, x); }, kAtol,
-        kRtol);
+    const tg::testing::TensorFn f = [&](const std::vector<tg::Tensor>& x) { return layer_out(layer, cfg, names, n_state, x); };
+    tg::testing::check_case_derivatives(c, f, kAtol, kRtol);
+    check_plain_backward(c, f);
   } else if (op == "GRU") {
     nn::GRU layer(cfg.input_size, cfg.hidden_size, options);
     const std::size_t n_state = cfg.has_state ? 1 : 0;
-    tg::testing::check_case_derivatives(
-        c, [&](const std::vector<tg::Tensor>& x) { return layer_out(layer, cfg, names, n_state, x); }, kAtol,
-        kRtol);
+    const tg::testing::TensorFn f = [&](const std::vector<tg::Tensor>& x) { return layer_out(layer, cfg, names, n_state, x); };
+    tg::testing::check_case_derivatives(c, f, kAtol, kRtol);
+    check_plain_backward(c, f);
   } else {
     FAIL(fmt::format("{}: case {} has op {}, which the test does not know", kFixture, c.name, op));
   }
