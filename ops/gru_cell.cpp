@@ -19,8 +19,10 @@ namespace tapegrad {
 namespace {
 
 template <class T>
-TAPEGRAD_MULTIVERSION void gru_forward_rows(const T* gi, const T* gh, const T* h, T* out, T* work,
-                                            std::int64_t rows, std::int64_t hidden) {
+TAPEGRAD_MULTIVERSION void gru_forward_rows(const T* __restrict gi, const T* __restrict gh,
+                                            const T* __restrict h, T* __restrict out,
+                                            T* __restrict work, std::int64_t rows,
+                                            std::int64_t hidden) {
   for (std::int64_t row = 0; row < rows; ++row) {
     const T* a = gi + row * 3 * hidden;
     const T* b = gh + row * 3 * hidden;
@@ -39,9 +41,11 @@ TAPEGRAD_MULTIVERSION void gru_forward_rows(const T* gi, const T* gh, const T* h
 }
 
 template <class T>
-TAPEGRAD_MULTIVERSION void gru_backward_rows(const T* grad_out, const T* h, const T* gh,
-                                             const T* work, T* grad_gi, T* grad_gh, T* grad_h,
-                                             std::int64_t rows, std::int64_t hidden) {
+TAPEGRAD_MULTIVERSION void gru_backward_rows(const T* __restrict grad_out, const T* __restrict h,
+                                             const T* __restrict gh, const T* __restrict work,
+                                             T* __restrict grad_gi, T* __restrict grad_gh,
+                                             T* __restrict grad_h, std::int64_t rows,
+                                             std::int64_t hidden) {
   for (std::int64_t row = 0; row < rows; ++row) {
     const T* w = work + row * 3 * hidden;
     const T* b = gh + row * 3 * hidden;

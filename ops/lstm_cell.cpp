@@ -21,9 +21,10 @@ namespace tapegrad {
 namespace {
 
 template <class T>
-TAPEGRAD_MULTIVERSION void lstm_forward_rows(const T* gi, const T* gh, const T* c, T* out_h,
-                                             T* out_c, T* work, std::int64_t rows,
-                                             std::int64_t hidden) {
+TAPEGRAD_MULTIVERSION void lstm_forward_rows(const T* __restrict gi, const T* __restrict gh,
+                                             const T* __restrict c, T* __restrict out_h,
+                                             T* __restrict out_c, T* __restrict work,
+                                             std::int64_t rows, std::int64_t hidden) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* a = gi + r * 4 * hidden;
     const T* b = gh + r * 4 * hidden;
@@ -47,9 +48,11 @@ TAPEGRAD_MULTIVERSION void lstm_forward_rows(const T* gi, const T* gh, const T* 
 }
 
 template <class T>
-TAPEGRAD_MULTIVERSION void lstm_backward_rows(const T* grad_h, const T* grad_c_out, const T* c,
-                                              const T* work, T* grad_gates, T* grad_c,
-                                              std::int64_t rows, std::int64_t hidden) {
+TAPEGRAD_MULTIVERSION void lstm_backward_rows(const T* __restrict grad_h,
+                                              const T* __restrict grad_c_out, const T* __restrict c,
+                                              const T* __restrict work, T* __restrict grad_gates,
+                                              T* __restrict grad_c, std::int64_t rows,
+                                              std::int64_t hidden) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* w = work + r * 5 * hidden;
     T* d = grad_gates + r * 4 * hidden;
@@ -62,7 +65,7 @@ TAPEGRAD_MULTIVERSION void lstm_backward_rows(const T* grad_h, const T* grad_c_o
       d[hidden + j] = gc * c[k] * f * (T(1) - f);
       d[2 * hidden + j] = gc * i * (T(1) - g * g);
       d[3 * hidden + j] = grad_h[k] * tc * o * (T(1) - o);
-      if (grad_c != nullptr) grad_c[k] = gc * f;
+      grad_c[k] = gc * f;
     }
   }
 }
@@ -99,15 +102,16 @@ struct FusedLstmCellOp {
     const Tensor work = ctx.saved(0), c = ctx.saved(1);
     const std::int64_t hidden = c.shape().back(), rows = work.shape()[0];
     Tensor grad_gates = detail::make_tensor(ctx.input(0));
-    Tensor grad_c = ctx.needs_input_grad(2) ? detail::make_tensor(ctx.input(2)) : Tensor();
+    Tensor grad_c = detail::make_tensor(ctx.input(2));
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* g = grad_out.data<T>();
       lstm_backward_rows<T>(g, g + rows * hidden, c.data<T>(), work.data<T>(), grad_gates.data<T>(),
-                            grad_c.defined() ? grad_c.data<T>() : nullptr, rows, hidden);
+                            grad_c.data<T>(), rows, hidden);
     });
     return {ctx.needs_input_grad(0) ? grad_gates : Tensor(),
-            ctx.needs_input_grad(1) ? grad_gates : Tensor(), grad_c};
+            ctx.needs_input_grad(1) ? grad_gates : Tensor(),
+            ctx.needs_input_grad(2) ? grad_c : Tensor()};
   }
 
   // The same formulas as recorded ops, with the gates recomputed from the inputs, so that
