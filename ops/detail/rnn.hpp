@@ -3,7 +3,9 @@
 // a cell (input, state, weights and biases, as torch.lstm_cell / torch.gru_cell check them)
 // and of its fused gate op, whose gate pre-activations come from two linear ops.
 #include <cstdint>
+#include <initializer_list>
 #include <string_view>
+#include <utility>
 
 #include <fmt/format.h>
 
