@@ -33,7 +33,9 @@
   X(expand)                       \
   X(reorder)                      \
   X(pad)                          \
-  X(index)
+  X(index)                       \
+  X(lstm_cell)                   \
+  X(gru_cell)
 
 namespace tapegrad::detail {
 

@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <typeinfo>
 #include <utility>
 #include <vector>
@@ -585,6 +586,120 @@ class GroupNorm : public Module {
   Tensor* bias_ = &none_;
 };
 
+// ---- recurrent layers (nn/rnn.cpp) -------------------------------------------------------------
+
+/// One LSTM step as a module, torch.nn.LSTMCell: parameters weight_ih [4H, input_size],
+/// weight_hh [4H, H], bias_ih, bias_hh [4H] (without bias: none), all U(±1/√H) as PyTorch.
+/// forward(input [B, input_size] or [input_size], {h, c} [B, H] or [H], zeros when absent)
+/// -> {h', c'} (see tapegrad::lstm_cell).
+class LSTMCell : public Module {
+ public:
+  LSTMCell(std::int64_t input_size, std::int64_t hidden_size, bool bias = true);
+  std::tuple<Tensor, Tensor> forward(const Tensor& input,
+                                     const std::optional<std::tuple<Tensor, Tensor>>& hx = {});
+  Tensor& weight_ih() { return *weight_ih_; }
+  Tensor& weight_hh() { return *weight_hh_; }
+  /// Undefined without bias.
+  Tensor& bias_ih() { return *bias_ih_; }
+  Tensor& bias_hh() { return *bias_hh_; }
+
+ private:
+  std::int64_t hidden_size_;
+  Tensor none_;
+  Tensor *weight_ih_, *weight_hh_, *bias_ih_ = &none_, *bias_hh_ = &none_;
+};
+
+/// One GRU step as a module, torch.nn.GRUCell: parameters as LSTMCell's with 3H rows.
+/// forward(input [B, input_size] or [input_size], h [B, H] or [H], zeros when absent) -> h'
+/// (see tapegrad::gru_cell).
+class GRUCell : public Module {
+ public:
+  GRUCell(std::int64_t input_size, std::int64_t hidden_size, bool bias = true);
+  Tensor forward(const Tensor& input, const std::optional<Tensor>& hx = {});
+  Tensor& weight_ih() { return *weight_ih_; }
+  Tensor& weight_hh() { return *weight_hh_; }
+  /// Undefined without bias.
+  Tensor& bias_ih() { return *bias_ih_; }
+  Tensor& bias_hh() { return *bias_hh_; }
+
+ private:
+  std::int64_t hidden_size_;
+  Tensor none_;
+  Tensor *weight_ih_, *weight_hh_, *bias_ih_ = &none_, *bias_hh_ = &none_;
+};
+
+struct RNNOptions {
+  std::int64_t num_layers = 1;
+  bool bias = true;
+  /// Input and output as [B, T, features] instead of [T, B, features] (states stay [L, B, H]).
+  bool batch_first = false;
+  /// Dropout on the outputs of every layer but the last, in training mode.
+  double dropout = 0.0;
+  /// Not supported: true throws ValueError.
+  bool bidirectional = false;
+};
+
+/// What LSTM and GRU share: options, the per-layer parameters weight_ih_l{k} [gates·H, in_k]
+/// (in_0 = input_size, then H), weight_hh_l{k} [gates·H, H], bias_ih_l{k}, bias_hh_l{k}
+/// [gates·H] (without bias: none), U(±1/√H) as PyTorch, and the checks of forward's inputs.
+class RNNBase : public Module {
+ public:
+  const RNNOptions& options() const { return options_; }
+  std::int64_t input_size() const { return input_size_; }
+  std::int64_t hidden_size() const { return hidden_size_; }
+  /// Parameter `name` ("weight_ih", "weight_hh", "bias_ih", "bias_hh") of layer k; undefined
+  /// for a bias without bias.
+  Tensor& parameter(const std::string& name, std::int64_t layer);
+
+ protected:
+  RNNBase(const char* layer, std::int64_t gates, std::int64_t input_size,
+          std::int64_t hidden_size, const RNNOptions& options);
+  /// Checks input: [T, B, input_size], [B, T, input_size] with batch_first, or unbatched
+  /// [T, input_size].
+  void check_input(const Tensor& input) const;
+  /// Checks an initial state (`what` "h0" / "c0"): [L, B, H], or [L, H] for an unbatched input.
+  void check_state(const char* what, const Tensor& state, const Tensor& input) const;
+  /// Each layer's zero state for `input`: [B, H], or [H] unbatched.
+  Tensor zero_state(const Tensor& input) const;
+  /// One step of one layer: (input_gates, hidden_gates, the layer's state) -> its new state,
+  /// whose first tensor is the layer's output h.
+  using Step = std::function<std::vector<Tensor>(const Tensor&, const Tensor&, const std::vector<Tensor>&)>;
+  /// Runs the layers over the checked input, step by step: at each time step every layer in
+  /// turn (dropout between layers in training). `state` holds each layer's initial state and
+  /// ends with its final one; returns the last layer's outputs in input's layout.
+  Tensor unroll(const Tensor& input, std::vector<std::vector<Tensor>>& state, const Step& step);
+
+ private:
+  const char* layer_;
+  std::int64_t input_size_, hidden_size_;
+  RNNOptions options_;
+  struct Weights {
+    Tensor *w_ih, *w_hh, *b_ih, *b_hh;
+  };
+  std::vector<Weights> weights_;
+  Tensor none_;
+};
+
+/// A multi-layer LSTM, torch.nn.LSTM (unidirectional), unrolled over time on the tape: each
+/// step of each layer is two linear ops (input and hidden projections) and one fused_lstm_cell.
+/// forward(input, {h0, c0}) -> {output, {h_n, c_n}}: input [T, B, input_size] ([B, T, ...] with
+/// batch_first, or unbatched [T, input_size]); h0, c0 [num_layers, B, H] ([num_layers, H]
+/// unbatched), zeros when absent; output [T, B, H] (same layout as input), h_n, c_n as h0.
+class LSTM : public RNNBase {
+ public:
+  LSTM(std::int64_t input_size, std::int64_t hidden_size, const RNNOptions& options = {});
+  std::tuple<Tensor, std::tuple<Tensor, Tensor>> forward(
+      const Tensor& input, const std::optional<std::tuple<Tensor, Tensor>>& hx = {});
+};
+
+/// A multi-layer GRU, torch.nn.GRU (unidirectional), unrolled over time on the tape (two
+/// linear ops and one fused_gru_cell per step and layer). forward(input, h0) -> {output, h_n}, layouts as LSTM's.
+class GRU : public RNNBase {
+ public:
+  GRU(std::int64_t input_size, std::int64_t hidden_size, const RNNOptions& options = {});
+  std::tuple<Tensor, Tensor> forward(const Tensor& input, const std::optional<Tensor>& hx = {});
+};
+
 // ---- factories: std::make_shared with shorter names --------------------------------------------
 
 std::shared_ptr<Sequential> sequential(std::initializer_list<Sequential::Layer> layers);
@@ -622,6 +737,13 @@ std::shared_ptr<LayerNorm> layer_norm(const Shape& normalized_shape,
                                       const LayerNormOptions& options = {});
 std::shared_ptr<GroupNorm> group_norm(std::int64_t num_groups, std::int64_t num_channels,
                                       const GroupNormOptions& options = {});
+std::shared_ptr<LSTMCell> lstm_cell(std::int64_t input_size, std::int64_t hidden_size,
+                                    bool bias = true);
+std::shared_ptr<GRUCell> gru_cell(std::int64_t input_size, std::int64_t hidden_size, bool bias = true);
+std::shared_ptr<LSTM> lstm(std::int64_t input_size, std::int64_t hidden_size,
+                           const RNNOptions& options = {});
+std::shared_ptr<GRU> gru(std::int64_t input_size, std::int64_t hidden_size,
+                         const RNNOptions& options = {});
 
 // ---- losses ----------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include "tapegrad/tensor.hpp"
@@ -466,5 +467,28 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 /// by weight[c] and shifted by bias[c] (weight, bias: [C] or undefined).
 Tensor group_norm(const Tensor& x, std::int64_t num_groups, const Tensor& weight = Tensor(),
                   const Tensor& bias = Tensor(), double eps = 1e-5);
+
+// ---- recurrent cells ---------------------------------------------------------------------
+/// One LSTM step, as torch.lstm_cell (PyTorch 1.13). input: [B, I] or [I] (unbatched);
+/// hx = {h, c}: [B, H] (or [H]); w_ih: [4H, I], w_hh: [4H, H], b_ih, b_hh: [4H] or undefined,
+/// gates in the order i, f, g, o. gates = input·w_ihᵀ + b_ih + h·w_hhᵀ + b_hh;
+/// c' = sigmoid(f)·c + sigmoid(i)·tanh(g), h' = sigmoid(o)·tanh(c'). Returns {h', c'}.
+/// Two linear ops and one fused_lstm_cell; differentiable in every argument, also twice.
+std::tuple<Tensor, Tensor> lstm_cell(const Tensor& input, const std::tuple<Tensor, Tensor>& hx,
+                                    const Tensor& w_ih, const Tensor& w_hh,
+                                    const Tensor& b_ih = Tensor(), const Tensor& b_hh = Tensor());
+/// One GRU step, as torch.gru_cell (PyTorch 1.13). input: [B, I] or [I]; h: [B, H] (or [H]);
+/// w_ih: [3H, I], w_hh: [3H, H], b_ih, b_hh: [3H] or undefined, gates in the order r, z, n.
+/// With a = input·w_ihᵀ + b_ih and b = h·w_hhᵀ + b_hh: r = sigmoid(a_r + b_r),
+/// z = sigmoid(a_z + b_z), n = tanh(a_n + r·b_n); returns h' = (1 - z)·n + z·h.
+Tensor gru_cell(const Tensor& input, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
+                const Tensor& b_ih = Tensor(), const Tensor& b_hh = Tensor());
+/// The element-wise part of lstm_cell (PyTorch's _thnn_fused_lstm_cell, biases already added):
+/// input_gates, hidden_gates: [B, 4H] or [4H], c: [B, H] or [H] -> [2, B, H] (or [2, H]) holding
+/// h' then c'. One primitive with its own VJP; LSTM layers feed it precomputed projections.
+Tensor fused_lstm_cell(const Tensor& input_gates, const Tensor& hidden_gates, const Tensor& c);
+/// The element-wise part of gru_cell (PyTorch's _thnn_fused_gru_cell, biases already added):
+/// input_gates, hidden_gates: [B, 3H] or [3H], h: [B, H] or [H] -> h'.
+Tensor fused_gru_cell(const Tensor& input_gates, const Tensor& hidden_gates, const Tensor& h);
 
 }  // namespace tapegrad
