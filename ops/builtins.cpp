@@ -24,6 +24,7 @@
   X(avg_pool2d)                   \
   X(adaptive_avg_pool2d)          \
   X(adaptive_max_pool2d)          \
+  X(interpolate)                  \
   X(batch_norm)                   \
   X(layer_norm)                   \
   X(group_norm)                   \

@@ -395,6 +395,33 @@ class AdaptiveMaxPool2d : public Module {
   Size2 output_size_;
 };
 
+/// Resampling to a size or by a scale factor (see tapegrad::interpolate), as torch.nn.Upsample:
+/// `nn::Upsample({.scale_factor = {2.0}, .mode = InterpolateMode::bilinear})`. No parameters.
+/// Throws ValueError unless exactly one of size and scale_factor is given; the other options
+/// are checked against each input by interpolate.
+class Upsample : public Module {
+ public:
+  explicit Upsample(const InterpolateOptions& options);
+  Tensor forward(const Tensor& x) override;
+  const InterpolateOptions& options() const { return options_; }
+
+ private:
+  InterpolateOptions options_;
+};
+
+/// torch.nn.UpsamplingNearest2d: Upsample with mode nearest, by size ({OH, OW} or one number)
+/// or, with size empty, by scale_factor.
+class UpsamplingNearest2d : public Upsample {
+ public:
+  explicit UpsamplingNearest2d(std::vector<std::int64_t> size, std::vector<double> scale_factor = {});
+};
+
+/// torch.nn.UpsamplingBilinear2d: Upsample with mode bilinear and align_corners true.
+class UpsamplingBilinear2d : public Upsample {
+ public:
+  explicit UpsamplingBilinear2d(std::vector<std::int64_t> size, std::vector<double> scale_factor = {});
+};
+
 /// Element-wise max(x, 0); any shape.
 class ReLU : public Module {
  public:
@@ -719,6 +746,7 @@ std::shared_ptr<AvgPool2d> avg_pool2d(Size2 kernel_size);
 std::shared_ptr<AvgPool2d> avg_pool2d(const AvgPool2dOptions& options);
 std::shared_ptr<AdaptiveAvgPool2d> adaptive_avg_pool2d(Size2 output_size);
 std::shared_ptr<AdaptiveMaxPool2d> adaptive_max_pool2d(Size2 output_size);
+std::shared_ptr<Upsample> upsample(const InterpolateOptions& options);
 std::shared_ptr<ReLU> relu();
 std::shared_ptr<Sigmoid> sigmoid();
 std::shared_ptr<Tanh> tanh();

@@ -436,6 +436,43 @@ Tensor adaptive_max_pool2d(const Tensor& x, Size2 output_size);
 /// adaptive_max_pool2d with the winners' indices (i64, flat h*W + w in each (n, c) plane).
 MaxPoolResult adaptive_max_pool2d_with_indices(const Tensor& x, Size2 output_size);
 
+// ---- resampling ------------------------------------------------------------------------------
+
+/// How interpolate picks its source pixels (torch.nn.functional.interpolate's `mode`):
+/// nearest (PyTorch's legacy rule, src = floor(dst·scale)), nearest_exact (its
+/// 'nearest-exact', src = floor((dst + 0.5)·scale)), linear ([N, C, L] only) and bilinear
+/// ([N, C, H, W] only).
+enum class InterpolateMode { nearest, nearest_exact, linear, bilinear };
+
+/// The options of interpolate and of nn::Upsample: exactly one of `size` and `scale_factor`,
+/// each one number (every spatial dim) or one per spatial dim:
+/// `{.size = {14, 18}, .mode = InterpolateMode::bilinear, .align_corners = false}`,
+/// `{.scale_factor = {1.7, 0.6}}`.
+struct InterpolateOptions {
+  /// Output size {OH, OW} (or {OL}); empty: from scale_factor.
+  std::vector<std::int64_t> size{};
+  /// Output size floor(H·s_h) (or floor(L·s)); empty: from size.
+  std::vector<double> scale_factor{};
+  InterpolateMode mode = InterpolateMode::nearest;
+  /// linear and bilinear only (false when unset): whether the corner pixels' centres of
+  /// input and output coincide, src = dst·(in - 1)/(out - 1), scale_factor then unused.
+  std::optional<bool> align_corners{};
+  /// Unset or false: the kernels use 1/scale_factor as the scale from output to input
+  /// coordinates (PyTorch's default); true: they use in/out, as when `size` is given.
+  std::optional<bool> recompute_scale_factor{};
+};
+
+/// Resamples x as torch.nn.functional.interpolate: x: [N, C, H, W] -> [N, C, OH, OW] or
+/// x: [N, C, L] -> [N, C, OL] (N may be 0). Per axis, scale = 1/scale_factor when
+/// scale_factor is given and not recomputed, else in/out; bilinear takes
+/// src = max(scale·(dst + 0.5) - 0.5, 0) (align_corners false) and weighs the two pixels
+/// around it. Throws ShapeError for another rank, a rank the mode does not take, a size or
+/// scale_factor of the wrong length or an empty C, H or W; ValueError for both or neither of
+/// size and scale_factor, align_corners with a nearest mode, recompute_scale_factor with
+/// size, and sizes or factors that are not positive or give an output size of 0.
+/// Differentiable in x, also twice.
+Tensor interpolate(const Tensor& x, const InterpolateOptions& options);
+
 // ---- normalisation ---------------------------------------------------------------------------
 
 /// Batch normalisation of x: [N, C, H, W] per channel, as torch.nn.functional.batch_norm:
