@@ -8,7 +8,7 @@ dir=$build/bench
 [ -x "$dir/bench_conv_pool" ] || { echo "bench/run.sh: $dir/bench_conv_pool not built" >&2; exit 1; }
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-for b in bench_gemm_onednn bench_gemm_blis bench_gemm_openblas bench_tape bench_tape_torch bench_lenet_step bench_lenet_step_torch bench_gradient_penalty bench_gradient_penalty_torch bench_epoch bench_epoch_torch bench_resnet18 bench_resnet18_torch bench_norms bench_norms_torch bench_conv_pool bench_conv_pool_torch bench_memory_ops bench_memory_ops_torch bench_rnn bench_rnn_torch bench_interpolate bench_interpolate_torch; do
+for b in bench_gemm_onednn bench_gemm_blis bench_gemm_openblas bench_tape bench_tape_torch bench_lenet_step bench_lenet_step_torch bench_gradient_penalty bench_gradient_penalty_torch bench_epoch bench_epoch_torch bench_resnet18 bench_resnet18_torch bench_norms bench_norms_torch bench_conv_pool bench_conv_pool_torch bench_memory_ops bench_memory_ops_torch bench_rnn bench_rnn_torch bench_interpolate bench_interpolate_torch bench_attention bench_attention_torch; do
   if [ -x "$dir/$b" ]; then
     "$dir/$b" | tee -a "$out" >&2
   elif [[ "$b" == *_torch ]]; then

@@ -28,6 +28,7 @@
   X(batch_norm)                   \
   X(layer_norm)                   \
   X(group_norm)                   \
+  X(attention)                    \
   X(where)                        \
   X(slice)                        \
   X(join)                         \

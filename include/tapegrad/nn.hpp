@@ -727,6 +727,99 @@ class GRU : public RNNBase {
   std::tuple<Tensor, Tensor> forward(const Tensor& input, const std::optional<Tensor>& hx = {});
 };
 
+// ---- attention (nn/attention.cpp) -------------------------------------------------------------
+
+struct MultiheadAttentionOptions {
+  /// Dropout on the attention probabilities in training.
+  double dropout = 0.0;
+  /// in_proj_bias and out_proj.bias.
+  bool bias = true;
+  /// Inputs and output [N, L, E] instead of [L, N, E].
+  bool batch_first = false;
+  /// Sizes of key and value features; only embed_dim (the default) is supported.
+  std::optional<std::int64_t> kdim{};
+  std::optional<std::int64_t> vdim{};
+};
+
+/// Multi-head attention as torch.nn.MultiheadAttention (PyTorch 1.13), with its parameters:
+/// in_proj_weight [3E, E] (rows: query, key, value projections; xavier_uniform),
+/// in_proj_bias [3E] (0), out_proj.weight [E, E], out_proj.bias [E] (0). num_heads divides
+/// embed_dim E. Each head attends with scaled_dot_product_attention over its E/num_heads
+/// features.
+class MultiheadAttention : public Module {
+ public:
+  MultiheadAttention(std::int64_t embed_dim, std::int64_t num_heads,
+                     const MultiheadAttentionOptions& options = {});
+  using Module::forward;
+  /// query [L, N, E], key and value [S, N, E] ([N, L, E] and [N, S, E] with batch_first;
+  /// [L, E] and [S, E] unbatched). key_padding_mask [N, S] ([S] unbatched): bool, true = ignore
+  /// the key, or floating, added. attn_mask [L, S] or [N·num_heads, L, S]: bool, true = NOT
+  /// allowed to attend, or floating, added. Returns (output of query's layout, weights): the
+  /// attention probabilities [N, L, S] averaged over heads (average_attn_weights) or
+  /// [N, num_heads, L, S], undefined unless need_weights. With need_weights the probabilities
+  /// are computed by the composite (softmax, then matmul); without, by the fused primitive.
+  std::tuple<Tensor, Tensor> forward(const Tensor& query, const Tensor& key, const Tensor& value,
+                                     const Tensor& key_padding_mask = Tensor(),
+                                     bool need_weights = true, const Tensor& attn_mask = Tensor(),
+                                     bool average_attn_weights = true);
+  Tensor& in_proj_weight() { return *in_proj_weight_; }
+  /// Undefined without bias.
+  Tensor& in_proj_bias() { return *in_proj_bias_; }
+  const std::shared_ptr<Linear>& out_proj() const { return out_proj_; }
+  std::int64_t embed_dim() const { return embed_dim_; }
+  std::int64_t num_heads() const { return num_heads_; }
+
+ private:
+  std::int64_t embed_dim_, num_heads_;
+  MultiheadAttentionOptions options_;
+  Tensor none_;
+  Tensor* in_proj_weight_ = &none_;
+  Tensor* in_proj_bias_ = &none_;
+  std::shared_ptr<Linear> out_proj_;
+};
+
+enum class TransformerActivation { relu, gelu };
+
+struct TransformerEncoderLayerOptions {
+  std::int64_t dim_feedforward = 2048;
+  double dropout = 0.1;
+  TransformerActivation activation = TransformerActivation::relu;
+  double layer_norm_eps = 1e-5;
+  bool batch_first = false;
+  /// LayerNorm before attention and feed-forward (pre-norm) instead of after (post-norm).
+  bool norm_first = false;
+};
+
+/// torch.nn.TransformerEncoderLayer (PyTorch 1.13) with its submodules self_attn, linear1,
+/// dropout, linear2, norm1, norm2, dropout1, dropout2. src [L, N, d_model] ([N, L, d_model]
+/// with batch_first, or [L, d_model]):
+///   post-norm: x = norm1(x + dropout1(self_attn(x))); x = norm2(x + dropout2(ff(x)))
+///   pre-norm:  x = x + dropout1(self_attn(norm1(x))); x = x + dropout2(ff(norm2(x)))
+/// with ff(x) = linear2(dropout(activation(linear1(x)))).
+class TransformerEncoderLayer : public Module {
+ public:
+  TransformerEncoderLayer(std::int64_t d_model, std::int64_t nhead,
+                          const TransformerEncoderLayerOptions& options = {});
+  Tensor forward(const Tensor& src) override;
+  /// src_mask and src_key_padding_mask as MultiheadAttention's attn_mask and key_padding_mask.
+  Tensor forward(const Tensor& src, const Tensor& src_mask,
+                 const Tensor& src_key_padding_mask = Tensor());
+  const std::shared_ptr<MultiheadAttention>& self_attn() const { return self_attn_; }
+  const std::shared_ptr<Linear>& linear1() const { return linear1_; }
+  const std::shared_ptr<Linear>& linear2() const { return linear2_; }
+  const std::shared_ptr<LayerNorm>& norm1() const { return norm1_; }
+  const std::shared_ptr<LayerNorm>& norm2() const { return norm2_; }
+
+ private:
+  TransformerEncoderLayerOptions options_;
+  std::shared_ptr<MultiheadAttention> self_attn_;
+  std::shared_ptr<Linear> linear1_;
+  std::shared_ptr<Dropout> dropout_;
+  std::shared_ptr<Linear> linear2_;
+  std::shared_ptr<LayerNorm> norm1_, norm2_;
+  std::shared_ptr<Dropout> dropout1_, dropout2_;
+};
+
 // ---- factories: std::make_shared with shorter names --------------------------------------------
 
 std::shared_ptr<Sequential> sequential(std::initializer_list<Sequential::Layer> layers);
@@ -772,6 +865,10 @@ std::shared_ptr<LSTM> lstm(std::int64_t input_size, std::int64_t hidden_size,
                            const RNNOptions& options = {});
 std::shared_ptr<GRU> gru(std::int64_t input_size, std::int64_t hidden_size,
                          const RNNOptions& options = {});
+std::shared_ptr<MultiheadAttention> multihead_attention(
+    std::int64_t embed_dim, std::int64_t num_heads, const MultiheadAttentionOptions& options = {});
+std::shared_ptr<TransformerEncoderLayer> transformer_encoder_layer(
+    std::int64_t d_model, std::int64_t nhead, const TransformerEncoderLayerOptions& options = {});
 
 // ---- losses ----------------------------------------------------------------------------------
 

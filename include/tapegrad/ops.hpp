@@ -528,4 +528,20 @@ Tensor fused_lstm_cell(const Tensor& input_gates, const Tensor& hidden_gates, co
 /// input_gates, hidden_gates: [B, 3H] or [3H], h: [B, H] or [H] -> h'.
 Tensor fused_gru_cell(const Tensor& input_gates, const Tensor& hidden_gates, const Tensor& h);
 
+// ---- attention -------------------------------------------------------------------------------
+
+/// softmax(q·kᵀ/√E + mask)·v, as torch 2.x's torch.nn.functional.scaled_dot_product_attention.
+/// query: [..., L, E], key: [..., S, E], value: [..., S, Ev] (batch dims broadcast) -> [..., L, Ev].
+/// attn_mask (optional) broadcasts to [..., L, S]: bool, true = attend (false puts -inf in the
+/// scores), or of the query's dtype, added to the scores (and differentiable). is_causal masks
+/// key j for query i when j > i (top-left aligned when L != S); it excludes attn_mask. A row
+/// whose keys are all masked gives NaN (and NaN in value's gradient), as the composite does in
+/// PyTorch, whose masked_fill gives the masked scores no gradient. One primitive whose
+/// forward keeps only the row log-sum-exp [..., L] besides its inputs and output, never the
+/// [..., L, S] probabilities, and whose backward recomputes them by blocks; differentiable
+/// twice. dropout_p > 0 drops probabilities (global generator) through the composite instead.
+Tensor scaled_dot_product_attention(const Tensor& query, const Tensor& key, const Tensor& value,
+                                    const Tensor& attn_mask = Tensor(), double dropout_p = 0.0,
+                                    bool is_causal = false);
+
 }  // namespace tapegrad
