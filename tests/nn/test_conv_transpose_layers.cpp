@@ -125,7 +125,7 @@ TEST_CASE("ConvTranspose2d and Conv1d: layouts and PyTorch's init bounds", "[nn]
     CHECK(max_abs(t) > 0.5 * bound);
   }
   const tg::Tensor y = (*ct)(tg::randn({2, 8, 3, 4}));
-  CHECK(y.shape() == tg::Shape{2, 6, 7, 6});
+  CHECK(y.shape() == tg::Shape{2, 6, 7, 8});  // (3-1)·2 + 3 = 7, (4-1)·2 + 2 = 8
   CHECK((*c1)(tg::randn({4, 9})).shape() == tg::Shape{6, 5});
   CHECK((*nn::max_pool1d({.kernel_size = 3}))(tg::randn({2, 3, 10})).shape() == tg::Shape{2, 3, 3});
   CHECK((*nn::avg_pool1d({.kernel_size = 2, .stride = 1}))(tg::randn({3, 10})).shape() == tg::Shape{3, 9});
