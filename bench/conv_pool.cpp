@@ -1,4 +1,4 @@
-// tapegrad's conv2d and max_pool2d, forward and forward+backward, at 1 and 2 threads.
+// tapegrad's conv2d, conv_transpose2d and max_pool2d, forward and forward+backward, at 1 and 2 threads.
 // Prints one JSON line per figure (see bench/README.md); bench/run.sh adds libtorch's.
 #include <omp.h>
 
@@ -29,6 +29,24 @@ int main() {
       auto both = bench::measure([&] {
         tg::conv2d(x, w, b, opt).backward(seed);
       });
+      bench::print("tapegrad", std::string(c.name) + ".fwd_bwd", threads, both,
+                   "\"gflops\":" + std::to_string(3 * gflop / both.median_ms * 1e3));
+    }
+    for (const auto& c : bench::kConvTransposeCases) {
+      if (!bench::wanted(c.name)) continue;
+      tg::Tensor x = tg::randn({c.n, c.c, c.h, c.w});
+      tg::Tensor w = tg::randn({c.c, c.o, c.k, c.k});
+      tg::Tensor b = tg::randn({c.o});
+      const tg::ConvTranspose2dOptions opt{.stride = c.stride, .padding = c.pad};
+      const double gflop = bench::conv_transpose_flops(c) * 1e-9;
+      auto fwd = bench::measure([&] { tg::NoGradGuard g; (void)tg::conv_transpose2d(x, w, b, opt); });
+      bench::print("tapegrad", std::string(c.name) + ".fwd", threads, fwd,
+                   "\"gflops\":" + std::to_string(gflop / fwd.median_ms * 1e3));
+      x.set_requires_grad(true);
+      w.set_requires_grad(true);
+      b.set_requires_grad(true);
+      tg::Tensor seed = tg::randn({c.n, c.o, c.out(c.h), c.out(c.w)});
+      auto both = bench::measure([&] { tg::conv_transpose2d(x, w, b, opt).backward(seed); });
       bench::print("tapegrad", std::string(c.name) + ".fwd_bwd", threads, both,
                    "\"gflops\":" + std::to_string(3 * gflop / both.median_ms * 1e3));
     }

@@ -31,6 +31,25 @@ int main() {
       bench::print("libtorch", std::string(c.name) + ".fwd_bwd", threads, both,
                    "\"gflops\":" + std::to_string(3 * gflop / both.median_ms * 1e3));
     }
+    for (const auto& c : bench::kConvTransposeCases) {
+      if (!bench::wanted(c.name)) continue;
+      auto x = torch::randn({c.n, c.c, c.h, c.w});
+      auto w = torch::randn({c.c, c.o, c.k, c.k});
+      auto b = torch::randn({c.o});
+      const auto opt = F::ConvTranspose2dFuncOptions().bias(b).stride(c.stride).padding(c.pad);
+      const double gflop = bench::conv_transpose_flops(c) * 1e-9;
+      auto fwd = bench::measure([&] { torch::NoGradGuard g; (void)F::conv_transpose2d(x, w, opt); });
+      bench::print("libtorch", std::string(c.name) + ".fwd", threads, fwd,
+                   "\"gflops\":" + std::to_string(gflop / fwd.median_ms * 1e3));
+      x.set_requires_grad(true);
+      w.set_requires_grad(true);
+      b.set_requires_grad(true);
+      const auto opt_grad = F::ConvTranspose2dFuncOptions().bias(b).stride(c.stride).padding(c.pad);
+      auto seed = torch::randn({c.n, c.o, c.out(c.h), c.out(c.w)});
+      auto both = bench::measure([&] { F::conv_transpose2d(x, w, opt_grad).backward(seed); });
+      bench::print("libtorch", std::string(c.name) + ".fwd_bwd", threads, both,
+                   "\"gflops\":" + std::to_string(3 * gflop / both.median_ms * 1e3));
+    }
     for (const auto& p : bench::kPoolCases) {
       if (!bench::wanted(p.name)) continue;
       auto x = torch::randn({p.n, p.c, p.h, p.w});

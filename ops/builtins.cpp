@@ -20,6 +20,7 @@
   X(loss_pointwise)               \
   X(dropout)                      \
   X(conv2d)                       \
+  X(conv_transpose2d)             \
   X(max_pool2d)                   \
   X(avg_pool2d)                   \
   X(adaptive_avg_pool2d)          \

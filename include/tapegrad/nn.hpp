@@ -422,6 +422,77 @@ class UpsamplingBilinear2d : public Upsample {
   explicit UpsamplingBilinear2d(std::vector<std::int64_t> size, std::vector<double> scale_factor = {});
 };
 
+using tapegrad::ConvTranspose2dOptions;
+using tapegrad::Conv1dOptions;
+using tapegrad::MaxPool1dOptions;
+using tapegrad::AvgPool1dOptions;
+
+/// Transposed 2-D convolution layer, as torch.nn.ConvTranspose2d. x: [N, in_channels, H, W]
+/// (or unbatched) -> [N, out_channels, OH, OW] (see tapegrad::conv_transpose2d for OH, OW).
+/// weight: [in_channels, out_channels/groups, kh, kw], bias: [out_channels]; PyTorch's
+/// default init (uniform ±1/sqrt(fan_in), fan_in = out_channels/groups·kh·kw: dim 1 of the
+/// weight, as PyTorch computes it).
+class ConvTranspose2d : public Module {
+ public:
+  ConvTranspose2d(std::int64_t in_channels, std::int64_t out_channels, Size2 kernel_size,
+                  const ConvTranspose2dOptions& options = {});
+  Tensor forward(const Tensor& x) override;
+  Tensor& weight() { return *weight_; }
+  /// Undefined when constructed with options.bias = false.
+  Tensor& bias() { return *bias_; }
+  const ConvTranspose2dOptions& options() const { return options_; }
+
+ private:
+  ConvTranspose2dOptions options_;
+  Tensor* weight_;
+  Tensor* bias_;
+  Tensor no_bias_;
+};
+
+/// 1-D convolution layer, as torch.nn.Conv1d. x: [N, in_channels, L] (or [in_channels, L])
+/// -> [N, out_channels, OL] (see tapegrad::conv1d). weight: [out_channels,
+/// in_channels/groups, kernel_size], bias: [out_channels]; PyTorch's default init.
+class Conv1d : public Module {
+ public:
+  Conv1d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_size,
+         const Conv1dOptions& options = {});
+  Tensor forward(const Tensor& x) override;
+  Tensor& weight() { return *weight_; }
+  /// Undefined when constructed with options.bias = false.
+  Tensor& bias() { return *bias_; }
+  const Conv1dOptions& options() const { return options_; }
+
+ private:
+  Conv1dOptions options_;
+  Tensor* weight_;
+  Tensor* bias_;
+  Tensor no_bias_;
+};
+
+/// Max pooling over L, x: [N, C, L] or [C, L] (see tapegrad::max_pool1d), as torch.nn.MaxPool1d
+/// (without return_indices: use the functional max_pool1d_with_indices for them).
+class MaxPool1d : public Module {
+ public:
+  explicit MaxPool1d(const MaxPool1dOptions& options) : options_(options) {}
+  Tensor forward(const Tensor& x) override;
+  const MaxPool1dOptions& options() const { return options_; }
+
+ private:
+  MaxPool1dOptions options_;
+};
+
+/// Average pooling over L, x: [N, C, L] or [C, L] (see tapegrad::avg_pool1d), as
+/// torch.nn.AvgPool1d.
+class AvgPool1d : public Module {
+ public:
+  explicit AvgPool1d(const AvgPool1dOptions& options) : options_(options) {}
+  Tensor forward(const Tensor& x) override;
+  const AvgPool1dOptions& options() const { return options_; }
+
+ private:
+  AvgPool1dOptions options_;
+};
+
 /// Element-wise max(x, 0); any shape.
 class ReLU : public Module {
  public:
@@ -869,6 +940,12 @@ std::shared_ptr<MultiheadAttention> multihead_attention(
     std::int64_t embed_dim, std::int64_t num_heads, const MultiheadAttentionOptions& options = {});
 std::shared_ptr<TransformerEncoderLayer> transformer_encoder_layer(
     std::int64_t d_model, std::int64_t nhead, const TransformerEncoderLayerOptions& options = {});
+std::shared_ptr<ConvTranspose2d> conv_transpose2d(std::int64_t in_channels, std::int64_t out_channels,
+                                                  Size2 kernel_size, const ConvTranspose2dOptions& options = {});
+std::shared_ptr<Conv1d> conv1d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_size,
+                               const Conv1dOptions& options = {});
+std::shared_ptr<MaxPool1d> max_pool1d(const MaxPool1dOptions& options);
+std::shared_ptr<AvgPool1d> avg_pool1d(const AvgPool1dOptions& options);
 
 // ---- losses ----------------------------------------------------------------------------------
 

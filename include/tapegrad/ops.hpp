@@ -473,6 +473,74 @@ struct InterpolateOptions {
 /// Differentiable in x, also twice.
 Tensor interpolate(const Tensor& x, const InterpolateOptions& options);
 
+// ---- transposed convolution and the 1-D convolution and pools -------------------------------
+
+/// The options of conv_transpose2d and of nn::ConvTranspose2d, in PyTorch's argument order.
+struct ConvTranspose2dOptions {
+  Size2 stride{1, 1};
+  Size2 padding{0, 0};
+  /// Rows/columns added at the bottom/right of the output; each must be smaller than its
+  /// stride or its dilation.
+  Size2 output_padding{0, 0};
+  std::int64_t groups = 1;
+  Size2 dilation{1, 1};
+  /// nn::ConvTranspose2d: whether the layer has a bias parameter (the functional form throws
+  /// ValueError when given a bias with `bias = false`).
+  bool bias = true;
+};
+
+/// Transposed 2-D convolution (the input gradient of conv2d), as
+/// torch.nn.functional.conv_transpose2d. x: [N, C_in, H, W] (or [C_in, H, W]),
+/// weight: [C_in, C_out/groups, kh, kw], bias: [C_out] or undefined -> [N, C_out, OH, OW] with
+/// OH = (H-1)·stride - 2·padding + dilation·(kh-1) + output_padding + 1 (OW likewise).
+/// Differentiable in x, weight and bias, also twice.
+Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+                        const ConvTranspose2dOptions& options = {});
+
+/// The options of conv1d and of nn::Conv1d (padding_mode as conv2d's; `bias` as Conv2dOptions').
+struct Conv1dOptions {
+  std::int64_t stride = 1;
+  std::int64_t padding = 0;
+  std::int64_t dilation = 1;
+  std::int64_t groups = 1;
+  ConvPadding padding_mode = ConvPadding::explicit_sizes;
+  bool bias = true;
+};
+
+/// 1-D cross-correlation, as torch.nn.functional.conv1d. x: [N, C, L] (or [C, L]),
+/// weight: [O, C/groups, k], bias: [O] or undefined -> [N, O, OL] with
+/// OL = (L + 2·padding - dilation·(k-1) - 1)/stride + 1 (floor). conv2d on a height of 1.
+Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+              const Conv1dOptions& options = {});
+
+/// The options of max_pool1d and of nn::MaxPool1d (stride 0 means "= kernel_size").
+struct MaxPool1dOptions {
+  std::int64_t kernel_size = 2;
+  std::int64_t stride = 0;
+  std::int64_t padding = 0;
+  std::int64_t dilation = 1;
+  bool ceil_mode = false;
+};
+
+/// Max over each window of x: [N, C, L] (or [C, L]), as torch.nn.functional.max_pool1d
+/// (max_pool2d's rules on a height of 1: padding <= kernel/2, ties, NaN).
+Tensor max_pool1d(const Tensor& x, const MaxPool1dOptions& options = {});
+/// max_pool1d with the winners' indices (i64, positions in L), as return_indices=True.
+MaxPoolResult max_pool1d_with_indices(const Tensor& x, const MaxPool1dOptions& options = {});
+
+/// The options of avg_pool1d and of nn::AvgPool1d (stride 0 means "= kernel_size").
+struct AvgPool1dOptions {
+  std::int64_t kernel_size = 2;
+  std::int64_t stride = 0;
+  std::int64_t padding = 0;
+  bool ceil_mode = false;
+  bool count_include_pad = true;
+};
+
+/// Mean over each window of x: [N, C, L] (or [C, L]), as torch.nn.functional.avg_pool1d
+/// (avg_pool2d's divisor rules on a height of 1).
+Tensor avg_pool1d(const Tensor& x, const AvgPool1dOptions& options = {});
+
 // ---- normalisation ---------------------------------------------------------------------------
 
 /// Batch normalisation of x: [N, C, H, W] per channel, as torch.nn.functional.batch_norm:
