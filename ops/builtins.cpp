@@ -36,8 +36,8 @@
   X(expand)                       \
   X(reorder)                      \
   X(pad)                          \
-  X(index)                       \
-  X(lstm_cell)                   \
+  X(index)                        \
+  X(lstm_cell)                    \
   X(gru_cell)
 
 namespace tapegrad::detail {
