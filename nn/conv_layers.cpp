@@ -8,6 +8,7 @@
 #include "tapegrad/autograd.hpp"
 #include "tapegrad/error.hpp"
 #include "tapegrad/nn.hpp"
+#include "nn/layer_init.hpp"
 
 namespace tapegrad::nn {
 namespace {
@@ -28,17 +29,6 @@ void check_conv(const char* layer, std::int64_t in_channels, std::int64_t out_ch
   }
 }
 
-/// PyTorch's _ConvNd.reset_parameters: kaiming_uniform(a = √5) on the weight, U(±1/√fan_in)
-/// on the bias, fan_in from the weight's dim 1 and kernel (for the transposed layer that is
-/// out_channels/groups, as PyTorch computes it).
-void conv_init(Tensor& weight, Tensor& bias) {
-  kaiming_uniform_(weight, std::sqrt(5.0));
-  if (!bias.defined()) return;
-  const auto fan_in = fan_in_and_fan_out(weight).first;
-  const double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
-  uniform_(bias, -bound, bound);
-}
-
 }  // namespace
 
 ConvTranspose2d::ConvTranspose2d(std::int64_t in_channels, std::int64_t out_channels, Size2 kernel_size,
@@ -48,7 +38,7 @@ ConvTranspose2d::ConvTranspose2d(std::int64_t in_channels, std::int64_t out_chan
   weight_ = &register_parameter("weight", empty({in_channels, out_channels / options.groups, kernel_size[0],
                                                  kernel_size[1]}));
   bias_ = options.bias ? &register_parameter("bias", empty({out_channels})) : &no_bias_;
-  conv_init(*weight_, *bias_);
+  detail::default_init(*weight_, bias_);
 }
 
 Tensor ConvTranspose2d::forward(const Tensor& x) { return tapegrad::conv_transpose2d(x, *weight_, *bias_, options_); }
@@ -59,7 +49,7 @@ Conv1d::Conv1d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t
   check_conv("Conv1d", in_channels, out_channels, options.groups, {kernel_size});
   weight_ = &register_parameter("weight", empty({out_channels, in_channels / options.groups, kernel_size}));
   bias_ = options.bias ? &register_parameter("bias", empty({out_channels})) : &no_bias_;
-  conv_init(*weight_, *bias_);
+  detail::default_init(*weight_, bias_);
 }
 
 Tensor Conv1d::forward(const Tensor& x) { return tapegrad::conv1d(x, *weight_, *bias_, options_); }

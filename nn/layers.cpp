@@ -7,23 +7,13 @@
 #include "tapegrad/autograd.hpp"
 #include "tapegrad/error.hpp"
 #include "tapegrad/nn.hpp"
+#include "nn/layer_init.hpp"
 
 namespace tapegrad::nn {
 namespace {
 
 void check_positive(const char* layer, const char* what, std::int64_t v) {
   if (v <= 0) throw ValueError(fmt::format("{}: {} must be positive, got {}", layer, what, v));
-}
-
-/// PyTorch's reset_parameters for Linear and Conv2d: kaiming_uniform(a = √5) on the weight,
-/// which is U(±1/√fan_in), and U(±1/√fan_in) on the bias.
-void default_init(Tensor& weight, Tensor* bias) {
-  kaiming_uniform_(weight, std::sqrt(5.0));
-  if (bias != nullptr && bias->defined()) {
-    const auto fan_in = fan_in_and_fan_out(weight).first;
-    const double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
-    uniform_(*bias, -bound, bound);
-  }
 }
 
 void check_eps(const char* layer, double eps) {
@@ -34,12 +24,21 @@ void check_eps(const char* layer, double eps) {
 
 }  // namespace
 
+void detail::default_init(Tensor& weight, Tensor* bias) {
+  kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias != nullptr && bias->defined()) {
+    const auto fan_in = fan_in_and_fan_out(weight).first;
+    const double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
+    uniform_(*bias, -bound, bound);
+  }
+}
+
 Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias) {
   check_positive("Linear", "in_features", in_features);
   check_positive("Linear", "out_features", out_features);
   weight_ = &register_parameter("weight", empty({out_features, in_features}));
   bias_ = bias ? &register_parameter("bias", empty({out_features})) : &no_bias_;
-  default_init(*weight_, bias_);
+  detail::default_init(*weight_, bias_);
 }
 
 Tensor Linear::forward(const Tensor& x) { return tapegrad::linear(x, *weight_, *bias_); }
@@ -83,7 +82,7 @@ Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, Size2 kernel
   weight_ = &register_parameter("weight", empty({out_channels, in_channels / options.groups,
                                                  kernel_size[0], kernel_size[1]}));
   bias_ = options.bias ? &register_parameter("bias", empty({out_channels})) : &no_bias_;
-  default_init(*weight_, bias_);
+  detail::default_init(*weight_, bias_);
 }
 
 Tensor Conv2d::forward(const Tensor& x) {
