@@ -6,6 +6,16 @@ set -euo pipefail
 build=${1:-build}
 dir=$build/bench
 [ -x "$dir/bench_conv_pool" ] || { echo "bench/run.sh: $dir/bench_conv_pool not built" >&2; exit 1; }
+# Debian's libtorch calls the generic libblas.so.3 for linear, matmul and its transposed
+# convolution: with only the reference BLAS installed those run about 10x slower, which
+# would make every such ratio meaningless. libopenblas0-openmp (OpenMP, so that
+# torch::set_num_threads governs it) is the fair baseline.
+blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || true)
+if compgen -G "$dir/bench_*_torch" > /dev/null && [[ "$blas" == */blas/libblas.so.3 ]]; then
+  echo "bench/run.sh: libblas.so.3 is the reference BLAS ($blas); libtorch's twins would be unfairly slow." >&2
+  echo "  Install an optimised one first: sudo apt-get install libopenblas0-openmp" >&2
+  exit 1
+fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for b in bench_gemm_onednn bench_gemm_blis bench_gemm_openblas bench_tape bench_tape_torch bench_lenet_step bench_lenet_step_torch bench_gradient_penalty bench_gradient_penalty_torch bench_epoch bench_epoch_torch bench_resnet18 bench_resnet18_torch bench_norms bench_norms_torch bench_conv_pool bench_conv_pool_torch bench_memory_ops bench_memory_ops_torch bench_rnn bench_rnn_torch bench_interpolate bench_interpolate_torch bench_attention bench_attention_torch; do
