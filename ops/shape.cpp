@@ -1,6 +1,7 @@
 // Shape ops. reshape (and flatten, view) give a new handle on the same storage; its VJP
 // reshapes grad_out back. permute (and transpose) copy into the new dim order; its VJP
 // applies the inverse permutation to grad_out.
+#include <algorithm>
 #include <numeric>
 
 #include "ops/detail/elementwise.hpp"
@@ -95,7 +96,9 @@ struct Permute {
       if (rank == 0) out.copy_(x);
       return out;
     }
-    // Input strides read in output order: walk the output contiguously.
+    // Input strides read in output order. The output is walked row by row (its last dim):
+    // each row starts at an input offset decomposed from the row index, and is a contiguous
+    // copy when the last dim stays last, else a strided gather. Rows split across threads.
     std::array<std::int64_t, Shape::kMaxRank> in_stride{}, src{};
     std::int64_t s = 1;
     for (std::size_t d = rank; d-- > 0;) {
@@ -103,19 +106,25 @@ struct Permute {
       s *= x.shape()[d];
     }
     for (std::size_t d = 0; d < rank; ++d) src[d] = in_stride[p[d]];
+    const std::int64_t n = out.numel(), inner = out_shape[rank - 1], step = src[rank - 1];
+    const std::int64_t rows = n / inner;
     detail::dispatch_all(x.dtype(), [&](auto tag) {
       using T = decltype(tag);
       const T* px = x.data<T>();
       T* po = out.data<T>();
-      std::array<std::int64_t, Shape::kMaxRank> idx{};
-      std::int64_t off = 0;
-      for (std::int64_t i = 0; i < out.numel(); ++i) {
-        po[i] = px[off];
-        for (std::size_t d = rank; d-- > 0;) {
-          off += src[d];
-          if (++idx[d] < out_shape[d]) break;
-          off -= src[d] * out_shape[d];
-          idx[d] = 0;
+#pragma omp parallel for schedule(static) if (n >= detail::kParallelElements)
+      for (std::int64_t r = 0; r < rows; ++r) {
+        std::int64_t rest = r, off = 0;
+        for (std::size_t d = rank - 1; d-- > 0;) {
+          off += rest % out_shape[d] * src[d];
+          rest /= out_shape[d];
+        }
+        const T* from = px + off;
+        T* to = po + r * inner;
+        if (step == 1) {
+          std::copy_n(from, inner, to);
+        } else {
+          for (std::int64_t j = 0; j < inner; ++j) to[j] = from[j * step];
         }
       }
     });
