@@ -194,10 +194,10 @@ struct ScaledDotProductAttentionOp {
 
 std::vector<Sample> ScaledDotProductAttentionOp::samples() {
   using detail::sample_tensor;
-  const auto fn = [](bool with_mask, bool causal) {
-    return [with_mask, causal](const std::vector<Tensor>& in) {
+  const auto fn = [](bool with_mask, bool is_causal) {
+    return [with_mask, is_causal](const std::vector<Tensor>& in) {
       return scaled_dot_product_attention(in[0], in[1], in[2], with_mask ? in[3] : Tensor(), 0.0,
-                                          causal);
+                                          is_causal);
     };
   };
   const auto bool_mask = [] {

@@ -100,9 +100,12 @@ struct LogSplit {
   std::int32_t e;
 };
 inline LogSplit log_split(float u) {
-  constexpr std::int32_t kSqrtHalfBits = 0x3f3504f3;
-  const std::int32_t e = (bits(u) - kSqrtHalfBits) >> 23;
-  return {from_bits(bits(u) - std::int32_t(std::uint32_t(e) << 23)) - 1.0f, e};
+  // In uint32 (wrapping): the loops also feed negative and NaN lanes through here, whose
+  // results the callers replace, and signed overflow there would be undefined.
+  constexpr std::uint32_t kSqrtHalfBits = 0x3f3504f3;
+  const auto ub = std::uint32_t(bits(u));
+  const auto e = std::int32_t(ub - kSqrtHalfBits) >> 23;
+  return {from_bits(std::int32_t(ub - (std::uint32_t(e) << 23))) - 1.0f, e};
 }
 
 /// e·ln2 + log1p(f) for f ∈ [-0.293, 0.415]: log1p(f) = f - f²/2 + f³·P(f), P a minimax fit
