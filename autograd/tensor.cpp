@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "autograd/dispatch.hpp"
+#include "autograd/simd.hpp"
 #include "autograd/tensor_impl.hpp"
 #include "tapegrad/autograd.hpp"
 
@@ -166,8 +167,23 @@ Tensor copy_data(const Tensor& t) {
   const auto bytes = [](const Tensor& x) {
     return static_cast<std::byte*>(x.impl()->storage->data) + x.impl()->offset;
   };
-  std::memcpy(bytes(out), bytes(t),
-              static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype()));
+  const auto n = static_cast<std::int64_t>(t.numel() * dtype_size(t.dtype()));
+  if (n < kStreamBytes) {
+    std::memcpy(bytes(out), bytes(t), static_cast<std::size_t>(n));
+    return out;
+  }
+  // Too large to stay in cache: streaming stores, split across the threads.
+  constexpr std::int64_t kBlock = std::int64_t{1} << 18;
+  const std::byte* src = bytes(t);
+  std::byte* dst = bytes(out);
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (std::int64_t b = 0; b < (n + kBlock - 1) / kBlock; ++b) {
+      stream_copy(src + b * kBlock, dst + b * kBlock, std::min(kBlock, n - b * kBlock));
+    }
+    stream_fence();
+  }
   return out;
 }
 
@@ -377,14 +393,20 @@ void check_operand(const Tensor& t, const Tensor& other, const char* op) {
 /// Applies f(self_elem, other_elem) element-wise, broadcasting a one-element operand. Large
 /// tensors (the gradients the engine accumulates into leaves) are split across the threads.
 template <class T, class F>
-void update_with(Tensor& t, const Tensor& other, F f) {
+TAPEGRAD_MULTIVERSION void update_with(Tensor& t, const Tensor& other, F f) {
   T* p = t.data<T>();
   const T* q = other.data<T>();
   const std::int64_t n = t.numel();
-  const std::int64_t q_step = other.numel() == 1 && n != 1 ? 0 : 1;
   constexpr std::int64_t kParallelFrom = std::int64_t{1} << 16;
+  if (other.numel() == 1) {
+    const T v = q[0];
 #pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
-  for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], q[i * q_step]);
+    for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], v);
+    return;
+  }
+  // Not one loop reading q[i * step]: that one compiles to gathers.
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+  for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], q[i]);
 }
 }  // namespace
 

@@ -74,6 +74,7 @@ struct Cat {
     detail::dispatch_all(meta.dtype, [&](auto tag) {
       using T = decltype(tag);
       T* dst = out.data<T>();
+      const bool streaming = detail::streams<T>(out.numel());
       std::int64_t offset = 0;  // where the current tensor starts within an output row
       for (const Tensor& t : in) {
         if (skipped(t.shape(), meta.shape.size())) continue;
@@ -82,9 +83,11 @@ struct Cat {
         detail::for_blocks(split.outer * row, [&](std::int64_t begin, std::int64_t end) {
           while (begin < end) {  // the rows, or pieces of rows, of this block of t
             const std::int64_t o = begin / row, j = begin % row, length = std::min(end - begin, row - j);
-            std::copy_n(src + begin, length, dst + o * out_row + offset + j);
+            if (streaming) detail::stream_copy(src + begin, dst + o * out_row + offset + j, length);
+            else std::copy_n(src + begin, length, dst + o * out_row + offset + j);
             begin += length;
           }
+          if (streaming) detail::stream_fence();
         });
         offset += row;
       }

@@ -14,7 +14,7 @@
 #include "ops/detail/rnn.hpp"
 #include "ops/detail/math.hpp"
 #include "ops/detail/samples.hpp"
-#include "ops/kernels/simd.hpp"
+#include "autograd/simd.hpp"
 #include "ops/registration.hpp"
 
 namespace tapegrad {

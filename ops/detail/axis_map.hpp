@@ -147,6 +147,7 @@ inline Tensor gather_axes(const Tensor& x, const AxisMaps& m, double fill) {
     const std::vector<std::int64_t>& last = m.src.back();
     const std::vector<Run> runs = runs_of(last);
     const bool by_runs = runs.size() * 4 <= last.size();  // else element by element (flip)
+    const bool streaming = by_runs && streams<T>(out.numel());
     for_each_row(m, true, [&](std::int64_t o, std::int64_t i) {
       if (i < 0) {
         std::fill_n(po + o, last.size(), value);
@@ -155,8 +156,10 @@ inline Tensor gather_axes(const Tensor& x, const AxisMaps& m, double fill) {
       } else {
         for (const Run& r : runs) {
           if (r.from < 0) std::fill_n(po + o + r.begin, r.length, value);
+          else if (streaming) stream_copy(px + i + r.from, po + o + r.begin, r.length);
           else std::copy_n(px + i + r.from, r.length, po + o + r.begin);
         }
+        if (streaming) stream_fence();
       }
     });
   });

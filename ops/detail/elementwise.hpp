@@ -8,7 +8,7 @@
 
 #include "autograd/dispatch.hpp"
 #include "autograd/tensor_impl.hpp"
-#include "ops/kernels/simd.hpp"
+#include "autograd/simd.hpp"
 #include "tapegrad/error.hpp"
 #include "tapegrad/ops.hpp"
 
@@ -108,10 +108,29 @@ TAPEGRAD_MULTIVERSION void map_loop(const T* __restrict x, U* __restrict out, st
   for (std::int64_t i = 0; i < n; ++i) out[i] = f(x[i]);
 }
 
+/// map_loop with streaming stores (simd.hpp), for outputs too large to stay in cache.
+template <class T, class U, class F>
+TAPEGRAD_MULTIVERSION void map_loop_streaming(const T* __restrict x, U* __restrict out, std::int64_t n, F f) {
+  stream_map(out, n, [&](std::int64_t i) { return f(x[i]); });
+  stream_fence();
+}
+
 /// out[i] = f(x[i], y[i]) for i < n (x and y may be the same array).
 template <class T, class F>
 TAPEGRAD_MULTIVERSION void map_loop(const T* x, const T* y, T* __restrict out, std::int64_t n, F f) {
   for (std::int64_t i = 0; i < n; ++i) out[i] = f(x[i], y[i]);
+}
+
+template <class T, class F>
+TAPEGRAD_MULTIVERSION void map_loop_streaming(const T* x, const T* y, T* __restrict out, std::int64_t n, F f) {
+  stream_map(out, n, [&](std::int64_t i) { return f(x[i], y[i]); });
+  stream_fence();
+}
+
+/// Whether an output of n elements of T is written with streaming stores (simd.hpp).
+template <class T>
+bool streams(std::int64_t n) {
+  return n * static_cast<std::int64_t>(sizeof(T)) >= kStreamBytes;
 }
 
 /// A block hook that does nothing (see map_unary).
@@ -127,8 +146,10 @@ Tensor map_unary(const Tensor& x, F f, Fixup fixup = {}) {
   Tensor out = make_tensor(x.meta());
   const T* px = x.data<T>();
   T* po = out.data<T>();
+  const bool streaming = streams<T>(x.numel());
   for_blocks(x.numel(), [&](std::int64_t begin, std::int64_t end) {
-    map_loop(px + begin, po + begin, end - begin, f);
+    if (streaming) map_loop_streaming(px + begin, po + begin, end - begin, f);
+    else map_loop(px + begin, po + begin, end - begin, f);
     fixup(px + begin, po + begin, end - begin);
   });
   return out;
@@ -141,8 +162,10 @@ Tensor map_binary_same(const Tensor& x, const Tensor& y, F f, Fixup fixup = {}) 
   const T* px = x.data<T>();
   const T* py = y.data<T>();
   T* po = out.data<T>();
+  const bool streaming = streams<T>(x.numel());
   for_blocks(x.numel(), [&](std::int64_t begin, std::int64_t end) {
-    map_loop(px + begin, py + begin, po + begin, end - begin, f);
+    if (streaming) map_loop_streaming(px + begin, py + begin, po + begin, end - begin, f);
+    else map_loop(px + begin, py + begin, po + begin, end - begin, f);
     fixup(px + begin, py + begin, po + begin, end - begin);
   });
   return out;
@@ -157,20 +180,16 @@ Tensor map_broadcast(const Tensor& a, const Tensor& b, const Shape& out_shape, F
   const T* pb = b.data<T>();
   T* po = out.data<T>();
   const std::int64_t n = out.numel();
-  if (b.numel() == 1 && a.numel() == n) {
-    const T vb = pb[0];
+  const bool streaming = streams<T>(n);
+  const auto map = [&](const T* x, auto g) {
     for_blocks(n, [&](std::int64_t begin, std::int64_t end) {
-      map_loop(pa + begin, po + begin, end - begin, [&f, vb](T va) { return f(va, vb); });
+      if (streaming) map_loop_streaming(x + begin, po + begin, end - begin, g);
+      else map_loop(x + begin, po + begin, end - begin, g);
     });
     return out;
-  }
-  if (a.numel() == 1 && b.numel() == n) {
-    const T va = pa[0];
-    for_blocks(n, [&](std::int64_t begin, std::int64_t end) {
-      map_loop(pb + begin, po + begin, end - begin, [&f, va](T vb) { return f(va, vb); });
-    });
-    return out;
-  }
+  };
+  if (b.numel() == 1 && a.numel() == n) return map(pa, [&f, vb = pb[0]](T va) { return f(va, vb); });
+  if (a.numel() == 1 && b.numel() == n) return map(pb, [&f, va = pa[0]](T vb) { return f(va, vb); });
   // General case: walk the output with a multi-index, innermost dim in a tight loop.
   const auto sa = broadcast_strides(a.shape(), out_shape);
   const auto sb = broadcast_strides(b.shape(), out_shape);

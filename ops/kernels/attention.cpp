@@ -18,7 +18,7 @@
 
 #include "ops/detail/math.hpp"
 #include "ops/kernels/gemm.hpp"
-#include "ops/kernels/simd.hpp"
+#include "autograd/simd.hpp"
 
 namespace tapegrad::detail {
 namespace {

@@ -8,7 +8,7 @@
 
 #include "ops/kernels/avx512.hpp"
 #include "ops/kernels/conv.hpp"
-#include "ops/kernels/simd.hpp"
+#include "autograd/simd.hpp"
 
 namespace tapegrad::detail {
 namespace {

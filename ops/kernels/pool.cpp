@@ -10,7 +10,7 @@
 
 #include "ops/kernels/avx512.hpp"
 #include "ops/kernels/pool.hpp"
-#include "ops/kernels/simd.hpp"
+#include "autograd/simd.hpp"
 
 namespace tapegrad::detail {
 namespace {
