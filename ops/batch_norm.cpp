@@ -18,6 +18,7 @@
 // depend on x. Both forward and VJP are three steps: per-channel sums, per-channel
 // coefficients, an element-wise pass (the loops below say how they run in parallel).
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "ops/detail/elementwise.hpp"
@@ -42,37 +43,70 @@ struct ChannelLayout {
 // channel is a column: the rows are read in order and the inner loops run across the
 // channels, so that they vectorise.
 
-/// Per channel ch of x [N, C, P]: sum1[ch] = Σ f1(i, ch) and sum2[ch] = Σ f2(i, ch) over
-/// the flat indices i of its elements, in double.
-template <class F1, class F2>
-void channel_sums(const ChannelLayout& l, double* sum1, double* sum2, F1 f1, F2 f2) {
-  const std::int64_t c = l.c, plane = l.plane;
-  std::fill_n(sum1, c, 0.0);
-  std::fill_n(sum2, c, 0.0);
-  if (plane == 1) {
-    for (std::int64_t b = 0; b < l.n; ++b) {
-#pragma omp simd
-      for (std::int64_t ch = 0; ch < c; ++ch) {
-        sum1[ch] += f1(b * c + ch, ch);
-        sum2[ch] += f2(b * c + ch, ch);
-      }
-    }
-    return;
-  }
-#pragma omp parallel for schedule(static) if (l.n * c * plane >= detail::kParallelElements)
-  for (std::int64_t ch = 0; ch < c; ++ch) {
+/// Channels [begin, end) of x [N, C, P] with P > 1: sums[ch] = Σ f(i, ch) over the flat
+/// indices i of the channel's elements, f returning std::array<double, 2>, in double.
+template <class F>
+TAPEGRAD_MULTIVERSION void channel_run_sums(const ChannelLayout& l, std::int64_t begin, std::int64_t end,
+                                            double* sum1, double* sum2, F f) {
+  for (std::int64_t ch = begin; ch < end; ++ch) {
     double s1 = 0, s2 = 0;
     for (std::int64_t b = 0; b < l.n; ++b) {
-      const std::int64_t begin = (b * c + ch) * plane;
-#pragma omp simd reduction(+ : s1, s2)
-      for (std::int64_t i = begin; i < begin + plane; ++i) {
-        s1 += f1(i, ch);
-        s2 += f2(i, ch);
-      }
+      const std::int64_t run = (b * l.c + ch) * l.plane;
+      const auto [r1, r2] = detail::lane_sums<2>(l.plane, [&](std::int64_t i) { return f(run + i, ch); });
+      s1 += r1;
+      s2 += r2;
     }
     sum1[ch] = s1;
     sum2[ch] = s2;
   }
+}
+
+/// Per channel ch of x [N, C, P]: {sum1[ch], sum2[ch]} = Σ f(i, ch) over the flat indices i
+/// of its elements, in double.
+template <class F>
+void channel_sums(const ChannelLayout& l, double* sum1, double* sum2, F f) {
+  const std::int64_t c = l.c, plane = l.plane;
+  if (plane == 1) {
+    std::fill_n(sum1, c, 0.0);
+    std::fill_n(sum2, c, 0.0);
+    for (std::int64_t b = 0; b < l.n; ++b) {
+#pragma omp simd
+      for (std::int64_t ch = 0; ch < c; ++ch) {
+        const std::array<double, 2> t = f(b * c + ch, ch);
+        sum1[ch] += t[0];
+        sum2[ch] += t[1];
+      }
+    }
+    return;
+  }
+  detail::parallel_ranges(c, l.n * c * plane >= detail::kParallelElements,
+                          [&](std::int64_t begin, std::int64_t end, int) {
+                            channel_run_sums(l, begin, end, sum1, sum2, f);
+                          });
+}
+
+/// Runs [begin, end) of x [N, C, P] (run = n·C + c): y = (x - mean_c)·scale_c + shift_c.
+template <class T>
+TAPEGRAD_MULTIVERSION void normalize_runs(const ChannelLayout& l, std::int64_t begin, std::int64_t end,
+                                          const T* mean, const T* scale, const T* shift, const T* x, T* y,
+                                          bool stream) {
+  for (std::int64_t run = begin; run < end; ++run) {
+    const std::int64_t ch = run % l.c, off = run * l.plane;
+    detail::run_normalize(x + off, y + off, l.plane, mean[ch], scale[ch], shift[ch], stream);
+  }
+  if (stream) detail::stream_fence();
+}
+
+/// Runs [begin, end) of x [N, C, P]: grad_x = a_c·g + k1_c·(x - mean_c) + k0_c.
+template <class T>
+TAPEGRAD_MULTIVERSION void grad_input_runs(const ChannelLayout& l, std::int64_t begin, std::int64_t end,
+                                           const T* a, const T* mean, const T* k1, const T* k0, const T* g,
+                                           const T* x, T* grad_x, bool stream) {
+  for (std::int64_t run = begin; run < end; ++run) {
+    const std::int64_t ch = run % l.c, off = run * l.plane;
+    detail::run_grad_input(g + off, x + off, grad_x + off, l.plane, a[ch], mean[ch], k1[ch], k0[ch], stream);
+  }
+  if (stream) detail::stream_fence();
 }
 
 /// y = (x - mean_c)·scale_c + shift_c.
@@ -90,11 +124,9 @@ void channel_map(const ChannelLayout& l, const T* mean, const T* scale, const T*
     }
     return;
   }
-#pragma omp parallel for schedule(static) if (parallel)
-  for (std::int64_t run = 0; run < l.n * c; ++run) {
-    const std::int64_t ch = run % c;
-    detail::run_normalize(x + run * plane, y + run * plane, plane, mean[ch], scale[ch], shift[ch]);
-  }
+  detail::parallel_ranges(l.n * c, parallel, [&](std::int64_t begin, std::int64_t end, int) {
+    normalize_runs(l, begin, end, mean, scale, shift, x, y, detail::streamed<T>(l.n * c * plane));
+  });
 }
 
 /// grad_x = a_c·g + k1_c·(x - mean_c) + k0_c.
@@ -114,11 +146,9 @@ void channel_grad_input(const ChannelLayout& l, const T* a, const T* mean, const
     }
     return;
   }
-#pragma omp parallel for schedule(static) if (parallel)
-  for (std::int64_t run = 0; run < l.n * c; ++run) {
-    const std::int64_t ch = run % c, off = run * plane;
-    detail::run_grad_input(g + off, x + off, grad_x + off, plane, a[ch], mean[ch], k1[ch], k0[ch]);
-  }
+  detail::parallel_ranges(l.n * c, parallel, [&](std::int64_t begin, std::int64_t end, int) {
+    grad_input_runs(l, begin, end, a, mean, k1, k0, g, x, grad_x, detail::streamed<T>(l.n * c * plane));
+  });
 }
 
 /// Image: batch_norm2d, x [N, C, H, W]; otherwise batch_norm, x [N, C] or [N, C, L].
@@ -189,13 +219,10 @@ struct BatchNormOp {
         std::vector<double> first(c), sum(c), sum_squares(c);
         for (std::size_t k = 0; k < c; ++k) first[k] = static_cast<double>(px[k * static_cast<std::size_t>(l.plane)]);
         const double* base = first.data();
-        channel_sums(
-            l, sum.data(), sum_squares.data(),
-            [px, base](std::int64_t i, std::int64_t ch) { return static_cast<double>(px[i]) - base[ch]; },
-            [px, base](std::int64_t i, std::int64_t ch) {
-              const double d = static_cast<double>(px[i]) - base[ch];
-              return d * d;
-            });
+        channel_sums(l, sum.data(), sum_squares.data(), [px, base](std::int64_t i, std::int64_t ch) {
+          const double d = static_cast<double>(px[i]) - base[ch];
+          return std::array{d, d * d};
+        });
         for (std::size_t k = 0; k < c; ++k) {
           const double shifted_mean = sum[k] / m;
           batch_mean[k] = first[k] + shifted_mean;
@@ -262,12 +289,10 @@ struct BatchNormOp {
       std::vector<double> sum_g(c), sum_gc(c), mean_d(c);
       for (std::size_t k = 0; k < c; ++k) mean_d[k] = static_cast<double>(mean[k]);
       const double* md = mean_d.data();
-      channel_sums(
-          l, sum_g.data(), sum_gc.data(),
-          [g](std::int64_t i, std::int64_t) { return static_cast<double>(g[i]); },
-          [g, px, md](std::int64_t i, std::int64_t ch) {
-            return static_cast<double>(g[i]) * (static_cast<double>(px[i]) - md[ch]);
-          });
+      channel_sums(l, sum_g.data(), sum_gc.data(), [g, px, md](std::int64_t i, std::int64_t ch) {
+        const double gi = static_cast<double>(g[i]);
+        return std::array{gi, gi * (static_cast<double>(px[i]) - md[ch])};
+      });
       // grad_x = a·g + k1·(x - mean) + k0 per channel (ops/detail/norm.hpp).
       std::vector<T> a(c), k1(c), k0(c);
       for (std::size_t k = 0; k < c; ++k) {

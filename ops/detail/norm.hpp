@@ -10,14 +10,23 @@
 //   grad_x = rstd·(gw - S1/M - xhat·rstd·S2/M) = rstd·gw + k1·(x - mean) + k0,
 //   k1 = -rstd³·S2/M,  k0 = -rstd·S1/M,
 // and with the statistics held constant (batch_norm in eval) grad_x = rstd·gw.
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <fmt/format.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "ops/detail/elementwise.hpp"
+#include "ops/kernels/simd.hpp"
 #include "tapegrad/autograd.hpp"
 
 namespace tapegrad::detail {
@@ -44,55 +53,138 @@ inline void check_norm_eps(std::string_view op, double eps) {
   }
 }
 
-// The sums accumulate in double, also for f32; `omp simd reduction` allows the compiler to
-// reorder the additions, which is what lets them vectorise. The mean and the squared
-// deviations take two passes over a run that is still in cache: the one-pass
-// E[x²] - E[x]² cancels badly when |mean| is large against the spread.
+// The kernels over one contiguous run of n values. They are inlined into each op's loops over
+// rows or channels, which are compiled for each x86-64 level (TAPEGRAD_MULTIVERSION,
+// simd.hpp): the library's baseline (SSE2) runs them at a third of the AVX2 speed. Sums
+// accumulate in double, also for f32, in kSumLanes independent partial sums added up in a
+// fixed order: the vector adds then overlap instead of waiting on one another, and every
+// level adds up alike. The mean and the squared deviations take two passes over a run
+// that is still in cache: the one-pass E[x²] - E[x]² cancels badly when |mean| is large
+// against the spread.
+
+/// Partial sums per reduction: four AVX2 registers of doubles.
+inline constexpr std::int64_t kSumLanes = 16;
+
+/// {Σ f(i)[0], ..., Σ f(i)[K-1]} over i < n, f returning std::array<double, K>.
+template <std::size_t K, class F>
+[[gnu::always_inline]] inline std::array<double, K> lane_sums(std::int64_t n, F f) {
+  double acc[K][kSumLanes] = {};
+  std::int64_t i = 0;
+  for (; i + kSumLanes <= n; i += kSumLanes) {
+    for (std::int64_t j = 0; j < kSumLanes; ++j) {
+      const std::array<double, K> t = f(i + j);
+      for (std::size_t k = 0; k < K; ++k) acc[k][j] += t[k];
+    }
+  }
+  for (std::int64_t j = 0; i < n; ++i, ++j) {
+    const std::array<double, K> t = f(i);
+    for (std::size_t k = 0; k < K; ++k) acc[k][j] += t[k];
+  }
+  std::array<double, K> total{};
+  for (std::size_t k = 0; k < K; ++k) {
+    for (std::int64_t j = 0; j < kSumLanes; ++j) total[k] += acc[k][j];
+  }
+  return total;
+}
 
 /// Σ x[i], i < n.
 template <class T>
-double run_sum(const T* x, std::int64_t n) {
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]);
-  return s;
+inline double run_sum(const T* x, std::int64_t n) {
+  return lane_sums<1>(n, [x](std::int64_t i) { return std::array{static_cast<double>(x[i])}; })[0];
 }
 
 /// Σ (x[i] - mean)².
 template <class T>
-double run_squared_deviation(const T* x, std::int64_t n, double mean) {
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (std::int64_t i = 0; i < n; ++i) {
+inline double run_squared_deviation(const T* x, std::int64_t n, double mean) {
+  return lane_sums<1>(n, [x, mean](std::int64_t i) {
     const double d = static_cast<double>(x[i]) - mean;
-    s += d * d;
-  }
-  return s;
+    return std::array{d * d};
+  })[0];
 }
 
-/// Σ g[i]·(x[i] - mean).
+/// {Σ g[i], Σ g[i]·(x[i] - mean)}.
 template <class T>
-double run_centered_dot(const T* g, const T* x, std::int64_t n, double mean) {
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (std::int64_t i = 0; i < n; ++i) {
-    s += static_cast<double>(g[i]) * (static_cast<double>(x[i]) - mean);
+inline std::array<double, 2> run_sum_and_centered_dot(const T* g, const T* x, std::int64_t n, double mean) {
+  return lane_sums<2>(n, [g, x, mean](std::int64_t i) {
+    const double gi = static_cast<double>(g[i]);
+    return std::array{gi, gi * (static_cast<double>(x[i]) - mean)};
+  });
+}
+
+/// Outputs of at least this many bytes are written with streaming (non-temporal) stores: they
+/// do not stay in the caches anyway, and a streaming store skips reading each line before
+/// overwriting it, a third of the traffic of a pass that reads one array and writes another.
+inline constexpr std::int64_t kStreamBytes = std::int64_t{16} << 20;
+
+/// Whether an output of n values of T is written with streaming stores.
+template <class T>
+bool streamed(std::int64_t n) {
+  return n * static_cast<std::int64_t>(sizeof(T)) >= kStreamBytes;
+}
+
+/// dst[i] = src[i], i < n, with streaming stores where the target has them.
+template <class T>
+[[gnu::always_inline]] inline void stream_copy(T* dst, const T* src, std::int64_t n) {
+  std::int64_t i = 0;
+#if defined(__SSE2__)
+  constexpr std::int64_t lanes = 16 / sizeof(T);
+  for (; i < n && reinterpret_cast<std::uintptr_t>(dst + i) % 16 != 0; ++i) dst[i] = src[i];
+  for (; i + lanes <= n; i += lanes) {
+    if constexpr (std::is_same_v<T, float>) {
+      _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+    } else {
+      _mm_stream_pd(dst + i, _mm_loadu_pd(src + i));
+    }
   }
-  return s;
+#endif
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+/// Orders this thread's streaming stores before what follows (they are weakly ordered).
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+/// out[i] = f(i) for i < n; with `stream`, through a buffer in L1 and streaming stores.
+template <class T, class F>
+[[gnu::always_inline]] inline void write_run(T* __restrict out, std::int64_t n, bool stream, F f) {
+  if (!stream) {
+    for (std::int64_t i = 0; i < n; ++i) out[i] = f(i);
+    return;
+  }
+  constexpr std::int64_t chunk = 2048 / sizeof(T);
+  alignas(64) T buffer[chunk];
+  for (std::int64_t at = 0; at < n; at += chunk) {
+    const std::int64_t len = std::min(chunk, n - at);
+    for (std::int64_t i = 0; i < len; ++i) buffer[i] = f(at + i);
+    stream_copy(out + at, buffer, len);
+  }
 }
 
 /// y[i] = (x[i] - mean)·scale + shift: a run with one weight and bias (a channel).
 template <class T>
-void run_normalize(const T* x, T* y, std::int64_t n, T mean, T scale, T shift) {
-#pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * scale + shift;
+inline void run_normalize(const T* x, T* __restrict y, std::int64_t n, T mean, T scale, T shift, bool stream) {
+  write_run(y, n, stream, [=](std::int64_t i) { return (x[i] - mean) * scale + shift; });
 }
 
 /// grad_x[i] = a·g[i] + k1·(x[i] - mean) + k0: a run of grad_x with one weight (a = rstd·w).
 template <class T>
-void run_grad_input(const T* g, const T* x, T* grad_x, std::int64_t n, T a, T mean, T k1, T k0) {
-#pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) grad_x[i] = a * g[i] + k1 * (x[i] - mean) + k0;
+inline void run_grad_input(const T* g, const T* x, T* __restrict grad_x, std::int64_t n, T a, T mean,
+                           T k1, T k0, bool stream) {
+  write_run(grad_x, n, stream, [=](std::int64_t i) { return a * g[i] + k1 * (x[i] - mean) + k0; });
+}
+
+/// f(begin, end, thread) on each OpenMP thread's share of [0, n): consecutive, as even as
+/// can be, all threads at once when `parallel` (else thread 0 takes all of it).
+template <class F>
+void parallel_ranges(std::int64_t n, bool parallel, F f) {
+#pragma omp parallel if (parallel)
+  {
+    const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    f(n * t / threads, n * (t + 1) / threads, static_cast<int>(t));
+  }
 }
 
 /// The statistics of a normalisation over `dims` (keepdim shapes), recomputed from x as
