@@ -114,6 +114,11 @@ TEST_CASE("norms: f32 kernels on large inputs agree with f64 and across thread c
       {[](const auto& in) { return tg::group_norm(in[0], 1); }, {x}},
       {[](const auto& in) { return tg::batch_norm(in[0], {}, {}, in[1], in[2], true); }, {x, w3, b3}},
       {[](const auto& in) { return tg::batch_norm2d(in[0], {}, {}, in[1], in[2], true); }, {x4, w6, b6}},
+      {[](const auto& in) {
+         const tg::Tensor running_mean = tg::full({6}, 0.5, in[0].dtype()), running_var = tg::full({6}, 2.0, in[0].dtype());
+         return tg::batch_norm2d(in[0], running_mean, running_var, in[1], in[2], false);
+       },
+       {x4, w6, b6}},
   };
   const int threads = omp_get_max_threads();
   for (std::size_t k = 0; k < cases.size(); ++k) {
@@ -160,9 +165,9 @@ TEST_CASE("norms: streaming stores write what plain stores write", "[ops][norms]
 }
 
 TEST_CASE("norms: outputs written with streaming stores equal those written plainly", "[ops][norms]") {
-  // layer_norm's rows and group_norm's samples are independent: an output of at least
-  // kStreamBytes (streamed) equals its halves computed apart (each below it, stored plainly),
-  // forward and grad_x, bit for bit.
+  // layer_norm's rows, group_norm's samples and batch_norm2d's with running statistics are
+  // independent: an output of at least kStreamBytes (streamed) equals its halves computed
+  // apart (each below it, stored plainly), forward and grad_x, bit for bit.
   const auto even_above = [](std::int64_t row_size) { return (tg::detail::kStreamBytes / 4 / row_size + 2) / 2 * 2; };
   using Op = std::function<tg::Tensor(const tg::Tensor&)>;
   const auto run = [](const tg::Tensor& x, const tg::Tensor& c, const Op& f) {
@@ -184,6 +189,10 @@ TEST_CASE("norms: outputs written with streaming stores equal those written plai
   check(tg::randn({even_above(1000), 1000}) * 3 + 1,
         [&](const tg::Tensor& x) { return tg::layer_norm(x, {1000}, w, b); });
   check(tg::randn({even_above(400), 4, 10, 10}) * 3 + 1, [](const tg::Tensor& x) { return tg::group_norm(x, 2); });
+  // batch_norm2d in evaluation mode: the running statistics make the samples independent.
+  const tg::Tensor mean = tg::randn({4}), var = tg::rand({4}) + 0.5, w4 = tg::randn({4}), b4 = tg::randn({4});
+  check(tg::randn({even_above(400), 4, 10, 10}) * 3 + 1,
+        [&](const tg::Tensor& x) { return tg::batch_norm2d(x, mean, var, w4, b4, false); });
 }
 
 TEST_CASE("layer_norm: argument errors name the op the argument and the shapes", "[ops][norms][errors]") {
