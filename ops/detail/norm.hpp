@@ -55,7 +55,7 @@ inline void check_norm_eps(std::string_view op, double eps) {
 
 // The kernels over one contiguous run of n values. They are inlined into each op's loops over
 // rows or channels, which are compiled for each x86-64 level (TAPEGRAD_MULTIVERSION,
-// simd.hpp): the library's baseline (SSE2) runs them at a third of the AVX2 speed. Sums
+// simd.hpp): at the library's baseline (SSE2) a double sum takes two lanes at a time. Sums
 // accumulate in double, also for f32, in kSumLanes independent partial sums added up in a
 // fixed order: the vector adds then overlap instead of waiting on one another, and every
 // level adds up alike. The mean and the squared deviations take two passes over a run
@@ -113,7 +113,8 @@ inline std::array<double, 2> run_sum_and_centered_dot(const T* g, const T* x, st
 
 /// Outputs of at least this many bytes are written with streaming (non-temporal) stores: they
 /// do not stay in the caches anyway, and a streaming store skips reading each line before
-/// overwriting it, a third of the traffic of a pass that reads one array and writes another.
+/// overwriting it: that read is a third of the traffic of a pass that reads one array and
+/// writes another.
 inline constexpr std::int64_t kStreamBytes = std::int64_t{16} << 20;
 
 /// Whether an output of n values of T is written with streaming stores.
