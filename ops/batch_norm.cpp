@@ -16,8 +16,10 @@
 // VJP recomputes xhat. Recorded for create_graph, the same formulas run as ops on x, with
 // mean and invstd recomputed from x in training, so that second derivatives see how they
 // depend on x. Both forward and VJP are three steps: per-channel sums, per-channel
-// coefficients, an element-wise pass (the loops below say how they run in parallel).
+// coefficients, an element-wise pass (channel_passes). With H·W > 1 each channel goes through
+// all three while its values are in cache, so that x (and grad_out) come from memory once.
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "ops/detail/elementwise.hpp"
@@ -37,88 +39,59 @@ struct ChannelLayout {
   }
 };
 
-// The loops over x [N, C, P]. With P > 1 a channel is N runs of P contiguous values: the sums
-// give each thread whole channels, the element-wise passes whole runs. With P = 1 ([N, C]) a
-// channel is a column: the rows are read in order and the inner loops run across the
-// channels, so that they vectorise.
+// The loops over x [N, C, P]. With P > 1 a channel is N runs of P contiguous values, and each
+// thread takes whole channels. With P = 1 ([N, C]) a channel is a column: the rows are read
+// in order and the inner loops run across the channels, so that they vectorise.
 
-/// Per channel ch of x [N, C, P]: sum1[ch] = Σ f1(i, ch) and sum2[ch] = Σ f2(i, ch) over
-/// the flat indices i of its elements, in double.
-template <class F1, class F2>
-void channel_sums(const ChannelLayout& l, double* sum1, double* sum2, F1 f1, F2 f2) {
-  const std::int64_t c = l.c, plane = l.plane;
-  std::fill_n(sum1, c, 0.0);
-  std::fill_n(sum2, c, 0.0);
-  if (plane == 1) {
-    for (std::int64_t b = 0; b < l.n; ++b) {
-#pragma omp simd
-      for (std::int64_t ch = 0; ch < c; ++ch) {
-        sum1[ch] += f1(b * c + ch, ch);
-        sum2[ch] += f2(b * c + ch, ch);
-      }
-    }
-    return;
-  }
-#pragma omp parallel for schedule(static) if (l.n * c * plane >= detail::kParallelElements)
-  for (std::int64_t ch = 0; ch < c; ++ch) {
+/// Channels [begin, end) of x [N, C, P] with P != 1, each in three steps while its values are
+/// still in cache: {s1, s2} = Σ sums(i, ch) over the flat indices i of its elements (in
+/// double; 0 without `with_sums`), then coefficients(ch, s1, s2), then write(offset, ch) for
+/// each of its N runs of P.
+template <class Sums, class Coefficients, class Write>
+TAPEGRAD_MULTIVERSION void fused_channels(const ChannelLayout& l, std::int64_t begin, std::int64_t end,
+                                          bool with_sums, Sums sums, Coefficients coefficients, Write write) {
+  for (std::int64_t ch = begin; ch < end; ++ch) {
     double s1 = 0, s2 = 0;
-    for (std::int64_t b = 0; b < l.n; ++b) {
-      const std::int64_t begin = (b * c + ch) * plane;
-#pragma omp simd reduction(+ : s1, s2)
-      for (std::int64_t i = begin; i < begin + plane; ++i) {
-        s1 += f1(i, ch);
-        s2 += f2(i, ch);
-      }
+    for (std::int64_t b = 0; with_sums && b < l.n; ++b) {
+      const std::int64_t run = (b * l.c + ch) * l.plane;
+      const auto [r1, r2] = detail::lane_sums<2>(l.plane, [&](std::int64_t i) { return sums(run + i, ch); });
+      s1 += r1;
+      s2 += r2;
     }
-    sum1[ch] = s1;
-    sum2[ch] = s2;
+    coefficients(ch, s1, s2);
+    for (std::int64_t b = 0; b < l.n; ++b) write((b * l.c + ch) * l.plane, ch);
   }
 }
 
-/// y = (x - mean_c)·scale_c + shift_c.
-template <class T>
-void channel_map(const ChannelLayout& l, const T* mean, const T* scale, const T* shift, const T* x, T* y) {
-  const std::int64_t c = l.c, plane = l.plane;
-  const bool parallel = l.n * c * plane >= detail::kParallelElements;
-  if (plane == 1) {
-#pragma omp parallel for schedule(static) if (parallel)
-    for (std::int64_t b = 0; b < l.n; ++b) {
-      const T* xr = x + b * c;
-      T* yr = y + b * c;
-#pragma omp simd
-      for (std::int64_t ch = 0; ch < c; ++ch) yr[ch] = (xr[ch] - mean[ch]) * scale[ch] + shift[ch];
-    }
+/// The three steps of fused_channels over every channel of x [N, C, P]. With P != 1 the
+/// channels are split across the threads. With P = 1 ([N, C]) a channel is a column: the
+/// sums run down the rows in order, vectorised across the channels, then write_row(b) writes
+/// row b of the output, the rows split across the threads. Without `with_sums`, s1 = s2 = 0
+/// and x is not read for them.
+template <class Sums, class Coefficients, class Write, class WriteRow>
+void channel_passes(const ChannelLayout& l, bool with_sums, Sums sums, Coefficients coefficients,
+                    Write write, WriteRow write_row) {
+  const std::int64_t c = l.c;
+  const bool parallel = l.n * c * l.plane >= detail::kParallelElements;
+  if (l.plane != 1) {
+    detail::parallel_ranges(c, parallel, [&](std::int64_t begin, std::int64_t end, int) {
+      fused_channels(l, begin, end, with_sums, sums, coefficients, write);
+      detail::stream_fence();  // write may have used streaming stores
+    });
     return;
   }
-#pragma omp parallel for schedule(static) if (parallel)
-  for (std::int64_t run = 0; run < l.n * c; ++run) {
-    const std::int64_t ch = run % c;
-    detail::run_normalize(x + run * plane, y + run * plane, plane, mean[ch], scale[ch], shift[ch]);
-  }
-}
-
-/// grad_x = a_c·g + k1_c·(x - mean_c) + k0_c.
-template <class T>
-void channel_grad_input(const ChannelLayout& l, const T* a, const T* mean, const T* k1, const T* k0,
-                        const T* g, const T* x, T* grad_x) {
-  const std::int64_t c = l.c, plane = l.plane;
-  const bool parallel = l.n * c * plane >= detail::kParallelElements;
-  if (plane == 1) {
-#pragma omp parallel for schedule(static) if (parallel)
-    for (std::int64_t b = 0; b < l.n; ++b) {
-      const T* gr = g + b * c;
-      const T* xr = x + b * c;
-      T* out = grad_x + b * c;
+  std::vector<double> sum1(static_cast<std::size_t>(c)), sum2(sum1.size());
+  for (std::int64_t b = 0; with_sums && b < l.n; ++b) {
 #pragma omp simd
-      for (std::int64_t ch = 0; ch < c; ++ch) out[ch] = a[ch] * gr[ch] + k1[ch] * (xr[ch] - mean[ch]) + k0[ch];
+    for (std::int64_t ch = 0; ch < c; ++ch) {
+      const std::array<double, 2> t = sums(b * c + ch, ch);
+      sum1[ch] += t[0];
+      sum2[ch] += t[1];
     }
-    return;
   }
+  for (std::int64_t ch = 0; ch < c; ++ch) coefficients(ch, sum1[ch], sum2[ch]);
 #pragma omp parallel for schedule(static) if (parallel)
-  for (std::int64_t run = 0; run < l.n * c; ++run) {
-    const std::int64_t ch = run % c, off = run * plane;
-    detail::run_grad_input(g + off, x + off, grad_x + off, plane, a[ch], mean[ch], k1[ch], k0[ch]);
-  }
+  for (std::int64_t b = 0; b < l.n; ++b) write_row(b);
 }
 
 /// Image: batch_norm2d, x [N, C, H, W]; otherwise batch_norm, x [N, C] or [N, C, L].
@@ -181,42 +154,47 @@ struct BatchNormOp {
     detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* px = x.data<T>();
-      std::vector<double> batch_mean(c), batch_var(c);
-      if (training) {
-        // One pass over x, each channel's values shifted by the channel's first value s:
-        // var = Σ(x - s)²/M - (Σ(x - s)/M)² cancels only as much as |mean - s| is large
-        // against the spread, which for a value drawn from the channel it rarely is.
-        std::vector<double> first(c), sum(c), sum_squares(c);
-        for (std::size_t k = 0; k < c; ++k) first[k] = static_cast<double>(px[k * static_cast<std::size_t>(l.plane)]);
-        const double* base = first.data();
-        channel_sums(
-            l, sum.data(), sum_squares.data(),
-            [px, base](std::int64_t i, std::int64_t ch) { return static_cast<double>(px[i]) - base[ch]; },
-            [px, base](std::int64_t i, std::int64_t ch) {
-              const double d = static_cast<double>(px[i]) - base[ch];
-              return d * d;
-            });
-        for (std::size_t k = 0; k < c; ++k) {
-          const double shifted_mean = sum[k] / m;
-          batch_mean[k] = first[k] + shifted_mean;
-          batch_var[k] = std::max(0.0, sum_squares[k] / m - shifted_mean * shifted_mean);
-        }
-      } else {
-        for (std::size_t k = 0; k < c; ++k) {
-          batch_mean[k] = static_cast<double>(running_mean.data<T>()[k]);
-          batch_var[k] = static_cast<double>(running_var.data<T>()[k]);
-        }
-      }
+      T* py = out.data<T>();
+      const bool stream = detail::streams<T>(x.numel());
+      // In training, one pass over x, each channel's values shifted by the channel's first
+      // value s: var = Σ(x - s)²/M - (Σ(x - s)/M)² cancels only as much as |mean - s| is
+      // large against the spread, which for a value drawn from the channel it rarely is.
+      std::vector<double> first(c), batch_mean(c), batch_var(c);
+      for (std::size_t k = 0; training && k < c; ++k) first[k] = static_cast<double>(px[k * static_cast<std::size_t>(l.plane)]);
+      const double* base = first.data();
       // y = (x - mean)·scale + shift per channel.
       std::vector<T> scale(c), shift(c, T(0));
-      for (std::size_t k = 0; k < c; ++k) {
-        const double is = 1.0 / std::sqrt(batch_var[k] + eps);
-        mean_c.data<T>()[k] = static_cast<T>(batch_mean[k]);
-        invstd.data<T>()[k] = static_cast<T>(is);
-        scale[k] = static_cast<T>((weight.defined() ? static_cast<double>(weight.data<T>()[k]) : 1.0) * is);
-        if (bias.defined()) shift[k] = bias.data<T>()[k];
-      }
-      channel_map(l, mean_c.data<T>(), scale.data(), shift.data(), px, out.data<T>());
+      T* mean_t = mean_c.data<T>();
+      channel_passes(
+          l, training,
+          [px, base](std::int64_t i, std::int64_t ch) {
+            const double d = static_cast<double>(px[i]) - base[ch];
+            return std::array{d, d * d};
+          },
+          [&](std::int64_t ch, double sum, double sum_squares) {
+            const auto k = static_cast<std::size_t>(ch);
+            if (training) {
+              const double shifted_mean = sum / m;
+              batch_mean[k] = first[k] + shifted_mean;
+              batch_var[k] = std::max(0.0, sum_squares / m - shifted_mean * shifted_mean);
+            } else {
+              batch_mean[k] = static_cast<double>(running_mean.data<T>()[k]);
+              batch_var[k] = static_cast<double>(running_var.data<T>()[k]);
+            }
+            const double is = 1.0 / std::sqrt(batch_var[k] + eps);
+            mean_t[k] = static_cast<T>(batch_mean[k]);
+            invstd.data<T>()[k] = static_cast<T>(is);
+            scale[k] = static_cast<T>((weight.defined() ? static_cast<double>(weight.data<T>()[k]) : 1.0) * is);
+            if (bias.defined()) shift[k] = bias.data<T>()[k];
+          },
+          [&](std::int64_t off, std::int64_t ch) {
+            detail::run_normalize(px + off, py + off, l.plane, mean_t[ch], scale[ch], shift[ch], stream);
+          },
+          [&](std::int64_t b) {
+            const std::int64_t off = b * l.c;
+#pragma omp simd
+            for (std::int64_t ch = 0; ch < l.c; ++ch) py[off + ch] = (px[off + ch] - mean_t[ch]) * scale[ch] + shift[ch];
+          });
       if (training && running_mean.defined()) {
         // Through copy_, so the running statistics' version() records the update.
         Tensor new_mean = detail::make_tensor(running_mean.meta());
@@ -258,28 +236,41 @@ struct BatchNormOp {
       const T* g = grad_out.data<T>();
       const T* px = x.data<T>();
       const T* mean = mean_c.data<T>();
-      // Σ g and Σ g·(x - mean) per channel; Σ g·xhat = invstd·sum_gc.
-      std::vector<double> sum_g(c), sum_gc(c), mean_d(c);
+      T* gx = need_x ? grad_x.data<T>() : nullptr;
+      const bool stream = detail::streams<T>(x.numel());
+      std::vector<double> mean_d(c);
       for (std::size_t k = 0; k < c; ++k) mean_d[k] = static_cast<double>(mean[k]);
       const double* md = mean_d.data();
-      channel_sums(
-          l, sum_g.data(), sum_gc.data(),
-          [g](std::int64_t i, std::int64_t) { return static_cast<double>(g[i]); },
-          [g, px, md](std::int64_t i, std::int64_t ch) {
-            return static_cast<double>(g[i]) * (static_cast<double>(px[i]) - md[ch]);
-          });
       // grad_x = a·g + k1·(x - mean) + k0 per channel (ops/detail/norm.hpp).
       std::vector<T> a(c), k1(c), k0(c);
-      for (std::size_t k = 0; k < c; ++k) {
-        const double is = static_cast<double>(invstd.data<T>()[k]);
-        if (need_w) grad_w.data<T>()[k] = static_cast<T>(sum_gc[k] * is);
-        if (need_b) grad_b.data<T>()[k] = static_cast<T>(sum_g[k]);
-        const double scale = (weight.defined() ? static_cast<double>(weight.data<T>()[k]) : 1.0) * is;
-        a[k] = static_cast<T>(scale);
-        k1[k] = static_cast<T>(training ? -scale * is * is * sum_gc[k] / m : 0.0);
-        k0[k] = static_cast<T>(training ? -scale * sum_g[k] / m : 0.0);
-      }
-      if (need_x) channel_grad_input(l, a.data(), mean, k1.data(), k0.data(), g, px, grad_x.data<T>());
+      channel_passes(
+          l, true,
+          [g, px, md](std::int64_t i, std::int64_t ch) {
+            const double gi = static_cast<double>(g[i]);
+            return std::array{gi, gi * (static_cast<double>(px[i]) - md[ch])};
+          },
+          // sum_g = Σ g and sum_gc = Σ g·(x - mean); Σ g·xhat = invstd·sum_gc.
+          [&](std::int64_t ch, double sum_g, double sum_gc) {
+            const auto k = static_cast<std::size_t>(ch);
+            const double is = static_cast<double>(invstd.data<T>()[k]);
+            if (need_w) grad_w.data<T>()[k] = static_cast<T>(sum_gc * is);
+            if (need_b) grad_b.data<T>()[k] = static_cast<T>(sum_g);
+            const double scale = (weight.defined() ? static_cast<double>(weight.data<T>()[k]) : 1.0) * is;
+            a[k] = static_cast<T>(scale);
+            k1[k] = static_cast<T>(training ? -scale * is * is * sum_gc / m : 0.0);
+            k0[k] = static_cast<T>(training ? -scale * sum_g / m : 0.0);
+          },
+          [&](std::int64_t off, std::int64_t ch) {
+            if (gx != nullptr) detail::run_grad_input(g + off, px + off, gx + off, l.plane, a[ch], mean[ch], k1[ch], k0[ch], stream);
+          },
+          [&](std::int64_t b) {
+            const std::int64_t off = b * l.c;
+            if (gx == nullptr) return;
+#pragma omp simd
+            for (std::int64_t ch = 0; ch < l.c; ++ch) {
+              gx[off + ch] = a[ch] * g[off + ch] + k1[ch] * (px[off + ch] - mean[ch]) + k0[ch];
+            }
+          });
     });
     return {grad_x, grad_w, grad_b};
   }

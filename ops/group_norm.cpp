@@ -9,8 +9,9 @@
 //   grad_x        = rstd·(g·w - mean_row(g·w) - xhat·mean_row(g·w·xhat))  (ops/detail/norm.hpp)
 // The forward saves x, mean and rstd ([N, G], as PyTorch saves them) and the weight; the VJP
 // recomputes xhat. Recorded for create_graph, the same formulas run as ops on x viewed as
-// [N, G, M], with mean and rstd recomputed from x. Rows run in parallel; each keeps its
-// per-channel sums Σ g and Σ g·(x - mean), from which grad_weight and grad_bias are added up.
+// [N, G, M], with mean and rstd recomputed from x. Each thread takes a run of rows, keeping
+// their per-channel sums Σ g and Σ g·(x - mean), from which grad_weight and grad_bias are
+// added up. The row loops are compiled for each x86-64 level (autograd/simd.hpp).
 #include <cmath>
 
 #include "ops/detail/elementwise.hpp"
@@ -32,6 +33,63 @@ struct GroupLayout {
   std::int64_t rows() const { return n * groups; }
   std::int64_t row_size() const { return channels_per_group * plane; }
 };
+
+/// Rows [begin, end) of the forward: mean and rstd saved, y = xhat·w_c + b_c (w, b may be null).
+template <class T>
+TAPEGRAD_MULTIVERSION void forward_rows(const GroupLayout& l, const T* x, const T* w, const T* b,
+                                        T* __restrict y, T* mean_out, T* rstd_out, std::int64_t begin,
+                                        std::int64_t end, double eps, bool stream) {
+  const std::int64_t m = l.row_size(), plane = l.plane;
+  for (std::int64_t r = begin; r < end; ++r) {
+    const T* xr = x + r * m;
+    const double mean = m > 0 ? detail::run_sum(xr, m) / static_cast<double>(m) : 0.0;
+    const double var = m > 0 ? detail::run_squared_deviation(xr, m, mean) / static_cast<double>(m) : 0.0;
+    const double rstd = 1.0 / std::sqrt(var + eps);
+    mean_out[r] = static_cast<T>(mean);
+    rstd_out[r] = static_cast<T>(rstd);
+    for (std::int64_t j = 0; j < l.channels_per_group; ++j) {
+      const std::int64_t ch = r % l.groups * l.channels_per_group + j;
+      const double scale = (w != nullptr ? static_cast<double>(w[ch]) : 1.0) * rstd;
+      detail::run_normalize(xr + j * plane, y + r * m + j * plane, plane, static_cast<T>(mean),
+                            static_cast<T>(scale), b != nullptr ? b[ch] : T(0), stream);
+    }
+  }
+  if (stream) detail::stream_fence();
+}
+
+/// Rows [begin, end) of the VJP: per (n, c), sum_g = Σ g and sum_gc = Σ g·(x - mean) over its
+/// P values, and grad_x when not null.
+template <class T>
+TAPEGRAD_MULTIVERSION void backward_rows(const GroupLayout& l, const T* g, const T* x, const T* w,
+                                         const T* mean_r, const T* rstd_r, std::int64_t begin,
+                                         std::int64_t end, double* sum_g, double* sum_gc,
+                                         T* __restrict grad_x, bool stream) {
+  const std::int64_t m = l.row_size(), plane = l.plane, cpg = l.channels_per_group;
+  for (std::int64_t r = begin; r < end; ++r) {
+    const double mean = static_cast<double>(mean_r[r]), rstd = static_cast<double>(rstd_r[r]);
+    const std::int64_t first = r * cpg;  // n·C + the group's first channel
+    double s1 = 0, s2 = 0;  // Σ g·w and Σ g·w·(x - mean) over the row
+    for (std::int64_t j = 0; j < cpg; ++j) {
+      const std::int64_t off = r * m + j * plane;
+      const auto [sg, sgc] = detail::run_sum_and_centered_dot(g + off, x + off, plane, mean);
+      sum_g[first + j] = sg;
+      sum_gc[first + j] = sgc;
+      const double wj = w != nullptr ? static_cast<double>(w[(first + j) % l.c]) : 1.0;
+      s1 += wj * sg;
+      s2 += wj * sgc;
+    }
+    if (grad_x == nullptr || m == 0) continue;
+    const double k1 = -rstd * rstd * rstd * s2 / static_cast<double>(m);
+    const double k0 = -rstd * s1 / static_cast<double>(m);
+    for (std::int64_t j = 0; j < cpg; ++j) {
+      const std::int64_t off = r * m + j * plane;
+      const double wj = w != nullptr ? static_cast<double>(w[(first + j) % l.c]) : 1.0;
+      detail::run_grad_input(g + off, x + off, grad_x + off, plane, static_cast<T>(wj * rstd),
+                             static_cast<T>(mean), static_cast<T>(k1), static_cast<T>(k0), stream);
+    }
+  }
+  if (stream) detail::stream_fence();
+}
 
 struct GroupNormOp {
   static constexpr std::string_view name = "group_norm";
@@ -61,32 +119,18 @@ struct GroupNormOp {
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
     const Tensor& x = in[0];
     const GroupLayout l(x.shape(), num_groups);
-    const std::int64_t m = l.row_size(), plane = l.plane;
     Tensor out = detail::make_tensor(x.meta());
     Tensor mean_r = detail::make_tensor(Shape{l.n, l.groups}, x.dtype());
     Tensor rstd_r = detail::make_tensor(Shape{l.n, l.groups}, x.dtype());
     detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      const T* pw = in[1].defined() ? in[1].data<T>() : nullptr;
-      const T* pb = in[2].defined() ? in[2].data<T>() : nullptr;
-      const T* px = x.data<T>();
-      T* py = out.data<T>();
-#pragma omp parallel for schedule(static) if (x.numel() >= detail::kParallelElements)
-      for (std::int64_t r = 0; r < l.rows(); ++r) {
-        const T* xr = px + r * m;
-        const double mean = m > 0 ? detail::run_sum(xr, m) / static_cast<double>(m) : 0.0;
-        const double var = m > 0 ? detail::run_squared_deviation(xr, m, mean) / static_cast<double>(m) : 0.0;
-        const double rstd = 1.0 / std::sqrt(var + eps);
-        mean_r.data<T>()[r] = static_cast<T>(mean);
-        rstd_r.data<T>()[r] = static_cast<T>(rstd);
-        for (std::int64_t j = 0; j < l.channels_per_group; ++j) {
-          const std::int64_t ch = r % l.groups * l.channels_per_group + j;
-          const double w = pw != nullptr ? static_cast<double>(pw[ch]) : 1.0;
-          detail::run_normalize(xr + j * plane, py + r * m + j * plane, plane,
-                                static_cast<T>(mean), static_cast<T>(w * rstd),
-                                pb != nullptr ? pb[ch] : T(0));
-        }
-      }
+      const T* w = in[1].defined() ? in[1].data<T>() : nullptr;
+      const T* b = in[2].defined() ? in[2].data<T>() : nullptr;
+      detail::parallel_ranges(l.rows(), x.numel() >= detail::kParallelElements,
+                              [&](std::int64_t begin, std::int64_t end, int) {
+                                forward_rows(l, x.data<T>(), w, b, out.data<T>(), mean_r.data<T>(),
+                                             rstd_r.data<T>(), begin, end, eps, detail::streams<T>(x.numel()));
+                              });
     });
     ctx.save(x);
     ctx.save(mean_r);
@@ -102,7 +146,7 @@ struct GroupNormOp {
     const Tensor rstd_r = ctx.saved(2);
     const Tensor weight = ctx.saved(3);
     const GroupLayout l(ctx.input(0).shape, num_groups);
-    const std::int64_t m = l.row_size(), plane = l.plane, c = l.c;
+    const std::int64_t c = l.c;
     const bool need_x = ctx.needs_input_grad(0), need_w = ctx.needs_input_grad(1),
                need_b = ctx.needs_input_grad(2);
     Tensor grad_x = need_x ? detail::make_tensor(ctx.input(0)) : Tensor();
@@ -112,34 +156,14 @@ struct GroupNormOp {
     std::vector<double> sum_g(static_cast<std::size_t>(l.n * c)), sum_gc(sum_g.size());
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      const T* g = grad_out.data<T>();
-      const T* px = x.data<T>();
-#pragma omp parallel for schedule(static) if (x.numel() >= detail::kParallelElements)
-      for (std::int64_t r = 0; r < l.rows(); ++r) {
-        const double mean = static_cast<double>(mean_r.data<T>()[r]);
-        const double rstd = static_cast<double>(rstd_r.data<T>()[r]);
-        const std::int64_t first = r * l.channels_per_group;  // n·C + the group's first channel
-        double s1 = 0, s2 = 0;  // Σ g·w and Σ g·w·(x - mean) over the row
-        for (std::int64_t j = 0; j < l.channels_per_group; ++j) {
-          const auto at = static_cast<std::size_t>(first + j);
-          const std::int64_t off = r * m + j * plane;
-          sum_g[at] = detail::run_sum(g + off, plane);
-          sum_gc[at] = detail::run_centered_dot(g + off, px + off, plane, mean);
-          const double w = weight.defined() ? static_cast<double>(weight.data<T>()[(first + j) % c]) : 1.0;
-          s1 += w * sum_g[at];
-          s2 += w * sum_gc[at];
-        }
-        if (!need_x || m == 0) continue;
-        const double k1 = -rstd * rstd * rstd * s2 / static_cast<double>(m);
-        const double k0 = -rstd * s1 / static_cast<double>(m);
-        for (std::int64_t j = 0; j < l.channels_per_group; ++j) {
-          const std::int64_t off = r * m + j * plane;
-          const double w = weight.defined() ? static_cast<double>(weight.data<T>()[(first + j) % c]) : 1.0;
-          detail::run_grad_input(g + off, px + off, grad_x.data<T>() + off, plane,
-                                 static_cast<T>(w * rstd), static_cast<T>(mean),
-                                 static_cast<T>(k1), static_cast<T>(k0));
-        }
-      }
+      detail::parallel_ranges(l.rows(), x.numel() >= detail::kParallelElements,
+                              [&](std::int64_t begin, std::int64_t end, int) {
+                                backward_rows(l, grad_out.data<T>(), x.data<T>(),
+                                              weight.defined() ? weight.data<T>() : nullptr,
+                                              mean_r.data<T>(), rstd_r.data<T>(), begin, end, sum_g.data(),
+                                              sum_gc.data(), need_x ? grad_x.data<T>() : nullptr,
+                                              detail::streams<T>(x.numel()));
+                              });
       for (std::int64_t ch = 0; ch < c; ++ch) {
         double total_w = 0, total_b = 0;
         for (std::int64_t b = 0; b < l.n; ++b) {

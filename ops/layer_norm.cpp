@@ -8,8 +8,9 @@
 //   grad_x      = rstd·(g·w - mean_row(g·w) - xhat·mean_row(g·w·xhat))  (ops/detail/norm.hpp)
 // The forward saves x, mean and rstd ([R], as PyTorch saves them) and the weight; the VJP
 // recomputes xhat. Recorded for create_graph, the same formulas run as ops with mean and
-// rstd recomputed from x. Rows run in parallel; the weight and bias gradients sum each
-// thread's rows into a buffer of its own, added up at the end.
+// rstd recomputed from x. Each thread takes a run of rows; the weight and bias gradients sum
+// each thread's rows into a buffer of its own, added up at the end. The row loops are
+// compiled for each x86-64 level (autograd/simd.hpp).
 #include <omp.h>
 
 #include <cmath>
@@ -22,6 +23,56 @@
 
 namespace tapegrad {
 namespace {
+
+/// Rows [begin, end) of the forward, each of m values: mean and rstd saved, y = xhat·w + b.
+template <class T>
+TAPEGRAD_MULTIVERSION void forward_rows(const T* x, const T* w, const T* b, T* __restrict y, T* mean_out,
+                                        T* rstd_out, std::int64_t begin, std::int64_t end, std::int64_t m,
+                                        double eps, bool stream) {
+  for (std::int64_t r = begin; r < end; ++r) {
+    const T* xr = x + r * m;
+    const double mean = detail::run_sum(xr, m) / static_cast<double>(m);
+    const double var = detail::run_squared_deviation(xr, m, mean) / static_cast<double>(m);
+    const T mean_t = static_cast<T>(mean), rstd = static_cast<T>(1.0 / std::sqrt(var + eps));
+    mean_out[r] = mean_t;
+    rstd_out[r] = rstd;
+    detail::write_run(y + r * m, m, stream, [=](std::int64_t i) { return (xr[i] - mean_t) * rstd * w[i] + b[i]; });
+  }
+  if (stream) detail::stream_fence();
+}
+
+/// Rows [begin, end) of the VJP: grad_x (when not null), and Σ g·xhat and Σ g added into
+/// sum_gxhat and sum_g (when not null).
+template <class T>
+TAPEGRAD_MULTIVERSION void backward_rows(const T* g, const T* x, const T* w, const T* mean_r, const T* rstd_r,
+                                         std::int64_t begin, std::int64_t end, std::int64_t m,
+                                         T* __restrict grad_x, double* __restrict sum_gxhat,
+                                         double* __restrict sum_g, bool stream) {
+  const double inv_m = 1.0 / static_cast<double>(m);
+  for (std::int64_t r = begin; r < end; ++r) {
+    const T* gr = g + r * m;
+    const T* xr = x + r * m;
+    const T mean = mean_r[r], rstd = rstd_r[r];
+    const double mean_d = static_cast<double>(mean), rs = static_cast<double>(rstd);
+    if (sum_g != nullptr) {
+      for (std::int64_t i = 0; i < m; ++i) {
+        const double gi = static_cast<double>(gr[i]);
+        sum_gxhat[i] += gi * (static_cast<double>(xr[i]) - mean_d) * rs;
+        sum_g[i] += gi;
+      }
+    }
+    if (grad_x == nullptr) continue;
+    // Σ g·w and Σ g·w·(x - mean) over the row.
+    const auto [s1, s2] = detail::lane_sums<2>(m, [&](std::int64_t i) {
+      const double gw = static_cast<double>(gr[i]) * static_cast<double>(w[i]);
+      return std::array{gw, gw * (static_cast<double>(xr[i]) - mean_d)};
+    });
+    const T k1 = static_cast<T>(-rs * rs * rs * s2 * inv_m), k0 = static_cast<T>(-rs * s1 * inv_m);
+    detail::write_run(grad_x + r * m, m, stream,
+                      [=](std::int64_t i) { return rstd * w[i] * gr[i] + k1 * (xr[i] - mean) + k0; });
+  }
+  if (stream) detail::stream_fence();
+}
 
 struct LayerNormOp {
   static constexpr std::string_view name = "layer_norm";
@@ -69,20 +120,12 @@ struct LayerNormOp {
       const std::vector<T> zeros(in[2].defined() ? 0 : static_cast<std::size_t>(m), T(0));
       const T* w = in[1].defined() ? in[1].data<T>() : ones.data();
       const T* b = in[2].defined() ? in[2].data<T>() : zeros.data();
-      const T* px = x.data<T>();
-      T* py = out.data<T>();
-#pragma omp parallel for schedule(static) if (x.numel() >= detail::kParallelElements)
-      for (std::int64_t r = 0; r < rows; ++r) {
-        const T* xr = px + r * m;
-        T* yr = py + r * m;
-        const double mean = detail::run_sum(xr, m) / static_cast<double>(m);
-        const double var = detail::run_squared_deviation(xr, m, mean) / static_cast<double>(m);
-        const T mean_t = static_cast<T>(mean), rstd = static_cast<T>(1.0 / std::sqrt(var + eps));
-        mean_r.data<T>()[r] = mean_t;
-        rstd_r.data<T>()[r] = rstd;
-#pragma omp simd
-        for (std::int64_t i = 0; i < m; ++i) yr[i] = (xr[i] - mean_t) * rstd * w[i] + b[i];
-      }
+      detail::parallel_ranges(rows, x.numel() >= detail::kParallelElements,
+                              [&](std::int64_t begin, std::int64_t end, int) {
+                                forward_rows(x.data<T>(), w, b, out.data<T>(), mean_r.data<T>(),
+                                             rstd_r.data<T>(), begin, end, m, eps,
+                                             detail::streams<T>(x.numel()));
+                              });
     });
     ctx.save(x);
     ctx.save(mean_r);
@@ -107,47 +150,17 @@ struct LayerNormOp {
       using T = decltype(tag);
       const std::vector<T> ones(weight.defined() ? 0 : static_cast<std::size_t>(m), T(1));
       const T* w = weight.defined() ? weight.data<T>() : ones.data();
-      const T* g = grad_out.data<T>();
-      const T* px = x.data<T>();
       const bool parallel = x.numel() >= detail::kParallelElements;
       // Per thread: Σ g·xhat and Σ g over its rows, for grad_weight and grad_bias.
       const bool need_wb = need_w || need_b;
       const std::size_t slot = need_wb ? 2 * static_cast<std::size_t>(m) : 0;
       std::vector<double> partial(slot * static_cast<std::size_t>(parallel ? omp_get_max_threads() : 1));
-#pragma omp parallel if (parallel)
-      {
-        double* sum_gxhat =
-            need_wb ? partial.data() + slot * static_cast<std::size_t>(omp_get_thread_num()) : nullptr;
-        double* sum_g = need_wb ? sum_gxhat + m : nullptr;
-#pragma omp for schedule(static)
-        for (std::int64_t r = 0; r < rows; ++r) {
-          const T* gr = g + r * m;
-          const T* xr = px + r * m;
-          const T mean = mean_r.data<T>()[r], rstd = rstd_r.data<T>()[r];
-          const double mean_d = static_cast<double>(mean), rs = static_cast<double>(rstd);
-          if (need_wb) {
-#pragma omp simd
-            for (std::int64_t i = 0; i < m; ++i) {
-              const double gi = static_cast<double>(gr[i]);
-              sum_gxhat[i] += gi * (static_cast<double>(xr[i]) - mean_d) * rs;
-              sum_g[i] += gi;
-            }
-          }
-          if (!need_x) continue;
-          double s1 = 0, s2 = 0;  // Σ g·w and Σ g·w·(x - mean) over the row
-#pragma omp simd reduction(+ : s1, s2)
-          for (std::int64_t i = 0; i < m; ++i) {
-            const double gw = static_cast<double>(gr[i]) * static_cast<double>(w[i]);
-            s1 += gw;
-            s2 += gw * (static_cast<double>(xr[i]) - mean_d);
-          }
-          const double inv_m = 1.0 / static_cast<double>(m);
-          const T k1 = static_cast<T>(-rs * rs * rs * s2 * inv_m), k0 = static_cast<T>(-rs * s1 * inv_m);
-          T* gxr = grad_x.data<T>() + r * m;
-#pragma omp simd
-          for (std::int64_t i = 0; i < m; ++i) gxr[i] = rstd * w[i] * gr[i] + k1 * (xr[i] - mean) + k0;
-        }
-      }
+      detail::parallel_ranges(rows, parallel, [&](std::int64_t begin, std::int64_t end, int thread) {
+        double* sum_gxhat = need_wb ? partial.data() + slot * static_cast<std::size_t>(thread) : nullptr;
+        backward_rows(grad_out.data<T>(), x.data<T>(), w, mean_r.data<T>(), rstd_r.data<T>(), begin, end, m,
+                      need_x ? grad_x.data<T>() : nullptr, sum_gxhat, need_wb ? sum_gxhat + m : nullptr,
+                      detail::streams<T>(x.numel()));
+      });
       for (std::int64_t i = 0; i < m; ++i) {
         double total_w = 0, total_b = 0;
         for (std::size_t at = 0; at < partial.size(); at += slot) {

@@ -10,6 +10,10 @@
 //   grad_x = rstd·(gw - S1/M - xhat·rstd·S2/M) = rstd·gw + k1·(x - mean) + k0,
 //   k1 = -rstd³·S2/M,  k0 = -rstd·S1/M,
 // and with the statistics held constant (batch_norm in eval) grad_x = rstd·gw.
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <string_view>
@@ -17,6 +21,7 @@
 
 #include <fmt/format.h>
 
+#include "autograd/simd.hpp"
 #include "ops/detail/elementwise.hpp"
 #include "tapegrad/autograd.hpp"
 
@@ -44,55 +49,94 @@ inline void check_norm_eps(std::string_view op, double eps) {
   }
 }
 
-// The sums accumulate in double, also for f32; `omp simd reduction` allows the compiler to
-// reorder the additions, which is what lets them vectorise. The mean and the squared
-// deviations take two passes over a run that is still in cache: the one-pass
-// E[x²] - E[x]² cancels badly when |mean| is large against the spread.
+// The kernels over one contiguous run of n values. They are inlined into each op's loops over
+// rows or channels, which are compiled for each x86-64 level (TAPEGRAD_MULTIVERSION,
+// simd.hpp): at the library's baseline (SSE2) a double sum takes two lanes at a time. Sums
+// accumulate in double, also for f32, in kSumLanes independent partial sums added up in a
+// fixed order: the vector adds then overlap instead of waiting on one another, and every
+// level adds up alike. The mean and the squared deviations take two passes over a run
+// that is still in cache: the one-pass E[x²] - E[x]² cancels badly when |mean| is large
+// against the spread.
+
+/// Partial sums per reduction: four AVX2 registers of doubles.
+inline constexpr std::int64_t kSumLanes = 16;
+
+/// {Σ f(i)[0], ..., Σ f(i)[K-1]} over i < n, f returning std::array<double, K>.
+template <std::size_t K, class F>
+[[gnu::always_inline]] inline std::array<double, K> lane_sums(std::int64_t n, F f) {
+  double acc[K][kSumLanes] = {};
+  std::int64_t i = 0;
+  for (; i + kSumLanes <= n; i += kSumLanes) {
+    for (std::int64_t j = 0; j < kSumLanes; ++j) {
+      const std::array<double, K> t = f(i + j);
+      for (std::size_t k = 0; k < K; ++k) acc[k][j] += t[k];
+    }
+  }
+  for (std::int64_t j = 0; i < n; ++i, ++j) {
+    const std::array<double, K> t = f(i);
+    for (std::size_t k = 0; k < K; ++k) acc[k][j] += t[k];
+  }
+  std::array<double, K> total{};
+  for (std::size_t k = 0; k < K; ++k) {
+    for (std::int64_t j = 0; j < kSumLanes; ++j) total[k] += acc[k][j];
+  }
+  return total;
+}
 
 /// Σ x[i], i < n.
 template <class T>
-double run_sum(const T* x, std::int64_t n) {
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]);
-  return s;
+inline double run_sum(const T* x, std::int64_t n) {
+  return lane_sums<1>(n, [x](std::int64_t i) { return std::array{static_cast<double>(x[i])}; })[0];
 }
 
 /// Σ (x[i] - mean)².
 template <class T>
-double run_squared_deviation(const T* x, std::int64_t n, double mean) {
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (std::int64_t i = 0; i < n; ++i) {
+inline double run_squared_deviation(const T* x, std::int64_t n, double mean) {
+  return lane_sums<1>(n, [x, mean](std::int64_t i) {
     const double d = static_cast<double>(x[i]) - mean;
-    s += d * d;
-  }
-  return s;
+    return std::array{d * d};
+  })[0];
 }
 
-/// Σ g[i]·(x[i] - mean).
+/// {Σ g[i], Σ g[i]·(x[i] - mean)}.
 template <class T>
-double run_centered_dot(const T* g, const T* x, std::int64_t n, double mean) {
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (std::int64_t i = 0; i < n; ++i) {
-    s += static_cast<double>(g[i]) * (static_cast<double>(x[i]) - mean);
-  }
-  return s;
+inline std::array<double, 2> run_sum_and_centered_dot(const T* g, const T* x, std::int64_t n, double mean) {
+  return lane_sums<2>(n, [g, x, mean](std::int64_t i) {
+    const double gi = static_cast<double>(g[i]);
+    return std::array{gi, gi * (static_cast<double>(x[i]) - mean)};
+  });
+}
+
+/// out[i] = f(i) for i < n; with `stream` (an output of kStreamBytes or more, simd.hpp),
+/// through streaming stores.
+template <class T, class F>
+[[gnu::always_inline]] inline void write_run(T* __restrict out, std::int64_t n, bool stream, F f) {
+  if (stream) return stream_map(out, n, f);
+  for (std::int64_t i = 0; i < n; ++i) out[i] = f(i);
 }
 
 /// y[i] = (x[i] - mean)·scale + shift: a run with one weight and bias (a channel).
 template <class T>
-void run_normalize(const T* x, T* y, std::int64_t n, T mean, T scale, T shift) {
-#pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * scale + shift;
+inline void run_normalize(const T* x, T* __restrict y, std::int64_t n, T mean, T scale, T shift, bool stream) {
+  write_run(y, n, stream, [=](std::int64_t i) { return (x[i] - mean) * scale + shift; });
 }
 
 /// grad_x[i] = a·g[i] + k1·(x[i] - mean) + k0: a run of grad_x with one weight (a = rstd·w).
 template <class T>
-void run_grad_input(const T* g, const T* x, T* grad_x, std::int64_t n, T a, T mean, T k1, T k0) {
-#pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) grad_x[i] = a * g[i] + k1 * (x[i] - mean) + k0;
+inline void run_grad_input(const T* g, const T* x, T* __restrict grad_x, std::int64_t n, T a, T mean,
+                           T k1, T k0, bool stream) {
+  write_run(grad_x, n, stream, [=](std::int64_t i) { return a * g[i] + k1 * (x[i] - mean) + k0; });
+}
+
+/// f(begin, end, thread) on each OpenMP thread's share of [0, n): consecutive, as even as
+/// can be, all threads at once when `parallel` (else thread 0 takes all of it).
+template <class F>
+void parallel_ranges(std::int64_t n, bool parallel, F f) {
+#pragma omp parallel if (parallel)
+  {
+    const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    f(n * t / threads, n * (t + 1) / threads, static_cast<int>(t));
+  }
 }
 
 /// The statistics of a normalisation over `dims` (keepdim shapes), recomputed from x as

@@ -1,10 +1,16 @@
 // layer_norm, group_norm and batch_norm: the fused ops against the same normalisation written
 // with element-wise ops and reductions, on tensors large enough for the parallel paths (and
-// the per-thread weight/bias sums of layer_norm), in f32 against f64, and their argument
-// errors, each naming the op, the argument and the shapes.
+// the per-thread weight/bias sums of layer_norm), in f32 against f64 (also on large inputs, at
+// one thread and two), and their argument errors, each naming the op, the argument and the
+// shapes.
+#include <omp.h>
+
 #include <cmath>
+#include <functional>
+#include <utility>
 #include <vector>
 
+#include "ops/detail/norm.hpp"
 #include "support/numeric.hpp"
 
 namespace tg = tapegrad;
@@ -91,6 +97,82 @@ TEST_CASE("norms: f32 agrees with f64, forward and gradients", "[ops][norms]") {
                             {x, w4, b4}, 26, 1e-4, 1e-3);
   check_f32_grads_match_f64([](const auto& in) { return tg::batch_norm(in[0], {}, {}, in[1], in[2], true); },
                             {x, w4, b4}, 27, 1e-4, 1e-3);
+}
+
+TEST_CASE("norms: f32 kernels on large inputs agree with f64 and across thread counts", "[ops][norms]") {
+  // Above the parallel threshold, with runs that are no multiple of the 16 partial sums (the
+  // tails), and a mean far from 0: the f32 paths that the small fixtures never reach.
+  const tg::Tensor x = leaf({64, 3, 391}, 30, 2, 6);
+  const tg::Tensor w391 = leaf({391}, 31, 0.5, 1.5), b391 = leaf({391}, 32);
+  const tg::Tensor w3 = leaf({3}, 33, 0.5, 1.5), b3 = leaf({3}, 34);
+  const tg::Tensor x4 = leaf({16, 6, 37, 29}, 35, -3, 1);
+  const tg::Tensor w6 = leaf({6}, 36, 0.5, 1.5), b6 = leaf({6}, 37);
+  const std::vector<std::pair<TensorFn, std::vector<tg::Tensor>>> cases = {
+      {[](const auto& in) { return tg::layer_norm(in[0], {391}, in[1], in[2]); }, {x, w391, b391}},
+      {[](const auto& in) { return tg::layer_norm(in[0], {3, 391}); }, {x}},
+      {[](const auto& in) { return tg::group_norm(in[0], 3, in[1], in[2]); }, {x4, w6, b6}},
+      {[](const auto& in) { return tg::group_norm(in[0], 1); }, {x}},
+      {[](const auto& in) { return tg::batch_norm(in[0], {}, {}, in[1], in[2], true); }, {x, w3, b3}},
+      {[](const auto& in) { return tg::batch_norm2d(in[0], {}, {}, in[1], in[2], true); }, {x4, w6, b6}},
+      {[](const auto& in) {
+         const tg::Tensor running_mean = tg::full({6}, 0.5, in[0].dtype()), running_var = tg::full({6}, 2.0, in[0].dtype());
+         return tg::batch_norm2d(in[0], running_mean, running_var, in[1], in[2], false);
+       },
+       {x4, w6, b6}},
+  };
+  const int threads = omp_get_max_threads();
+  for (std::size_t k = 0; k < cases.size(); ++k) {
+    INFO("case " << k);
+    const auto& [fn, inputs] = cases[k];
+    check_f32_grads_match_f64(fn, inputs, 40 + k, 1e-4, 1e-4);
+    // One thread and two: the per-thread partial sums change only the order of additions.
+    const std::vector<tg::Tensor> in32 = converted_leaves(inputs, tg::DType::f32);
+    const tg::Tensor y = fn(in32);
+    const tg::Tensor c = random_cotangent(y.shape(), tg::DType::f32, 50 + k);
+    omp_set_num_threads(1);
+    const tg::Tensor y1 = fn(in32);
+    const auto g1 = tg::grad({y1}, in32, {c});
+    omp_set_num_threads(2);
+    const tg::Tensor y2 = fn(in32);
+    const auto g2 = tg::grad({y2}, in32, {c});
+    omp_set_num_threads(threads);
+    CHECK_THAT(y2.to(tg::DType::f64), AllClose(y1.to(tg::DType::f64), 1e-6, 1e-6));
+    for (std::size_t i = 0; i < g1.size(); ++i) {
+      INFO("gradient of input " << i);
+      CHECK_THAT(g2[i].to(tg::DType::f64), AllClose(g1[i].to(tg::DType::f64), 1e-5, 1e-5));
+    }
+  }
+}
+
+TEST_CASE("norms: outputs written with streaming stores equal those written plainly", "[ops][norms]") {
+  // layer_norm's rows, group_norm's samples and batch_norm2d's with running statistics are
+  // independent: an output of at least kStreamBytes (streamed) equals its halves computed
+  // apart (each below it, stored plainly), forward and grad_x, bit for bit.
+  const auto even_above = [](std::int64_t row_size) { return (tg::detail::kStreamBytes / 4 / row_size + 2) / 2 * 2; };
+  using Op = std::function<tg::Tensor(const tg::Tensor&)>;
+  const auto run = [](const tg::Tensor& x, const tg::Tensor& c, const Op& f) {
+    tg::Tensor leaf = x.detach();
+    leaf.set_requires_grad(true);
+    const tg::Tensor y = f(leaf);
+    return std::pair{y, tg::grad({y}, {leaf}, {c})[0]};
+  };
+  const auto check = [&](const tg::Tensor& x, const Op& f) {
+    const tg::Tensor c = random_cotangent(x.shape(), tg::DType::f32, 61);
+    const std::int64_t half = x.shape()[0] / 2;
+    const auto [y, grad_x] = run(x, c, f);
+    const auto [y0, grad_x0] = run(tg::narrow(x, 0, 0, half), tg::narrow(c, 0, 0, half), f);
+    const auto [y1, grad_x1] = run(tg::narrow(x, 0, half, half), tg::narrow(c, 0, half, half), f);
+    CHECK(y.to_vector<float>() == tg::cat({y0, y1}, 0).to_vector<float>());
+    CHECK(grad_x.to_vector<float>() == tg::cat({grad_x0, grad_x1}, 0).to_vector<float>());
+  };
+  const tg::Tensor w = tg::randn({1000}), b = tg::randn({1000});
+  check(tg::randn({even_above(1000), 1000}) * 3 + 1,
+        [&](const tg::Tensor& x) { return tg::layer_norm(x, {1000}, w, b); });
+  check(tg::randn({even_above(400), 4, 10, 10}) * 3 + 1, [](const tg::Tensor& x) { return tg::group_norm(x, 2); });
+  // batch_norm2d in evaluation mode: the running statistics make the samples independent.
+  const tg::Tensor mean = tg::randn({4}), var = tg::rand({4}) + 0.5, w4 = tg::randn({4}), b4 = tg::randn({4});
+  check(tg::randn({even_above(400), 4, 10, 10}) * 3 + 1,
+        [&](const tg::Tensor& x) { return tg::batch_norm2d(x, mean, var, w4, b4, false); });
 }
 
 TEST_CASE("layer_norm: argument errors name the op the argument and the shapes", "[ops][norms][errors]") {
