@@ -128,6 +128,10 @@ Tensor record(std::unique_ptr<OpHolder> op, std::span<const Tensor> inputs,
     out = node->op->forward(ctx, inputs);
   }
   check_forward_output(node->op->name(), out, meta);
+  if (node->op->view() && inputs[0].defined() && out.impl()->storage == inputs[0].impl()->storage) {
+    const std::size_t bytes = out.impl()->offset - inputs[0].impl()->offset;
+    node->view_offset = static_cast<std::int64_t>(bytes / dtype_size(meta.dtype));
+  }
   for (SavedTensor& s : node->saved) {
     if (!s.source && s.tensor.defined() && s.tensor.impl()->storage == out.impl()->storage) {
       s.output_of = node;
@@ -202,13 +206,41 @@ class GradMode {
   bool previous_;
 };
 
-/// a + b; recorded when grad mode is on (create_graph), else summed into a fresh copy.
-Tensor add_grads(const Tensor& a, const Tensor& b) {
-  if (!a.defined()) return b;
-  if (grad_enabled) return a + b;
-  Tensor sum = copy_data(a);
-  sum.add_(b);
-  return sum;
+/// The gradient summed so far for one vertex or captured leaf. A slot first holds the
+/// gradient it was given, which may be shared (a VJP can return one tensor for two inputs);
+/// the first sum makes a tensor of its own (`owned`), which later gradients are added into in
+/// place, so k gradients of one tensor cost k additions, not k copies.
+struct GradSlot {
+  Tensor sum;
+  bool owned = false;
+};
+
+/// slot += g; recorded when grad mode is on (create_graph).
+void accumulate(GradSlot& slot, const Tensor& g) {
+  if (!slot.sum.defined()) {
+    slot.sum = g;
+  } else if (grad_enabled) {
+    slot.sum = slot.sum + g;
+  } else if (slot.owned) {
+    slot.sum.add_(g);
+  } else {
+    slot.sum = slot.sum + g;
+    slot.owned = true;
+  }
+}
+
+/// Adds g into `sum` (of `meta`; undefined: zeros) at elements [offset, offset + g.numel()):
+/// a view op's gradient (Node::view_offset), never recorded. `sum` must be owned.
+void add_block(Tensor& sum, const TensorMeta& meta, const Tensor& g, std::int64_t offset) {
+  if (!sum.defined()) sum = zeros(meta.shape, meta.dtype);
+  alias(sum, g.shape(), offset).add_(g);
+}
+
+/// slot += g placed at `offset` of a tensor of `meta` (zeros elsewhere).
+void accumulate_block(GradSlot& slot, const TensorMeta& meta, const Tensor& g, std::int64_t offset) {
+  if (slot.sum.defined() && !slot.owned) slot.sum = copy_data(slot.sum);
+  add_block(slot.sum, meta, g, offset);
+  slot.owned = true;
 }
 
 /// A gradient that will be stored and later updated in place must not alias anything else.
@@ -333,8 +365,8 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     }
   }
 
-  std::vector<Tensor> vertex_grad(tg.nodes.size());
-  std::unordered_map<const TensorImpl*, Tensor> leaf_grad;  // used when capturing
+  std::vector<GradSlot> vertex_grad(tg.nodes.size());
+  std::unordered_map<const TensorImpl*, GradSlot> leaf_grad;  // used when capturing
   std::unordered_map<const Node*, std::vector<std::size_t>> captured_nodes;
   std::vector<Tensor> captured;
   if (captures != nullptr) {
@@ -377,39 +409,57 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
   }
 
   GradMode mode(create_graph);
-  auto deliver_to_leaf = [&](const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
-    if (captures == nullptr && (leaf->dtype != g.dtype() || leaf->shape != g.shape())) {
+  // Adds g to the gradient of a leaf whose value was `meta` in the graph: all of it, or, for a
+  // view op (offset >= 0, not recording), g placed at elements [offset, offset + g.numel()).
+  auto deliver_to_leaf = [&](const std::shared_ptr<TensorImpl>& leaf, const TensorMeta& meta,
+                             const Tensor& g, std::int64_t offset) {
+    if (captures == nullptr && (leaf->dtype != meta.dtype || leaf->shape != meta.shape)) {
       // set_data (Module::to) changed the leaf after this graph was recorded.
       throw GraphError(fmt::format("backward: a leaf used by this graph as {} {} is now {} {} "
                                    "(its data was replaced, e.g. by Module::to, after the "
-                                   "forward); run the forward again", g.shape(), g.dtype(),
+                                   "forward); run the forward again", meta.shape, meta.dtype,
                                    leaf->shape, leaf->dtype));
     }
     if (captures != nullptr) {
       auto& slot = leaf_grad[leaf.get()];
-      slot = add_grads(slot, g);
+      if (offset >= 0) accumulate_block(slot, meta, g, offset);
+      else accumulate(slot, g);
     } else if (create_graph) {  // grad() carries the graph: never updated in place
       leaf->grad = (leaf->grad ? Tensor(leaf->grad) + g : g.clone()).impl();
+    } else if (offset >= 0) {  // a leaf's grad() is its own: updated in place
+      Tensor sum = leaf->grad ? Tensor(leaf->grad) : Tensor();
+      add_block(sum, meta, g, offset);
+      leaf->grad = sum.impl();
     } else if (!leaf->grad) {
       leaf->grad = owned(g).impl();
     } else {
       Tensor(leaf->grad).add_(g);
     }
   };
+  // Routes g to input i of n: into its producer's slot or to its leaf.
+  auto deliver = [&](const Node& n, std::size_t i, const Tensor& g, std::int64_t offset) {
+    const auto& in = n.inputs[i];
+    if (in.producer) {
+      auto& slot = vertex_grad[static_cast<std::size_t>(in.producer->vertex)];
+      if (offset >= 0) accumulate_block(slot, in.meta, g, offset);
+      else accumulate(slot, g);
+    } else if (in.leaf) {
+      deliver_to_leaf(in.leaf, in.meta, g, offset);
+    }
+  };
 
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     const auto& impl = outputs[i].impl();
     if (impl->grad_fn) {
-      auto& slot = vertex_grad[static_cast<std::size_t>(impl->grad_fn->vertex)];
-      slot = add_grads(slot, seeds[i]);
+      accumulate(vertex_grad[static_cast<std::size_t>(impl->grad_fn->vertex)], seeds[i]);
     } else {
-      deliver_to_leaf(impl, seeds[i]);
+      deliver_to_leaf(impl, seeds[i].meta(), seeds[i], -1);
     }
   }
 
   for (std::size_t v : order) {
     Node& n = *tg.graph[v].node;
-    Tensor grad_out = std::move(vertex_grad[v]);
+    Tensor grad_out = std::move(vertex_grad[v].sum);
     if (!grad_out.defined()) continue;
     if (!captured_nodes.empty()) {
       if (auto it = captured_nodes.find(&n); it != captured_nodes.end()) {
@@ -424,6 +474,16 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
           "so its gradient cannot carry a graph", fn, describe(n)));
     }
     const std::vector<char>* mask = wanted.empty() ? nullptr : &wanted[v];
+    if (n.view_offset >= 0 && !create_graph && !anomaly_enabled) {
+      // A view of input 0 (OpHolder::view): its VJP would place grad_out at this block of a
+      // tensor of zeros; add it there instead.
+      if (!retain_graph) {
+        n.saved.clear();
+        n.released = true;
+      }
+      if (wants(n, mask, 0)) deliver(n, 0, grad_out, n.view_offset);
+      continue;
+    }
     OpContext ctx(&n, mask);
     std::vector<Tensor> grads = n.op->vjp(ctx, grad_out);
     check_vjp_result(n, mask, grads);
@@ -433,14 +493,7 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
       n.released = true;
     }
     for (std::size_t i = 0; i < grads.size(); ++i) {
-      const auto& in = n.inputs[i];
-      if (!wants(n, mask, i)) continue;
-      if (in.producer) {
-        auto& slot = vertex_grad[static_cast<std::size_t>(in.producer->vertex)];
-        slot = add_grads(slot, grads[i]);
-      } else if (in.leaf) {
-        deliver_to_leaf(in.leaf, grads[i]);
-      }
+      if (wants(n, mask, i)) deliver(n, i, grads[i], -1);
     }
   }
   // Nodes that got no gradient were still part of this pass: release them too.
@@ -456,7 +509,7 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     const Tensor& c = (*captures)[i];
     if (!c.impl()->grad_fn) {
       auto it = leaf_grad.find(c.impl().get());
-      if (it != leaf_grad.end()) captured[i] = it->second;
+      if (it != leaf_grad.end()) captured[i] = it->second.sum;
     }
     if (captured[i].defined()) continue;
     if (unused == Unused::error) {

@@ -89,6 +89,9 @@ struct Node {
   /// Copies of the input values, kept only under a RecordInputsGuard (for check_graph).
   std::vector<Tensor> kept_inputs;
   bool released = false;  ///< saved tensors freed by a backward without retain_graph
+  /// For a view op (OpHolder::view) whose output shares input 0's storage: where the output
+  /// starts in input 0, in elements; -1 otherwise.
+  std::int64_t view_offset = -1;
   std::int64_t vertex = -1;  ///< scratch: vertex id while a graph walk is under way
 };
 

@@ -20,6 +20,10 @@ bool wanted_threads(int threads) {
 }  // namespace
 
 int main() {
+  // Everything before the timing runs at the first thread count timed (1 unless
+  // BENCH_THREADS=2): after a parallel region of 2 threads, libgomp makes every later region of
+  // 1 thread synchronise with the idle one, which would slow the 1-thread figure.
+  torch::set_num_threads(wanted_threads(1) ? 1 : 2);
   torch::manual_seed(0);
   torch::nn::LSTM lstm(torch::nn::LSTMOptions(kInput, kHidden).num_layers(kLayers));
   const auto x = torch::randn({kSeq, kBatch, kInput});

@@ -1,7 +1,7 @@
 // The recurrent layers: LSTMCell and GRUCell (one step), LSTM and GRU (layers unrolled over
-// time on the tape), with torch.nn's parameter names, layouts and initialisation. Each step
-// of each layer is two linear ops and one fused gate op (tapegrad::fused_lstm_cell,
-// fused_gru_cell).
+// time on the tape), with torch.nn's parameter names, layouts and initialisation. Each layer
+// is one linear over the sequence (the input projection), then per step one linear (the
+// hidden projection) and one fused gate op (tapegrad::fused_lstm_cell, fused_gru_cell).
 #include <cmath>
 
 #include <fmt/format.h>
@@ -166,27 +166,29 @@ Tensor RNNBase::zero_state(const Tensor& input) const {
                input.dtype());
 }
 
-// Time outermost: each step's input is a slice of `input` (a select, recorded only when input
-// requires grad) and each layer above takes the output of the one below directly. Slicing a
-// recorded tensor into T steps would cost a gradient of the whole tensor per step in
-// backward (O(T²)), so the input projections are per step, not one linear over the sequence.
+// Layer outermost, as ATen's RNN: each layer's input projection is one linear over the whole
+// sequence ([T, B, I] -> [T, B, gates·H]) and step t reads its block with a select, whose
+// gradient backward adds into the projection's at that block (a view op); per step only the
+// hidden projection and the fused gates run. Dropout (training, between layers) applies to a
+// layer's whole output sequence, as PyTorch's. batch_first runs time-major in between.
 Tensor RNNBase::unroll(const Tensor& input, std::vector<std::vector<Tensor>>& state, const Step& step) {
-  const std::int64_t time_dim = input.dim() == 3 && options_.batch_first ? 1 : 0;
-  const std::int64_t steps = input.shape()[static_cast<std::size_t>(time_dim)];
+  const bool batch_first = input.dim() == 3 && options_.batch_first;
+  Tensor seq = batch_first ? transpose(input, 0, 1) : input;
+  const std::int64_t steps = seq.shape()[0];
   const bool drop = is_training() && options_.dropout > 0;
-  std::vector<Tensor> outputs;
-  outputs.reserve(static_cast<std::size_t>(steps));
-  for (std::int64_t t = 0; t < steps; ++t) {
-    Tensor x = select(input, time_dim, t);
-    for (std::size_t k = 0; k < weights_.size(); ++k) {
-      const Weights& w = weights_[k];
-      state[k] = step(linear(x, *w.w_ih, *w.b_ih), linear(state[k][0], *w.w_hh, *w.b_hh), state[k]);
-      x = state[k][0];
-      if (drop && k + 1 < weights_.size()) x = dropout(x, options_.dropout, true);
+  for (std::size_t k = 0; k < weights_.size(); ++k) {
+    const Weights& w = weights_[k];
+    const Tensor input_gates = linear(seq, *w.w_ih, *w.b_ih);
+    std::vector<Tensor> outputs;
+    outputs.reserve(static_cast<std::size_t>(steps));
+    for (std::int64_t t = 0; t < steps; ++t) {
+      state[k] = step(select(input_gates, 0, t), linear(state[k][0], *w.w_hh, *w.b_hh), state[k]);
+      outputs.push_back(state[k][0]);
     }
-    outputs.push_back(x);
+    seq = stack(outputs, 0);
+    if (drop && k + 1 < weights_.size()) seq = dropout(seq, options_.dropout, true);
   }
-  return stack(outputs, time_dim);
+  return batch_first ? transpose(seq, 0, 1) : seq;
 }
 
 LSTM::LSTM(std::int64_t input_size, std::int64_t hidden_size, const RNNOptions& options)

@@ -20,6 +20,7 @@ struct SliceKind {
   static constexpr std::string_view name = "slice";
   static constexpr std::string_view backward_name = "slice_backward";
   static constexpr bool indexed = false;
+  static constexpr bool view = true;  // a contiguous slice's gradient is grad_out at that block
   std::int64_t dim = 0;
   std::optional<std::int64_t> start, end;
   std::int64_t step = 1;

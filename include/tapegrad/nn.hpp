@@ -762,9 +762,10 @@ class RNNBase : public Module {
   /// One step of one layer: (input_gates, hidden_gates, the layer's state) -> its new state,
   /// whose first tensor is the layer's output h.
   using Step = std::function<std::vector<Tensor>(const Tensor&, const Tensor&, const std::vector<Tensor>&)>;
-  /// Runs the layers over the checked input, step by step: at each time step every layer in
-  /// turn (dropout between layers in training). `state` holds each layer's initial state and
-  /// ends with its final one; returns the last layer's outputs in input's layout.
+  /// Runs the layers over the checked input, layer by layer: one input projection over the
+  /// sequence, then step by step (dropout between layers in training). `state` holds each
+  /// layer's initial state and ends with its final one; returns the last layer's outputs in
+  /// input's layout.
   Tensor unroll(const Tensor& input, std::vector<std::vector<Tensor>>& state, const Step& step);
 
  private:
@@ -779,7 +780,8 @@ class RNNBase : public Module {
 };
 
 /// A multi-layer LSTM, torch.nn.LSTM (unidirectional), unrolled over time on the tape: each
-/// step of each layer is two linear ops (input and hidden projections) and one fused_lstm_cell.
+/// layer is one linear over the sequence (input projection), then per step one linear (hidden
+/// projection) and one fused_lstm_cell.
 /// forward(input, {h0, c0}) -> {output, {h_n, c_n}}: input [T, B, input_size] ([B, T, ...] with
 /// batch_first, or unbatched [T, input_size]); h0, c0 [num_layers, B, H] ([num_layers, H]
 /// unbatched), zeros when absent; output [T, B, H] (same layout as input), h_n, c_n as h0.
@@ -790,8 +792,8 @@ class LSTM : public RNNBase {
       const Tensor& input, const std::optional<std::tuple<Tensor, Tensor>>& hx = {});
 };
 
-/// A multi-layer GRU, torch.nn.GRU (unidirectional), unrolled over time on the tape (two
-/// linear ops and one fused_gru_cell per step and layer). forward(input, h0) -> {output, h_n}, layouts as LSTM's.
+/// A multi-layer GRU, torch.nn.GRU (unidirectional), unrolled over time on the tape (per layer
+/// one linear over the sequence, then one linear and one fused_gru_cell per step). forward(input, h0) -> {output, h_n}, layouts as LSTM's.
 class GRU : public RNNBase {
  public:
   GRU(std::int64_t input_size, std::int64_t hidden_size, const RNNOptions& options = {});

@@ -19,6 +19,12 @@
 ///   - optional `static constexpr bool differentiable_vjp = false` for a VJP that calls raw
 ///     kernels (or reads intermediates it saved): create_graph through it throws GraphError
 ///     naming the op instead of producing a wrong second derivative;
+///   - optional `static constexpr bool view = true` for an op whose forward may return a
+///     contiguous block of input 0 (`alias(in[0], shape, offset)`) and whose VJP then only
+///     places grad_out at that block (zeros elsewhere, no gradient for other inputs): when
+///     the output does share input 0's storage and nothing is recorded, backward adds
+///     grad_out into input 0's gradient at that block without calling the VJP, so T slices
+///     of one tensor cost O(its size), not O(T · its size);
 ///   - optional `std::string attributes() const`: "stride=[1, 1], groups=2", for reports;
 ///   - optional `static std::vector<Sample> samples()`: inputs for the gradient checker;
 ///   - optional `static constexpr std::string_view kinks`: where the op is not smooth, e.g.
@@ -140,6 +146,8 @@ struct OpHolder {
   virtual bool has_branches() const = 0;
   /// Whether its VJP may be recorded for create_graph (`differentiable_vjp`, default true).
   virtual bool differentiable_vjp() const = 0;
+  /// Whether the op is a view of input 0 when its output shares that storage (`view`).
+  virtual bool view() const = 0;
   virtual Tensor forward(OpContext& ctx, std::span<const Tensor> inputs) = 0;
   virtual std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) = 0;
   /// Runs a fresh copy of the op on `inputs` (recorded as usual); for the graph checker.
@@ -176,6 +184,10 @@ struct OpHolderImpl final : OpHolder {
   bool differentiable_vjp() const override {
     if constexpr (requires { Op::differentiable_vjp; }) return Op::differentiable_vjp;
     else return true;
+  }
+  bool view() const override {
+    if constexpr (requires { Op::view; }) return Op::view;
+    else return false;
   }
   Tensor forward(OpContext& ctx, std::span<const Tensor> inputs) override {
     return op.forward(ctx, inputs);

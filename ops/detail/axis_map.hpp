@@ -13,7 +13,9 @@
 // i64 index tensor as its second input), `attributes()`, `AxisMaps maps(const Shape& in,
 // const Tensor& index) const` (which validates its arguments and throws naming the op),
 // `Kind backward() const` (the maps the VJP scatters with; embedding drops its padding row
-// there) and `static std::vector<AxisCase<Kind>> cases()` (the checker's samples).
+// there), `static std::vector<AxisCase<Kind>> cases()` (the checker's samples) and, optional,
+// `static constexpr bool view = true` when backward() keeps the maps, so that the gather of a
+// contiguous block (an alias of the input) is an OpDefinition `view`.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -226,6 +228,10 @@ struct AxisScatter;
 template <class Kind>
 struct AxisGather {
   static constexpr std::string_view name = Kind::name;
+  static constexpr bool view = [] {
+    if constexpr (requires { Kind::view; }) return Kind::view;
+    else return false;
+  }();
   Kind kind;
   double fill = 0;
   std::string attributes() const { return kind.attributes(); }
