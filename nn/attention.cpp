@@ -88,13 +88,15 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
                                                       : "[L, N, E], [S, N, E], [S, N, E]",
                                  E, query.shape(), key.shape(), value.shape()));
   }
-  // Everything below runs on [N, L, E].
-  const auto to_nle = [&](const Tensor& t) {
-    return !batched ? unsqueeze(t, 0) : options_.batch_first ? t : transpose(t, 0, 1);
-  };
-  const Tensor q_in = to_nle(query), k_in = to_nle(key), v_in = to_nle(value);
-  const std::int64_t N = q_in.shape()[0], L = q_in.shape()[1], S = k_in.shape()[1];
-  if (k_in.shape() != v_in.shape() || k_in.shape()[0] != N) {
+  // The inputs stay in their layout, [L, N, E] (sequence first) or [N, L, E] (batch first;
+  // an unbatched [L, E] as [1, L, E]): the projections run on it as it is, and the heads are
+  // permuted straight to [N, H, L, head_dim] and back (no transposed copies of the inputs).
+  const bool seq_first = batched && !options_.batch_first;
+  const std::size_t batch_dim = seq_first ? 1 : 0, seq_dim = seq_first ? 0 : 1;
+  const auto as_batched = [&](const Tensor& t) { return batched ? t : unsqueeze(t, 0); };
+  const Tensor q_in = as_batched(query), k_in = as_batched(key), v_in = as_batched(value);
+  const std::int64_t N = q_in.shape()[batch_dim], L = q_in.shape()[seq_dim], S = k_in.shape()[seq_dim];
+  if (k_in.shape() != v_in.shape() || k_in.shape()[batch_dim] != N) {
     throw ShapeError(fmt::format("{}: key {} and value {} must have one shape with query's batch "
                                  "size {} (query {})", kMha, key.shape(), value.shape(), N,
                                  query.shape()));
@@ -133,9 +135,10 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
 
   const Tensor& w = *in_proj_weight_;
   const Tensor& b = *in_proj_bias_;
-  const auto heads = [&](const Tensor& x, std::int64_t part) {  // [N, len, E] -> [N, H, len, hd]
+  const auto heads = [&](const Tensor& x, std::int64_t part) {  // [len, N, E] or [N, len, E] -> [N, H, len, hd]
     const Tensor y = linear(x, narrow(w, 0, part * E, E), b.defined() ? narrow(b, 0, part * E, E) : Tensor());
-    return permute(reshape(y, {N, x.shape()[1], H, head_dim}), {0, 2, 1, 3});
+    return permute(reshape(y, {x.shape()[0], x.shape()[1], H, head_dim}),
+                   seq_first ? std::vector<std::int64_t>{1, 2, 0, 3} : std::vector<std::int64_t>{0, 2, 1, 3});
   };
   const Tensor q = heads(q_in, 0), k = heads(k_in, 1), v = heads(v_in, 2);
   const double dropout_p = is_training() ? options_.dropout : 0.0;
@@ -154,9 +157,11 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
   } else {
     attended = scaled_dot_product_attention(q, k, v, mask, dropout_p);
   }
-  Tensor out = out_proj_->forward(reshape(permute(attended, {0, 2, 1, 3}), {N, L, E}));
-  out = !batched ? squeeze(out, 0) : options_.batch_first ? out : transpose(out, 0, 1);
-  return {out, weights};
+  // [N, H, L, hd] -> [L, N, H, hd] or [N, L, H, hd], the heads side by side in each row
+  const Tensor merged = seq_first ? reshape(permute(attended, {2, 0, 1, 3}), {L, N, E})
+                                  : reshape(permute(attended, {0, 2, 1, 3}), {N, L, E});
+  const Tensor out = out_proj_->forward(merged);
+  return {batched ? out : squeeze(out, 0), weights};
 }
 
 TransformerEncoderLayer::TransformerEncoderLayer(std::int64_t d_model, std::int64_t nhead,
