@@ -1,8 +1,9 @@
 // MultiheadAttention and TransformerEncoderLayer with PyTorch 1.13's parameters, submodule
 // names and forward (torch.nn.functional.multi_head_attention_forward without bias_k/bias_v
-// and add_zero_attn). The heads run through scaled_dot_product_attention, except when the
-// caller asks for the attention weights: then the probabilities are made by the composite
-// (softmax of the scores) so that they can be returned.
+// and add_zero_attn). The heads run through scaled_dot_product_attention_heads on the
+// projections as they are (no copies to split and merge the heads), except when the caller
+// asks for the attention weights: then the probabilities are made by the composite (softmax of
+// the scores) so that they can be returned; with dropout, scaled_dot_product_attention's.
 #include <cmath>
 #include <limits>
 
@@ -135,31 +136,39 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
 
   const Tensor& w = *in_proj_weight_;
   const Tensor& b = *in_proj_bias_;
-  const auto heads = [&](const Tensor& x, std::int64_t part) {  // [len, N, E] or [N, len, E] -> [N, H, len, hd]
-    const Tensor y = linear(x, narrow(w, 0, part * E, E), b.defined() ? narrow(b, 0, part * E, E) : Tensor());
-    return permute(reshape(y, {x.shape()[0], x.shape()[1], H, head_dim}),
-                   seq_first ? std::vector<std::int64_t>{1, 2, 0, 3} : std::vector<std::int64_t>{0, 2, 1, 3});
+  const auto project = [&](const Tensor& x, std::int64_t part) {  // [len, N, E] or [N, len, E]
+    return linear(x, narrow(w, 0, part * E, E), b.defined() ? narrow(b, 0, part * E, E) : Tensor());
   };
-  const Tensor q = heads(q_in, 0), k = heads(k_in, 1), v = heads(v_in, 2);
+  const Tensor qp = project(q_in, 0), kp = project(k_in, 1), vp = project(v_in, 2);
   const double dropout_p = is_training() ? options_.dropout : 0.0;
-  Tensor attended, weights;
-  if (need_weights) {
-    Tensor scores = matmul(q, transpose(k, -2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
-    if (mask.defined()) {
-      scores = mask.dtype() == DType::boolean
-                   ? masked_fill(scores, logical_not(mask), -std::numeric_limits<double>::infinity())
-                   : scores + mask;
-    }
-    weights = dropout(softmax(scores, -1), dropout_p, true);
-    attended = matmul(weights, v);
-    if (average_attn_weights) weights = sum(weights, {1}) * (1.0 / static_cast<double>(H));
-    if (!batched) weights = squeeze(weights, 0);
+  Tensor merged, weights;  // merged: the heads' outputs side by side, in the input's layout
+  if (!need_weights && dropout_p == 0.0) {  // the heads read and written in place
+    merged = scaled_dot_product_attention_heads(qp, kp, vp, H, !seq_first, mask);
   } else {
-    attended = scaled_dot_product_attention(q, k, v, mask, dropout_p);
+    const auto split = [&](const Tensor& y) {  // -> [N, H, len, hd]
+      return permute(reshape(y, {y.shape()[0], y.shape()[1], H, head_dim}),
+                     seq_first ? std::vector<std::int64_t>{1, 2, 0, 3} : std::vector<std::int64_t>{0, 2, 1, 3});
+    };
+    const Tensor q = split(qp), k = split(kp), v = split(vp);
+    Tensor attended;
+    if (need_weights) {
+      Tensor scores = matmul(q, transpose(k, -2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
+      if (mask.defined()) {
+        scores = mask.dtype() == DType::boolean
+                     ? masked_fill(scores, logical_not(mask), -std::numeric_limits<double>::infinity())
+                     : scores + mask;
+      }
+      weights = dropout(softmax(scores, -1), dropout_p, true);
+      attended = matmul(weights, v);
+      if (average_attn_weights) weights = sum(weights, {1}) * (1.0 / static_cast<double>(H));
+      if (!batched) weights = squeeze(weights, 0);
+    } else {
+      attended = scaled_dot_product_attention(q, k, v, mask, dropout_p);
+    }
+    // [N, H, L, hd] -> [L, N, H, hd] or [N, L, H, hd], the heads side by side in each row
+    merged = seq_first ? reshape(permute(attended, {2, 0, 1, 3}), {L, N, E})
+                       : reshape(permute(attended, {0, 2, 1, 3}), {N, L, E});
   }
-  // [N, H, L, hd] -> [L, N, H, hd] or [N, L, H, hd], the heads side by side in each row
-  const Tensor merged = seq_first ? reshape(permute(attended, {2, 0, 1, 3}), {L, N, E})
-                                  : reshape(permute(attended, {0, 2, 1, 3}), {N, L, E});
   const Tensor out = out_proj_->forward(merged);
   return {batched ? out : squeeze(out, 0), weights};
 }
