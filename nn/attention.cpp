@@ -89,15 +89,19 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
                                                       : "[L, N, E], [S, N, E], [S, N, E]",
                                  E, query.shape(), key.shape(), value.shape()));
   }
-  // The inputs stay in their layout, [L, N, E] (sequence first) or [N, L, E] (batch first;
-  // an unbatched [L, E] as [1, L, E]): the projections run on it as it is, and the heads are
-  // permuted straight to [N, H, L, head_dim] and back (no transposed copies of the inputs).
-  const bool seq_first = batched && !options_.batch_first;
-  const std::size_t batch_dim = seq_first ? 1 : 0, seq_dim = seq_first ? 0 : 1;
-  const auto as_batched = [&](const Tensor& t) { return batched ? t : unsqueeze(t, 0); };
-  const Tensor q_in = as_batched(query), k_in = as_batched(key), v_in = as_batched(value);
-  const std::int64_t N = q_in.shape()[batch_dim], L = q_in.shape()[seq_dim], S = k_in.shape()[seq_dim];
-  if (k_in.shape() != v_in.shape() || k_in.shape()[batch_dim] != N) {
+  // Everything below runs batch first, [N, L, E] (an unbatched [L, E] as [1, L, E]). Sequence-
+  // first inputs are transposed once each, and once in all for self-attention (query, key and
+  // value one tensor), so that each batch index's rows are contiguous for the heads: reading
+  // them strided from [L, N, E] in the forward and again in the backward moved three times as
+  // much memory.
+  const auto to_nle = [&](const Tensor& t) {
+    return !batched ? unsqueeze(t, 0) : options_.batch_first ? t : transpose(t, 0, 1);
+  };
+  const Tensor q_in = to_nle(query);
+  const Tensor k_in = key.impl() == query.impl() ? q_in : to_nle(key);
+  const Tensor v_in = value.impl() == key.impl() ? k_in : value.impl() == query.impl() ? q_in : to_nle(value);
+  const std::int64_t N = q_in.shape()[0], L = q_in.shape()[1], S = k_in.shape()[1];
+  if (k_in.shape() != v_in.shape() || k_in.shape()[0] != N) {
     throw ShapeError(fmt::format("{}: key {} and value {} must have one shape with query's batch "
                                  "size {} (query {})", kMha, key.shape(), value.shape(), N,
                                  query.shape()));
@@ -136,18 +140,17 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
 
   const Tensor& w = *in_proj_weight_;
   const Tensor& b = *in_proj_bias_;
-  const auto project = [&](const Tensor& x, std::int64_t part) {  // [len, N, E] or [N, len, E]
+  const auto project = [&](const Tensor& x, std::int64_t part) {  // [N, len, E]
     return linear(x, narrow(w, 0, part * E, E), b.defined() ? narrow(b, 0, part * E, E) : Tensor());
   };
   const Tensor qp = project(q_in, 0), kp = project(k_in, 1), vp = project(v_in, 2);
   const double dropout_p = is_training() ? options_.dropout : 0.0;
   Tensor merged, weights;  // merged: the heads' outputs side by side, in the input's layout
   if (!need_weights && dropout_p == 0.0) {  // the heads read and written in place
-    merged = scaled_dot_product_attention_heads(qp, kp, vp, H, !seq_first, mask);
+    merged = scaled_dot_product_attention_heads(qp, kp, vp, H, true, mask);
   } else {
     const auto split = [&](const Tensor& y) {  // -> [N, H, len, hd]
-      return permute(reshape(y, {y.shape()[0], y.shape()[1], H, head_dim}),
-                     seq_first ? std::vector<std::int64_t>{1, 2, 0, 3} : std::vector<std::int64_t>{0, 2, 1, 3});
+      return permute(reshape(y, {y.shape()[0], y.shape()[1], H, head_dim}), {0, 2, 1, 3});
     };
     const Tensor q = split(qp), k = split(kp), v = split(vp);
     Tensor attended;
@@ -165,12 +168,11 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
     } else {
       attended = scaled_dot_product_attention(q, k, v, mask, dropout_p);
     }
-    // [N, H, L, hd] -> [L, N, H, hd] or [N, L, H, hd], the heads side by side in each row
-    merged = seq_first ? reshape(permute(attended, {2, 0, 1, 3}), {L, N, E})
-                       : reshape(permute(attended, {0, 2, 1, 3}), {N, L, E});
+    merged = reshape(permute(attended, {0, 2, 1, 3}), {N, L, E});  // the heads side by side in each row
   }
-  const Tensor out = out_proj_->forward(merged);
-  return {batched ? out : squeeze(out, 0), weights};
+  Tensor out = out_proj_->forward(merged);
+  out = !batched ? squeeze(out, 0) : options_.batch_first ? out : transpose(out, 0, 1);
+  return {out, weights};
 }
 
 TransformerEncoderLayer::TransformerEncoderLayer(std::int64_t d_model, std::int64_t nhead,
