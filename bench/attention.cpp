@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   tg::manual_seed(0);
   auto mha = nn::multihead_attention(kEmbed, kHeads);
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     omp_set_num_threads(threads);
     for (std::int64_t L : {64, 256}) {
       const std::string name = "attn.mha.L" + std::to_string(L) + ".fwd_bwd";

@@ -15,6 +15,7 @@ int main() {
   torch::manual_seed(0);
   torch::nn::MultiheadAttention mha(torch::nn::MultiheadAttentionOptions(kEmbed, kHeads));
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     torch::set_num_threads(threads);
     for (std::int64_t L : {64, 256}) {
       const std::string name = "attn.mha.L" + std::to_string(L) + ".fwd_bwd";

@@ -11,6 +11,7 @@ namespace tg = tapegrad;
 
 int main() {
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     omp_set_num_threads(threads);
     for (const auto& c : bench::kConvCases) {
       if (!bench::wanted(c.name)) continue;

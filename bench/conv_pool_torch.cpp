@@ -11,6 +11,7 @@ namespace F = torch::nn::functional;
 int main() {
   torch::manual_seed(0);
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     torch::set_num_threads(threads);
     for (const auto& c : bench::kConvCases) {
       if (!bench::wanted(c.name)) continue;

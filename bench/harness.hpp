@@ -39,6 +39,12 @@ inline bool wanted(const std::string& name) {
   return filter == nullptr || name.find(filter) != std::string::npos;
 }
 
+/// False when BENCH_THREADS is set to another thread count (to time or profile one of them).
+inline bool wanted_threads(int threads) {
+  const char* only = std::getenv("BENCH_THREADS");
+  return only == nullptr || std::atoi(only) == threads;
+}
+
 /// Peak resident set size of this process so far, in MB.
 inline double peak_rss_mb() {
   rusage u{};

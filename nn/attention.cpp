@@ -1,8 +1,9 @@
 // MultiheadAttention and TransformerEncoderLayer with PyTorch 1.13's parameters, submodule
 // names and forward (torch.nn.functional.multi_head_attention_forward without bias_k/bias_v
-// and add_zero_attn). The heads run through scaled_dot_product_attention, except when the
-// caller asks for the attention weights: then the probabilities are made by the composite
-// (softmax of the scores) so that they can be returned.
+// and add_zero_attn). The heads run through scaled_dot_product_attention_heads on the
+// projections as they are (no copies to split and merge the heads), except when the caller
+// asks for the attention weights: then the probabilities are made by the composite (softmax of
+// the scores) so that they can be returned; with dropout, scaled_dot_product_attention's.
 #include <cmath>
 #include <limits>
 
@@ -88,11 +89,17 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
                                                       : "[L, N, E], [S, N, E], [S, N, E]",
                                  E, query.shape(), key.shape(), value.shape()));
   }
-  // Everything below runs on [N, L, E].
+  // Everything below runs batch first, [N, L, E] (an unbatched [L, E] as [1, L, E]). Sequence-
+  // first inputs are transposed once each, and once in all for self-attention (query, key and
+  // value one tensor), so that each batch index's rows are contiguous for the heads: reading
+  // them strided from [L, N, E] in the forward and again in the backward moved three times as
+  // much memory.
   const auto to_nle = [&](const Tensor& t) {
     return !batched ? unsqueeze(t, 0) : options_.batch_first ? t : transpose(t, 0, 1);
   };
-  const Tensor q_in = to_nle(query), k_in = to_nle(key), v_in = to_nle(value);
+  const Tensor q_in = to_nle(query);
+  const Tensor k_in = key.impl() == query.impl() ? q_in : to_nle(key);
+  const Tensor v_in = value.impl() == key.impl() ? k_in : value.impl() == query.impl() ? q_in : to_nle(value);
   const std::int64_t N = q_in.shape()[0], L = q_in.shape()[1], S = k_in.shape()[1];
   if (k_in.shape() != v_in.shape() || k_in.shape()[0] != N) {
     throw ShapeError(fmt::format("{}: key {} and value {} must have one shape with query's batch "
@@ -133,28 +140,37 @@ std::tuple<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, cons
 
   const Tensor& w = *in_proj_weight_;
   const Tensor& b = *in_proj_bias_;
-  const auto heads = [&](const Tensor& x, std::int64_t part) {  // [N, len, E] -> [N, H, len, hd]
-    const Tensor y = linear(x, narrow(w, 0, part * E, E), b.defined() ? narrow(b, 0, part * E, E) : Tensor());
-    return permute(reshape(y, {N, x.shape()[1], H, head_dim}), {0, 2, 1, 3});
+  const auto project = [&](const Tensor& x, std::int64_t part) {  // [N, len, E]
+    return linear(x, narrow(w, 0, part * E, E), b.defined() ? narrow(b, 0, part * E, E) : Tensor());
   };
-  const Tensor q = heads(q_in, 0), k = heads(k_in, 1), v = heads(v_in, 2);
+  const Tensor qp = project(q_in, 0), kp = project(k_in, 1), vp = project(v_in, 2);
   const double dropout_p = is_training() ? options_.dropout : 0.0;
-  Tensor attended, weights;
-  if (need_weights) {
-    Tensor scores = matmul(q, transpose(k, -2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
-    if (mask.defined()) {
-      scores = mask.dtype() == DType::boolean
-                   ? masked_fill(scores, logical_not(mask), -std::numeric_limits<double>::infinity())
-                   : scores + mask;
-    }
-    weights = dropout(softmax(scores, -1), dropout_p, true);
-    attended = matmul(weights, v);
-    if (average_attn_weights) weights = sum(weights, {1}) * (1.0 / static_cast<double>(H));
-    if (!batched) weights = squeeze(weights, 0);
+  Tensor merged, weights;  // merged: the heads' outputs side by side, in the input's layout
+  if (!need_weights && dropout_p == 0.0) {  // the heads read and written in place
+    merged = scaled_dot_product_attention_heads(qp, kp, vp, H, true, mask);
   } else {
-    attended = scaled_dot_product_attention(q, k, v, mask, dropout_p);
+    const auto split = [&](const Tensor& y) {  // -> [N, H, len, hd]
+      return permute(reshape(y, {y.shape()[0], y.shape()[1], H, head_dim}), {0, 2, 1, 3});
+    };
+    const Tensor q = split(qp), k = split(kp), v = split(vp);
+    Tensor attended;
+    if (need_weights) {
+      Tensor scores = matmul(q, transpose(k, -2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
+      if (mask.defined()) {
+        scores = mask.dtype() == DType::boolean
+                     ? masked_fill(scores, logical_not(mask), -std::numeric_limits<double>::infinity())
+                     : scores + mask;
+      }
+      weights = dropout(softmax(scores, -1), dropout_p, true);
+      attended = matmul(weights, v);
+      if (average_attn_weights) weights = sum(weights, {1}) * (1.0 / static_cast<double>(H));
+      if (!batched) weights = squeeze(weights, 0);
+    } else {
+      attended = scaled_dot_product_attention(q, k, v, mask, dropout_p);
+    }
+    merged = reshape(permute(attended, {0, 2, 1, 3}), {N, L, E});  // the heads side by side in each row
   }
-  Tensor out = out_proj_->forward(reshape(permute(attended, {0, 2, 1, 3}), {N, L, E}));
+  Tensor out = out_proj_->forward(merged);
   out = !batched ? squeeze(out, 0) : options_.batch_first ? out : transpose(out, 0, 1);
   return {out, weights};
 }

@@ -5,9 +5,11 @@
 // It is the input gradient of the conv2d that maps y's shape to x's shape with weight w
 // (read as [O = Ci, C/G = Co/G, kh, kw]): <conv_transpose2d(x, w), g> = <x, conv2d(g, w)>.
 // So, with that conv2d's plan (ops/kernels/conv_plan.hpp) stored on the op:
-//   forward  y      = conv2d's input gradient of x          (col2im(Wᵀ · x) per group)
+//   forward  y      = conv2d's input gradient of x          (col2im(Wᵀ · x) per group, + bias)
 //   grad_x          = conv2d(grad_y, w)                     (im2col + GEMM)
 //   grad_w          = conv2d's weight gradient with grad_y as its input and x as its grad_out
+// (grad_x and grad_w from one unfolding of grad_y when both are wanted, on the gemm path). For
+// kernel = stride without padding (k2 s2) the windows tile y: im2col and col2im only reorder.
 //   grad_b          = Σ_{n, p, q} grad_y
 // output_padding adds rows no window writes at the bottom (only the bias reaches them): the
 // conv2d sees y's first OH - extra rows, extra = max(0, output_padding - pad), with a bottom
@@ -139,16 +141,19 @@ struct ConvTranspose2d {
     detail::dispatch_floating(x.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const ConvGeometry& g = plan.g;
-      std::vector<T> buffer(cropped() ? static_cast<std::size_t>(g.batch * g.channels * g.plane_in()) : 0);
-      T* y = cropped() ? buffer.data() : out.data<T>();
-      detail::conv_backward<T>(plan, nullptr, nullptr, w.data<T>(), x.data<T>(), y, nullptr);
+      const T* bias = b.defined() ? b.data<T>() : nullptr;
+      if (!cropped()) {  // the kernel adds the bias as it goes
+        detail::conv_backward<T>(plan, nullptr, nullptr, w.data<T>(), x.data<T>(), out.data<T>(), nullptr, bias);
+        return;
+      }
+      std::vector<T> y(static_cast<std::size_t>(g.batch * g.channels * g.plane_in()));
+      detail::conv_backward<T>(plan, nullptr, nullptr, w.data<T>(), x.data<T>(), y.data(), nullptr);
       T* dst = out.data<T>();
       for (std::int64_t plane = 0; plane < g.batch * g.channels; ++plane) {
-        for (std::int64_t r = 0; cropped() && r < g.h.in; ++r) {
-          std::copy_n(y + (plane * g.h.in + r) * g.w.in, g.w.in, dst + (plane * out_h + r) * out_w);
+        for (std::int64_t r = 0; r < g.h.in; ++r) {
+          std::copy_n(y.data() + (plane * g.h.in + r) * g.w.in, g.w.in, dst + (plane * out_h + r) * out_w);
         }
-        const T bias = b.defined() ? b.data<T>()[plane % g.channels] : T(0);
-        for (std::int64_t i = 0; b.defined() && i < out_h * out_w; ++i) dst[plane * out_h * out_w + i] += bias;
+        for (std::int64_t i = 0; bias != nullptr && i < out_h * out_w; ++i) dst[plane * out_h * out_w + i] += bias[plane % g.channels];
       }
     });
     return out;
@@ -163,6 +168,10 @@ struct ConvTranspose2d {
       using T = decltype(tag);
       std::vector<T> buffer;
       const T* gy = seen<T>(grad_out, buffer);
+      if (grad_x.defined() && grad_w.defined() &&  // one unfolding of grad_y for both
+          detail::conv_forward_weight_grad<T>(plan, gy, w.data<T>(), grad_x.data<T>(), x.data<T>(), grad_w.data<T>())) {
+        return;
+      }
       if (grad_x.defined()) detail::conv_forward<T>(plan, gy, w.data<T>(), nullptr, grad_x.data<T>(), nullptr);
       if (grad_w.defined()) {
         detail::conv_backward<T>(plan, gy, nullptr, nullptr, x.data<T>(), nullptr, grad_w.data<T>());

@@ -10,6 +10,8 @@
 //     grad_b = grad_y summed over all leading dims.
 #include <vector>
 
+#include <omp.h>
+
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/kernels/gemm.hpp"
@@ -244,7 +246,9 @@ struct Linear {
       T* y = out.data<T>();
       T beta = 0;
       if (b.defined()) {  // start from the bias in every row, then add x·Wᵀ
-        for (std::int64_t r = 0; r < rows; ++r) std::copy_n(b.data<T>(), fout, y + r * fout);
+        const T* bias = b.data<T>();
+#pragma omp parallel for schedule(static) if (rows * fout >= detail::kParallelElements)
+        for (std::int64_t r = 0; r < rows; ++r) std::copy_n(bias, fout, y + r * fout);
         beta = 1;
       }
       detail::gemm(false, true, rows, fout, fin, T(1), x.data<T>(), fin, w.data<T>(), fin, beta, y, fout);
@@ -283,12 +287,24 @@ struct Linear {
     });
     return {grad_x, grad_w, grad_b};
   }
+  /// Σ_r g[r, :]: with many rows, each thread sums an even range of rows and the partial sums
+  /// are added in thread order (the same result for a given thread count).
   template <class T>
   static Tensor sum_rows(const T* g, std::int64_t rows, std::int64_t cols, const TensorMeta& meta) {
     Tensor out = zeros(meta.shape, meta.dtype);
     T* p = out.data<T>();
-    for (std::int64_t r = 0; r < rows; ++r) {
-      for (std::int64_t c = 0; c < cols; ++c) p[c] += g[r * cols + c];
+    const bool parallel = rows * cols >= detail::kParallelElements && omp_get_max_threads() > 1;
+    const std::int64_t parts = parallel ? omp_get_max_threads() : 1;
+    std::vector<T> partial(static_cast<std::size_t>(parts * cols), T(0));
+#pragma omp parallel for schedule(static) if (parallel)
+    for (std::int64_t t = 0; t < parts; ++t) {
+      T* sums = partial.data() + t * cols;
+      for (std::int64_t r = rows * t / parts; r < rows * (t + 1) / parts; ++r) {
+        for (std::int64_t c = 0; c < cols; ++c) sums[c] += g[r * cols + c];
+      }
+    }
+    for (std::int64_t t = 0; t < parts; ++t) {
+      for (std::int64_t c = 0; c < cols; ++c) p[c] += partial[static_cast<std::size_t>(t * cols + c)];
     }
     return out;
   }

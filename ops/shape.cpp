@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include <omp.h>
+
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
@@ -97,8 +99,10 @@ struct Permute {
       return out;
     }
     // Input strides read in output order. The output is walked row by row (its last dim):
-    // each row starts at an input offset decomposed from the row index, and is a contiguous
-    // copy when the last dim stays last, else a strided gather. Rows split across threads.
+    // each row is a contiguous copy when the last dim stays last, else a strided gather. Rows
+    // split across threads in even ranges; a range decomposes its first row's index once and
+    // then steps an odometer over the outer dims (no divisions per row: MultiheadAttention's
+    // head split copies rows of 32 values).
     std::array<std::int64_t, Shape::kMaxRank> in_stride{}, src{};
     std::int64_t s = 1;
     for (std::size_t d = rank; d-- > 0;) {
@@ -112,19 +116,31 @@ struct Permute {
       using T = decltype(tag);
       const T* px = x.data<T>();
       T* po = out.data<T>();
-#pragma omp parallel for schedule(static) if (n >= detail::kParallelElements)
-      for (std::int64_t r = 0; r < rows; ++r) {
-        std::int64_t rest = r, off = 0;
+#pragma omp parallel if (n >= detail::kParallelElements)
+      {
+        const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+        const std::int64_t first = rows * t / threads, last = rows * (t + 1) / threads;
+        std::array<std::int64_t, Shape::kMaxRank> index{};  // over the outer dims (all but the last)
+        std::int64_t rest = first, off = 0;
         for (std::size_t d = rank - 1; d-- > 0;) {
-          off += rest % out_shape[d] * src[d];
+          index[d] = rest % out_shape[d];
+          off += index[d] * src[d];
           rest /= out_shape[d];
         }
-        const T* from = px + off;
-        T* to = po + r * inner;
-        if (step == 1) {
-          std::copy_n(from, inner, to);
-        } else {
-          for (std::int64_t j = 0; j < inner; ++j) to[j] = from[j * step];
+        for (std::int64_t r = first; r < last; ++r) {
+          const T* from = px + off;
+          T* to = po + r * inner;
+          if (step == 1) {
+            std::copy_n(from, inner, to);
+          } else {
+            for (std::int64_t j = 0; j < inner; ++j) to[j] = from[j * step];
+          }
+          for (std::size_t d = rank - 1; d-- > 0;) {  // the next row's index and offset
+            off += src[d];
+            if (++index[d] < out_shape[d]) break;
+            off -= index[d] * src[d];
+            index[d] = 0;
+          }
         }
       }
     });

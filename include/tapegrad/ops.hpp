@@ -612,4 +612,15 @@ Tensor scaled_dot_product_attention(const Tensor& query, const Tensor& key, cons
                                     const Tensor& attn_mask = Tensor(), double dropout_p = 0.0,
                                     bool is_causal = false);
 
+/// scaled_dot_product_attention of num_heads heads packed in the embedding, as
+/// MultiheadAttention runs them: query [L, N, H·E], key [S, N, H·E], value [S, N, H·Ev]
+/// (batch_first: [N, L, H·E], ...) -> [L, N, H·Ev] (or [N, L, H·Ev]), whose columns h·Ev to
+/// (h+1)·Ev hold head h's attention over columns h·E to (h+1)·E of query and key. Equal to
+/// splitting the heads to [N, H, L, E], scaled_dot_product_attention and merging them back,
+/// without the copies: the kernels read and write the heads in place. attn_mask broadcasts to
+/// [N, H, L, S]; no dropout. Differentiable twice.
+Tensor scaled_dot_product_attention_heads(const Tensor& query, const Tensor& key, const Tensor& value,
+                                          std::int64_t num_heads, bool batch_first = false,
+                                          const Tensor& attn_mask = Tensor(), bool is_causal = false);
+
 }  // namespace tapegrad

@@ -26,15 +26,38 @@ namespace {
 constexpr std::int64_t kQueryBlock = 64;
 constexpr std::int64_t kKeyBlock = 256;
 
+/// Lanes of the partial sums and maxima below: the loops vectorise (a single running sum or
+/// maximum is a serial chain the compiler may not reorder), in a fixed order.
+constexpr std::int64_t kLanes = 8;
+
 /// s[j] = exp(s[j] - shift) for j < n; returns their sum (exp(-inf) = 0 for masked keys).
 template <class T>
 TAPEGRAD_MULTIVERSION T exp_shifted(T* s, std::int64_t n, T shift) {
-  T total = 0;
-  for (std::int64_t j = 0; j < n; ++j) {
-    s[j] = num::exp(s[j] - shift);
-    total += s[j];
+  for (std::int64_t j = 0; j < n; ++j) s[j] = num::exp(s[j] - shift);
+  T sums[kLanes] = {};
+  std::int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (std::int64_t l = 0; l < kLanes; ++l) sums[l] += s[j + l];
   }
+  for (; j < n; ++j) sums[0] += s[j];
+  T total = 0;
+  for (T v : sums) total += v;
   return total;
+}
+
+/// max(init, s[0], ..., s[n-1]), NaN scores skipped (exp carries them into the row's sum).
+template <class T>
+TAPEGRAD_MULTIVERSION T row_max(const T* s, std::int64_t n, T init) {
+  T maxima[kLanes];
+  for (T& m : maxima) m = init;
+  std::int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (std::int64_t l = 0; l < kLanes; ++l) maxima[l] = maxima[l] < s[j + l] ? s[j + l] : maxima[l];
+  }
+  for (; j < n; ++j) maxima[0] = maxima[0] < s[j] ? s[j] : maxima[0];
+  T m = init;
+  for (T v : maxima) m = m < v ? v : m;
+  return m;
 }
 
 /// ds[j] = p[j]·(ds[j] - d) for j < n.
@@ -43,14 +66,81 @@ TAPEGRAD_MULTIVERSION void softmax_grad_row(const T* p, T* ds, std::int64_t n, T
   for (std::int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - d);
 }
 
+/// t [cols, rows] = mᵀ for m [rows, cols] (contiguous). The blocks of k and v go through it
+/// so that every product with them is a plain (N, N) GEMM: the GEMM library takes far longer
+/// over a transposed 64 × 32 operand in this loop (21 against 62 GFLOP/s measured in
+/// MultiheadAttention at L = 64) than the copy costs.
+/// In tiles of 8 × 8, so that both the reads and the writes stay within a few cache lines.
+template <class T>
+void transpose_block(const T* m, std::int64_t rows, std::int64_t cols, std::int64_t ld, T* t) {
+  constexpr std::int64_t kTile = 8;
+  for (std::int64_t r0 = 0; r0 < rows; r0 += kTile) {
+    const std::int64_t r1 = std::min(rows, r0 + kTile);
+    for (std::int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const std::int64_t c1 = std::min(cols, c0 + kTile);
+      for (std::int64_t c = c0; c < c1; ++c) {
+        for (std::int64_t r = r0; r < r1; ++r) t[c * rows + r] = m[r * ld + c];
+      }
+    }
+  }
+}
+
+/// Rows [first, first + count) of group n (the batch entries n·heads to n·heads + heads - 1,
+/// side by side: [count, heads·cols]) of a tensor in layout `a`, in contiguous memory: the
+/// tensor itself when the group's rows follow each other, else a copy. Head h's block then
+/// starts h·cols into each row. The kernels run their GEMMs on these: MultiheadAttention's
+/// rows lie N·E values apart (16 KiB for N = 32, E = 128), and GEMMs, and copies per head,
+/// over such rows ran at less than half their speed; whole rows of all heads copy at once.
+template <class T>
+class GatheredRows {
+ public:
+  const T* rows(const T* base, const AttentionLayout& a, std::int64_t n, std::int64_t first, std::int64_t count,
+                std::int64_t cols) {
+    const std::int64_t width = a.heads * cols;
+    const T* m = base + n * a.outer + first * a.row;
+    if (a.row == width) return m;
+    buffer_.resize(static_cast<std::size_t>(count * width));
+    for (std::int64_t r = 0; r < count; ++r) std::copy_n(m + r * a.row, width, buffer_.data() + r * width);
+    return buffer_.data();
+  }
+
+ private:
+  std::vector<T> buffer_;
+};
+
+/// The same for rows the kernels write: rows() hands out the group's rows contiguous and
+/// zeroed, and flush() puts them in place (nothing to do when they are the tensor's own).
+template <class T>
+class ScatteredRows {
+ public:
+  T* rows(T* base, const AttentionLayout& a, std::int64_t n, std::int64_t first, std::int64_t count, std::int64_t cols) {
+    dst_ = base + n * a.outer + first * a.row;
+    count_ = count;
+    width_ = a.heads * cols;
+    ld_ = a.row;
+    T* m = ld_ == width_ ? dst_ : (buffer_.resize(static_cast<std::size_t>(count * width_)), buffer_.data());
+    std::fill_n(m, count * width_, T(0));
+    return m;
+  }
+  void flush() const {
+    if (ld_ == width_) return;
+    for (std::int64_t r = 0; r < count_; ++r) std::copy_n(buffer_.data() + r * width_, width_, dst_ + r * ld_);
+  }
+
+ private:
+  std::vector<T> buffer_;
+  T* dst_ = nullptr;
+  std::int64_t count_ = 0, width_ = 0, ld_ = 0;
+};
+
 /// The scores of queries [i0, i0 + bq) against keys [j0, j0 + bk) of batch entry b, masked,
-/// into s [bq, bk].
+/// into s [bq, bk]; q = those queries [bq, E] (rows q_ld apart), k_t = those keys transposed,
+/// [E, bk].
 template <class T>
 void score_block(const AttentionGeometry& g, const AttentionMask& mask, std::int64_t b,
-                 const T* q, const T* k, std::int64_t i0, std::int64_t bq, std::int64_t j0,
+                 const T* q, std::int64_t q_ld, const T* k_t, std::int64_t i0, std::int64_t bq, std::int64_t j0,
                  std::int64_t bk, T* s) {
-  gemm(false, true, bq, bk, g.E, static_cast<T>(g.scale), q + i0 * g.E, g.E, k + j0 * g.E, g.E,
-       T(0), s, bk);
+  gemm(false, false, bq, bk, g.E, static_cast<T>(g.scale), q, q_ld, k_t, bk, T(0), s, bk);
   constexpr T minus_inf = -std::numeric_limits<T>::infinity();
   if (mask.kind == AttentionMask::Kind::boolean) {
     const bool* m = static_cast<const bool*>(mask.data) + mask.offsets[static_cast<std::size_t>(b)];
@@ -107,55 +197,66 @@ bool skipped(const AttentionGeometry& g, std::int64_t i0, std::int64_t bq, std::
 template <class T>
 void attention_forward(const AttentionGeometry& g, const AttentionMask& mask, const T* q,
                        const T* k, const T* v, T* out, T* lse) {
+  const std::int64_t heads = g.q.heads, groups = g.batch / heads;  // a task: one group's query block
   const std::int64_t q_blocks = (g.L + kQueryBlock - 1) / kQueryBlock;
-  const std::int64_t tasks = g.batch * q_blocks;
+  const std::int64_t tasks = groups * q_blocks;
+  const std::int64_t q_ld = heads * g.E, o_ld = heads * g.Ev;  // in the gathered rows
   constexpr T minus_inf = -std::numeric_limits<T>::infinity();
 #pragma omp parallel if (tasks > 1 && g.batch * g.L * g.S >= (std::int64_t{1} << 14))
   {
     std::vector<T> s(static_cast<std::size_t>(kQueryBlock * std::min(kKeyBlock, g.S)));
+    std::vector<T> k_t(static_cast<std::size_t>(g.E * std::min(kKeyBlock, g.S)));
     std::vector<T> m(kQueryBlock), l(kQueryBlock);
+    GatheredRows<T> q_rows, k_rows, v_rows;
+    ScatteredRows<T> out_rows;
 #pragma omp for schedule(static)
     for (std::int64_t task = 0; task < tasks; ++task) {
-      const std::int64_t b = task / q_blocks, i0 = (task % q_blocks) * kQueryBlock;
+      const std::int64_t n = task / q_blocks, i0 = (task % q_blocks) * kQueryBlock;
       const std::int64_t bq = std::min(kQueryBlock, g.L - i0);
-      const T* qb = q + b * g.L * g.E;
-      const T* kb = k + b * g.S * g.E;
-      const T* vb = v + b * g.S * g.Ev;
-      T* acc = out + (b * g.L + i0) * g.Ev;
-      std::fill(acc, acc + bq * g.Ev, T(0));
-      std::fill(m.begin(), m.end(), minus_inf);
-      std::fill(l.begin(), l.end(), T(0));
-      for (std::int64_t j0 = 0; j0 < g.S && !skipped(g, i0, bq, j0); j0 += kKeyBlock) {
-        const std::int64_t bk = std::min(kKeyBlock, g.S - j0);
-        score_block(g, mask, b, qb, kb, i0, bq, j0, bk, s.data());
-        for (std::int64_t i = 0; i < bq; ++i) {
-          T* row = s.data() + i * bk;
-          const T new_m = std::max(m[static_cast<std::size_t>(i)], *std::max_element(row, row + bk));
-          if (new_m == minus_inf) {  // every key so far masked: nothing to add
-            std::fill(row, row + bk, T(0));
-            continue;
+      const T* qn = q_rows.rows(q, g.q, n, i0, bq, g.E);  // the block's queries, all heads
+      const T* kn = k_rows.rows(k, g.k, n, 0, g.S, g.E);
+      const T* vn = v_rows.rows(v, g.v, n, 0, g.S, g.Ev);
+      T* acc_n = out_rows.rows(out, g.out, n, i0, bq, g.Ev);
+      for (std::int64_t h = 0; h < heads; ++h) {
+        const std::int64_t b = n * heads + h;
+        const T* qb = qn + h * g.E;
+        T* acc = acc_n + h * g.Ev;
+        std::fill(m.begin(), m.end(), minus_inf);
+        std::fill(l.begin(), l.end(), T(0));
+        for (std::int64_t j0 = 0; j0 < g.S && !skipped(g, i0, bq, j0); j0 += kKeyBlock) {
+          const std::int64_t bk = std::min(kKeyBlock, g.S - j0);
+          transpose_block(kn + j0 * q_ld + h * g.E, bk, g.E, q_ld, k_t.data());
+          score_block(g, mask, b, qb, q_ld, k_t.data(), i0, bq, j0, bk, s.data());
+          for (std::int64_t i = 0; i < bq; ++i) {
+            T* row = s.data() + i * bk;
+            const T new_m = row_max(row, bk, m[static_cast<std::size_t>(i)]);
+            if (new_m == minus_inf) {  // every key so far masked: nothing to add
+              std::fill(row, row + bk, T(0));
+              continue;
+            }
+            const T correction = num::exp(m[static_cast<std::size_t>(i)] - new_m);
+            const T total = exp_shifted(row, bk, new_m);
+            l[static_cast<std::size_t>(i)] = l[static_cast<std::size_t>(i)] * correction + total;
+            m[static_cast<std::size_t>(i)] = new_m;
+            if (correction != T(1)) {
+              for (std::int64_t c = 0; c < g.Ev; ++c) acc[i * o_ld + c] *= correction;
+            }
           }
-          const T correction = num::exp(m[static_cast<std::size_t>(i)] - new_m);
-          const T total = exp_shifted(row, bk, new_m);
-          l[static_cast<std::size_t>(i)] = l[static_cast<std::size_t>(i)] * correction + total;
-          m[static_cast<std::size_t>(i)] = new_m;
-          if (correction != T(1)) {
-            for (std::int64_t c = 0; c < g.Ev; ++c) acc[i * g.Ev + c] *= correction;
-          }
+          gemm(false, false, bq, g.Ev, bk, T(1), s.data(), bk, vn + j0 * o_ld + h * g.Ev, o_ld, T(1), acc, o_ld);
         }
-        gemm(false, false, bq, g.Ev, bk, T(1), s.data(), bk, vb + j0 * g.Ev, g.Ev, T(1), acc, g.Ev);
+        for (std::int64_t i = 0; i < bq; ++i) {
+          const T total = l[static_cast<std::size_t>(i)];
+          // A fully masked row: the composite's softmax divides 0 by 0. No keys at all (S = 0):
+          // an empty sum, 0.
+          const T nan = std::numeric_limits<T>::quiet_NaN();
+          const T inv = total > T(0) ? T(1) / total : g.S == 0 ? T(0) : nan;
+          for (std::int64_t c = 0; c < g.Ev; ++c) acc[i * o_ld + c] *= inv;
+          lse[b * g.L + i0 + i] = total > T(0) ? m[static_cast<std::size_t>(i)] + std::log(total)
+                                  : g.S == 0   ? minus_inf
+                                               : nan;
+        }
       }
-      for (std::int64_t i = 0; i < bq; ++i) {
-        const T total = l[static_cast<std::size_t>(i)];
-        // A fully masked row: the composite's softmax divides 0 by 0. No keys at all (S = 0):
-        // an empty sum, 0.
-        const T nan = std::numeric_limits<T>::quiet_NaN();
-        const T inv = total > T(0) ? T(1) / total : g.S == 0 ? T(0) : nan;
-        for (std::int64_t c = 0; c < g.Ev; ++c) acc[i * g.Ev + c] *= inv;
-        lse[b * g.L + i0 + i] = total > T(0) ? m[static_cast<std::size_t>(i)] + std::log(total)
-                                : g.S == 0   ? minus_inf
-                                             : nan;
-      }
+      out_rows.flush();
     }
   }
 }
@@ -166,67 +267,81 @@ void attention_backward(const AttentionGeometry& g, const AttentionMask& mask, c
                         T* grad_q, T* grad_k, T* grad_v, T* grad_mask) {
   const bool need_ds = grad_q != nullptr || grad_k != nullptr || grad_mask != nullptr;
   const T scale = static_cast<T>(g.scale);
-#pragma omp parallel if (g.batch > 1 && g.batch * g.L * g.S >= (std::int64_t{1} << 14))
+  const std::int64_t heads = g.q.heads, groups = g.batch / heads;  // per thread: whole groups
+  const std::int64_t q_ld = heads * g.E, v_ld = heads * g.Ev;     // in the gathered rows
+#pragma omp parallel if (groups > 1 && g.batch * g.L * g.S >= (std::int64_t{1} << 14))
   {
     const std::size_t block = static_cast<std::size_t>(std::min(kQueryBlock, g.L) * std::min(kKeyBlock, g.S));
     std::vector<T> p(block), ds(block), d(static_cast<std::size_t>(g.L));
+    std::vector<T> k_t(static_cast<std::size_t>(g.E * std::min(kKeyBlock, g.S)));
+    std::vector<T> v_t(static_cast<std::size_t>(g.Ev * std::min(kKeyBlock, g.S)));
+    GatheredRows<T> q_rows, k_rows, v_rows, out_rows, grad_out_rows;
+    ScatteredRows<T> grad_q_rows, grad_k_rows, grad_v_rows;
 #pragma omp for schedule(static)
-    for (std::int64_t b = 0; b < g.batch; ++b) {
-      const T* qb = q + b * g.L * g.E;
-      const T* kb = k + b * g.S * g.E;
-      const T* vb = v + b * g.S * g.Ev;
-      const T* gb = grad_out + b * g.L * g.Ev;
-      const T* lb = lse + b * g.L;
-      T* gq = grad_q != nullptr ? grad_q + b * g.L * g.E : nullptr;
-      T* gk = grad_k != nullptr ? grad_k + b * g.S * g.E : nullptr;
-      T* gv = grad_v != nullptr ? grad_v + b * g.S * g.Ev : nullptr;
-      if (gq != nullptr) std::fill(gq, gq + g.L * g.E, T(0));
-      if (gk != nullptr) std::fill(gk, gk + g.S * g.E, T(0));
-      if (gv != nullptr) std::fill(gv, gv + g.S * g.Ev, T(0));
-      if (grad_mask != nullptr) {
-        // Causally skipped blocks are never written: their dS is 0.
-        std::fill(grad_mask + b * g.L * g.S, grad_mask + (b + 1) * g.L * g.S, T(0));
-      }
-      for (std::int64_t i = 0; i < g.L; ++i) {
-        const T* o = out + (b * g.L + i) * g.Ev;
-        T dot = 0;
-        for (std::int64_t c = 0; c < g.Ev; ++c) dot += o[c] * gb[i * g.Ev + c];
-        d[static_cast<std::size_t>(i)] = dot;
-      }
-      for (std::int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
-        const std::int64_t bk = std::min(kKeyBlock, g.S - j0);
-        for (std::int64_t i0 = 0; i0 < g.L; i0 += kQueryBlock) {
-          const std::int64_t bq = std::min(kQueryBlock, g.L - i0);
-          if (skipped(g, i0, bq, j0)) continue;
-          score_block(g, mask, b, qb, kb, i0, bq, j0, bk, p.data());
-          for (std::int64_t i = 0; i < bq; ++i) exp_shifted(p.data() + i * bk, bk, lb[i0 + i]);
-          if (gv != nullptr) {
-            gemm(true, false, bk, g.Ev, bq, T(1), p.data(), bk, gb + i0 * g.Ev, g.Ev, T(1),
-                 gv + j0 * g.Ev, g.Ev);
-          }
-          if (!need_ds) continue;
-          gemm(false, true, bq, bk, g.Ev, T(1), gb + i0 * g.Ev, g.Ev, vb + j0 * g.Ev, g.Ev, T(0),
-               ds.data(), bk);
-          for (std::int64_t i = 0; i < bq; ++i) {
-            softmax_grad_row(p.data() + i * bk, ds.data() + i * bk, bk, d[static_cast<std::size_t>(i0 + i)]);
-          }
-          zero_masked(g, mask, b, i0, bq, j0, bk, ds.data());
-          if (grad_mask != nullptr) {
-            for (std::int64_t i = 0; i < bq; ++i) {
-              std::copy(ds.data() + i * bk, ds.data() + (i + 1) * bk,
-                        grad_mask + (b * g.L + i0 + i) * g.S + j0);
+    for (std::int64_t n = 0; n < groups; ++n) {
+      const T* qn = q_rows.rows(q, g.q, n, 0, g.L, g.E);
+      const T* kn = k_rows.rows(k, g.k, n, 0, g.S, g.E);
+      const T* vn = v_rows.rows(v, g.v, n, 0, g.S, g.Ev);
+      const T* on = out_rows.rows(out, g.out, n, 0, g.L, g.Ev);
+      const T* gn = grad_out_rows.rows(grad_out, g.out, n, 0, g.L, g.Ev);
+      T* gqn = grad_q != nullptr ? grad_q_rows.rows(grad_q, g.q, n, 0, g.L, g.E) : nullptr;
+      T* gkn = grad_k != nullptr ? grad_k_rows.rows(grad_k, g.k, n, 0, g.S, g.E) : nullptr;
+      T* gvn = grad_v != nullptr ? grad_v_rows.rows(grad_v, g.v, n, 0, g.S, g.Ev) : nullptr;
+      for (std::int64_t h = 0; h < heads; ++h) {
+        const std::int64_t b = n * heads + h;
+        const T* qb = qn + h * g.E;
+        const T* kb = kn + h * g.E;
+        const T* gb = gn + h * g.Ev;
+        const T* lb = lse + b * g.L;
+        T* gq = gqn != nullptr ? gqn + h * g.E : nullptr;
+        T* gk = gkn != nullptr ? gkn + h * g.E : nullptr;
+        T* gv = gvn != nullptr ? gvn + h * g.Ev : nullptr;
+        if (grad_mask != nullptr) {
+          // Causally skipped blocks are never written: their dS is 0.
+          std::fill(grad_mask + b * g.L * g.S, grad_mask + (b + 1) * g.L * g.S, T(0));
+        }
+        for (std::int64_t i = 0; i < g.L; ++i) {
+          const T* o = on + i * v_ld + h * g.Ev;
+          T dot = 0;
+          for (std::int64_t c = 0; c < g.Ev; ++c) dot += o[c] * gb[i * v_ld + c];
+          d[static_cast<std::size_t>(i)] = dot;
+        }
+        for (std::int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
+          const std::int64_t bk = std::min(kKeyBlock, g.S - j0);
+          transpose_block(kb + j0 * q_ld, bk, g.E, q_ld, k_t.data());
+          if (need_ds) transpose_block(vn + j0 * v_ld + h * g.Ev, bk, g.Ev, v_ld, v_t.data());
+          for (std::int64_t i0 = 0; i0 < g.L; i0 += kQueryBlock) {
+            const std::int64_t bq = std::min(kQueryBlock, g.L - i0);
+            if (skipped(g, i0, bq, j0)) continue;
+            score_block(g, mask, b, qb + i0 * q_ld, q_ld, k_t.data(), i0, bq, j0, bk, p.data());
+            for (std::int64_t i = 0; i < bq; ++i) exp_shifted(p.data() + i * bk, bk, lb[i0 + i]);
+            if (gv != nullptr) {
+              gemm(true, false, bk, g.Ev, bq, T(1), p.data(), bk, gb + i0 * v_ld, v_ld, T(1), gv + j0 * v_ld, v_ld);
             }
-          }
-          if (gq != nullptr) {
-            gemm(false, false, bq, g.E, bk, scale, ds.data(), bk, kb + j0 * g.E, g.E, T(1),
-                 gq + i0 * g.E, g.E);
-          }
-          if (gk != nullptr) {
-            gemm(true, false, bk, g.E, bq, scale, ds.data(), bk, qb + i0 * g.E, g.E, T(1),
-                 gk + j0 * g.E, g.E);
+            if (!need_ds) continue;
+            gemm(false, false, bq, bk, g.Ev, T(1), gb + i0 * v_ld, v_ld, v_t.data(), bk, T(0), ds.data(), bk);
+            for (std::int64_t i = 0; i < bq; ++i) {
+              softmax_grad_row(p.data() + i * bk, ds.data() + i * bk, bk, d[static_cast<std::size_t>(i0 + i)]);
+            }
+            zero_masked(g, mask, b, i0, bq, j0, bk, ds.data());
+            if (grad_mask != nullptr) {
+              for (std::int64_t i = 0; i < bq; ++i) {
+                std::copy(ds.data() + i * bk, ds.data() + (i + 1) * bk,
+                          grad_mask + (b * g.L + i0 + i) * g.S + j0);
+              }
+            }
+            if (gq != nullptr) {
+              gemm(false, false, bq, g.E, bk, scale, ds.data(), bk, kb + j0 * q_ld, q_ld, T(1), gq + i0 * q_ld, q_ld);
+            }
+            if (gk != nullptr) {
+              gemm(true, false, bk, g.E, bq, scale, ds.data(), bk, qb + i0 * q_ld, q_ld, T(1), gk + j0 * q_ld, q_ld);
+            }
           }
         }
       }
+      if (gqn != nullptr) grad_q_rows.flush();
+      if (gkn != nullptr) grad_k_rows.flush();
+      if (gvn != nullptr) grad_v_rows.flush();
     }
   }
 }

@@ -2,8 +2,10 @@
 // The kernels of scaled_dot_product_attention (ops/attention.cpp): a forward over blocks of
 // keys with an online softmax, and a backward that recomputes the probabilities block by
 // block from the row log-sum-exp, so that no [L, S] matrix of a batch entry is ever stored.
-// Matrices are row-major and contiguous per batch entry: q [L, E], k [S, E], v [S, Ev],
-// out [L, Ev], lse [L].
+// Each batch entry's matrices are row-major, q [L, E], k [S, E], v [S, Ev], out [L, Ev], with
+// their rows where an AttentionLayout puts them (contiguous, or one head's columns of
+// MultiheadAttention's [L, N, H·E]); lse [batch, L] is contiguous. The gradients share the
+// layouts of q, k, v and out.
 #include <cstdint>
 #include <vector>
 
@@ -18,10 +20,22 @@ struct AttentionMask {
   std::int64_t row_stride = 0, col_stride = 0;
 };
 
+/// Where the rows of a batch entry lie. The entries come in groups of `heads` (entry
+/// b = n·heads + h) whose rows sit side by side: row i of group n starts at n·outer + i·row
+/// and holds the group's heads one after the other (cols values each). Contiguous
+/// [batch, rows, cols]: heads 1, outer rows·cols, row cols. MultiheadAttention's [L, N, H·E]
+/// (sequence first): heads H, outer H·E, row N·H·E; batch first [N, L, H·E]: outer L·H·E,
+/// row H·E.
+struct AttentionLayout {
+  std::int64_t heads = 1, outer = 0, row = 0;
+  static AttentionLayout contiguous(std::int64_t rows, std::int64_t cols) { return {1, rows * cols, cols}; }
+};
+
 struct AttentionGeometry {
   std::int64_t batch = 0, L = 0, S = 0, E = 0, Ev = 0;
   double scale = 1;     ///< 1/sqrt(E)
   bool causal = false;  ///< key j is masked for query i when j > i
+  AttentionLayout q, k, v, out;  ///< of q, k, v and out (and of their gradients)
 };
 
 /// out = softmax(q·kᵀ·scale + mask)·v per batch entry; lse = the rows' log Σ exp of the

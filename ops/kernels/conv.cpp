@@ -70,6 +70,57 @@ void col2im_impl(const T* col, std::int64_t ld, const ConvGeometry& g, std::int6
   }
 }
 
+/// im2col of a tiling geometry: row (oh·kh + ki) of each plane splits into the kw rows
+/// (ki, kj) of col at oh (for kw = 2 a de-interleave of even and odd elements).
+template <class T>
+void unfold_tiles_impl(const T* x, const ConvGeometry& g, std::int64_t channels, T* col, std::int64_t ld) {
+  const std::int64_t kh = g.h.kernel, kw = g.w.kernel, ow_n = g.w.out;
+  for (std::int64_t c = 0; c < channels; ++c) {
+    for (std::int64_t ki = 0; ki < kh; ++ki) {
+      for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
+        const T* src = x + c * g.plane_in() + (oh * kh + ki) * g.w.in;
+        T* dst = col + (c * kh + ki) * kw * ld + oh * ow_n;
+        if (kw == 2) {
+          T* odd = dst + ld;
+          for (std::int64_t ow = 0; ow < ow_n; ++ow) {
+            dst[ow] = src[2 * ow];
+            odd[ow] = src[2 * ow + 1];
+          }
+          continue;
+        }
+        for (std::int64_t kj = 0; kj < kw; ++kj) {
+          for (std::int64_t ow = 0; ow < ow_n; ++ow) dst[kj * ld + ow] = src[ow * kw + kj];
+        }
+      }
+    }
+  }
+}
+
+/// The adjoint of unfold_tiles_impl, writing x (each element has exactly one window).
+template <class T>
+void fold_tiles_impl(const T* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, T* x) {
+  const std::int64_t kh = g.h.kernel, kw = g.w.kernel, ow_n = g.w.out;
+  for (std::int64_t c = 0; c < channels; ++c) {
+    for (std::int64_t ki = 0; ki < kh; ++ki) {
+      for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
+        T* dst = x + c * g.plane_in() + (oh * kh + ki) * g.w.in;
+        const T* src = col + (c * kh + ki) * kw * ld + oh * ow_n;
+        if (kw == 2) {
+          const T* odd = src + ld;
+          for (std::int64_t ow = 0; ow < ow_n; ++ow) {
+            dst[2 * ow] = src[ow];
+            dst[2 * ow + 1] = odd[ow];
+          }
+          continue;
+        }
+        for (std::int64_t kj = 0; kj < kw; ++kj) {
+          for (std::int64_t ow = 0; ow < ow_n; ++ow) dst[ow * kw + kj] = src[kj * ld + ow];
+        }
+      }
+    }
+  }
+}
+
 /// Depthwise (one input channel per group): out[o] = Σ_taps x[o / mult] * w[o] directly,
 /// for one image. `mult` = output channels per input channel.
 template <class T>
@@ -531,6 +582,14 @@ bool depthwise_backward_avx512(const float* x, const float* w, const float* grad
                                     std::int64_t channels, T* x) {                                   \
     col2im_impl(col, ld, g, channels, x);                                                            \
   }                                                                                                  \
+  TAPEGRAD_MULTIVERSION void unfold_tiles(const T* x, const ConvGeometry& g, std::int64_t channels, \
+                                          T* col, std::int64_t ld) {                               \
+    unfold_tiles_impl(x, g, channels, col, ld);                                                      \
+  }                                                                                                  \
+  TAPEGRAD_MULTIVERSION void fold_tiles(const T* col, std::int64_t ld, const ConvGeometry& g,        \
+                                        std::int64_t channels, T* x) {                               \
+    fold_tiles_impl(col, ld, g, channels, x);                                                        \
+  }                                                                                                  \
   TAPEGRAD_MULTIVERSION void depthwise_forward_portable(const T* x, const T* w, const T* bias,       \
                                                         const ConvGeometry& g, T* out) {             \
     depthwise_forward_impl(x, w, bias, g, out);                                                      \
@@ -548,6 +607,7 @@ TAPEGRAD_CONV_KERNELS(float)
 TAPEGRAD_CONV_KERNELS(double)
 
 void im2col(const float* x, const ConvGeometry& g, std::int64_t channels, float* col, std::int64_t ld) {
+  if (g.tiles()) return unfold_tiles(x, g, channels, col, ld);
 #ifdef TAPEGRAD_HAVE_AVX512
   if (avx512_windows(g)) {
     const avx512::LaneTap* taps = avx512::lane_table(g.w);
@@ -562,6 +622,7 @@ void im2col(const float* x, const ConvGeometry& g, std::int64_t channels, float*
 }
 
 void im2col(const double* x, const ConvGeometry& g, std::int64_t channels, double* col, std::int64_t ld) {
+  if (g.tiles()) return unfold_tiles(x, g, channels, col, ld);
   im2col_portable(x, g, channels, col, ld);
 }
 

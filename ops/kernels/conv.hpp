@@ -25,6 +25,15 @@ struct ConvGeometry {
     return h.kernel == 1 && w.kernel == 1 && h.stride == 1 && w.stride == 1 &&
            h.pad_begin == 0 && h.pad_end == 0 && w.pad_begin == 0 && w.pad_end == 0;
   }
+  /// The windows tile the input: kernel = stride, no padding, dilation 1 and in = out ·
+  /// stride on both axes (conv_transpose2d's k2 s2 upsampling). im2col then only reorders x
+  /// and every element of x lies in exactly one window.
+  bool tiles() const {
+    const auto tiled = [](const Axis& a) {
+      return a.kernel == a.stride && a.pad_begin == 0 && a.pad_end == 0 && a.dilation == 1 && a.in == a.out * a.stride;
+    };
+    return tiled(h) && tiled(w);
+  }
 };
 
 /// col[(c, ki, kj), (oh, ow)] = x[c, ih, iw] (0 in the padding), for `channels` channels.
@@ -36,6 +45,14 @@ void im2col(const double* x, const ConvGeometry& g, std::int64_t channels, doubl
 /// reading (ih, iw). Elements no window reads are left untouched.
 void col2im(const float* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, float* x);
 void col2im(const double* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, double* x);
+
+/// For a tiling geometry (g.tiles()): im2col, a reorder of x, and the fold that writes
+/// x[c, ih, iw] = col[(c, ki, kj), (oh, ow)] (no sum: each element has one window). im2col
+/// takes unfold_tiles itself; col2im's callers take fold_tiles and skip zeroing x.
+void unfold_tiles(const float* x, const ConvGeometry& g, std::int64_t channels, float* col, std::int64_t ld);
+void unfold_tiles(const double* x, const ConvGeometry& g, std::int64_t channels, double* col, std::int64_t ld);
+void fold_tiles(const float* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, float* x);
+void fold_tiles(const double* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, double* x);
 
 /// The same without explicit AVX-512 (compiled per x86-64 level): what im2col and col2im
 /// run on CPUs without AVX-512, and for f64. Tests compare both.

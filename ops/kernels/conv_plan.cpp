@@ -25,11 +25,12 @@ constexpr std::int64_t kChunkBytes = std::int64_t{1} << 20;
 /// the GEMM's peak; such geometries unfold the whole batch and run one GEMM per group.
 constexpr std::int64_t kMinChunkColumns = 256;
 
-/// Per-thread scratch buffers (slot 0: unfolded input, slot 1: a chunk of outputs) that
+/// Per-thread scratch buffers (slot 0: unfolded input, slots 1 and 2: a chunk of outputs or
+/// of the output gradient) that
 /// grow to the largest size asked of them and are reused.
 template <class T>
 T* workspace(int slot, std::int64_t size) {
-  thread_local std::array<std::vector<T>, 2> buffers;
+  thread_local std::array<std::vector<T>, 3> buffers;
   auto& buffer = buffers[static_cast<std::size_t>(slot)];
   if (static_cast<std::int64_t>(buffer.size()) < size) buffer.resize(static_cast<std::size_t>(size));
   return buffer.data();
@@ -117,11 +118,17 @@ void unfold_band(const T* x, const ConvGeometry& g, const Band& b, T* col) {
     im2col(x + c * g.plane_in() + b.x_offset, b.g, 1, col + c * taps * b.cols, b.cols);
   }
 }
+/// col2im, or for a tiling geometry (whose x was not zeroed) fold_tiles, which writes.
+template <class T>
+void fold(const T* col, std::int64_t ld, const ConvGeometry& g, std::int64_t channels, T* x) {
+  if (g.tiles()) return fold_tiles(col, ld, g, channels, x);
+  col2im(col, ld, g, channels, x);
+}
 template <class T>
 void fold_band(const T* col, const ConvGeometry& g, const Band& b, T* x) {
   const std::int64_t taps = g.h.kernel * g.w.kernel;
   for (std::int64_t c = 0; c < g.group_in(); ++c) {
-    col2im(col + c * taps * b.cols, b.cols, b.g, 1, x + c * g.plane_in() + b.x_offset);
+    fold(col + c * taps * b.cols, b.cols, b.g, 1, x + c * g.plane_in() + b.x_offset);
   }
 }
 
@@ -198,6 +205,58 @@ void whole_batch_forward(const ConvPlan& p, const T* x, const T* w, const T* b, 
     }
   }
 }
+
+/// grad_W_g (or its transpose, as the plan says) += grad_y · unfoldedᵀ over `cols` output
+/// elements of one group.
+template <class T>
+void add_group_weight_grad(const ConvPlan& p, const T* unfolded, std::int64_t unfolded_ld, const T* gy,
+                           std::int64_t gy_ld, std::int64_t cols, T* gw_g) {
+  const std::int64_t go = p.g.group_out(), rows = p.g.col_rows();
+  if (p.transposed_weight_grad) {
+    gemm(false, true, rows, go, cols, T(1), unfolded, unfolded_ld, gy, gy_ld, T(1), gw_g, go);
+  } else {
+    gemm(false, true, go, rows, cols, T(1), gy, gy_ld, unfolded, unfolded_ld, T(1), gw_g, rows);
+  }
+}
+
+/// Per-thread sums of the chunks' weight gradients, in the plan's layout: each thread adds
+/// into its own slot and the slots are added in a fixed order afterwards, so the result does
+/// not depend on scheduling.
+template <class T>
+class WeightGradSlots {
+ public:
+  WeightGradSlots(const ConvPlan& p, bool wanted)
+      : p_(p), slots_(p.parallel ? omp_get_max_threads() : 1), size_(p.g.out_channels * p.g.col_rows()),
+        sums_(wanted ? static_cast<std::size_t>(slots_ * size_) : 0, T(0)) {}
+
+  /// The calling thread's slot.
+  T* mine() { return sums_.data() + (p_.parallel ? omp_get_thread_num() : 0) * size_; }
+
+  /// grad_w = the sum of the slots, as [out_channels, col_rows] (overwritten).
+  void sum_into(T* grad_w) const {
+    const std::int64_t go = p_.g.group_out(), rows = p_.g.col_rows();
+    std::fill_n(grad_w, size_, T(0));
+    for (std::int64_t s = 0; s < slots_; ++s) {
+      const T* slot = sums_.data() + s * size_;
+      if (!p_.transposed_weight_grad) {
+        for (std::int64_t i = 0; i < size_; ++i) grad_w[i] += slot[i];
+        continue;
+      }
+      for (std::int64_t gi = 0; gi < p_.g.groups; ++gi) {  // [rows, go] -> [go, rows]
+        const T* src = slot + gi * go * rows;
+        T* dst = grad_w + gi * go * rows;
+        for (std::int64_t r = 0; r < rows; ++r) {
+          for (std::int64_t o = 0; o < go; ++o) dst[o * rows + r] += src[r * go + o];
+        }
+      }
+    }
+  }
+
+ private:
+  const ConvPlan& p_;
+  std::int64_t slots_, size_;
+  std::vector<T> sums_;
+};
 
 }  // namespace
 
@@ -298,7 +357,8 @@ void conv_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T
 }
 
 template <class T>
-void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, const T* gy, T* gx, T* grad_w) {
+void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, const T* gy, T* gx, T* grad_w,
+                   const T* grad_x_bias) {
   const ConvGeometry& g = p.g;
   const bool need_x = gx != nullptr, need_w = grad_w != nullptr;
   if (!need_x && !need_w) return;
@@ -313,28 +373,18 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
   // result). For large images (LeNet) the per-thread chunk sums stay faster.
   const bool whole_batch_w = need_w && kept != nullptr && p.whole_batch;
   const bool unfolded_w = need_w && !whole_batch_w && (p.weight_grad == ConvPath::banded || p.weight_grad == ConvPath::gemm);
-  // col2im adds into grad_x; the depthwise kernel writes every element.
-  if (need_x && !depthwise) std::fill_n(gx, g.batch * x_image, T(0));
+  // col2im adds into grad_x; the depthwise kernel and fold_tiles write every element.
+  if (need_x && !depthwise && !g.tiles()) std::fill_n(gx, g.batch * x_image, T(0));
   const Chunks chunks(p, !depthwise && (need_x || unfolded_w));
-  // Each thread sums its chunks' weight gradients in its own slot (in the plan's layout);
-  // the slots are added in a fixed order afterwards, so the result does not depend on
-  // scheduling.
-  const std::int64_t slots = p.parallel ? omp_get_max_threads() : 1;
-  const std::int64_t wsize = g.out_channels * rows;
   const bool chunk_w = need_w && !whole_batch_w;
-  std::vector<T> partial(chunk_w ? static_cast<std::size_t>(slots * wsize) : 0, T(0));
-  // grad_W_g (or its transpose) += grad_y · unfoldedᵀ over `cols` output elements
-  auto add_weight_grad = [&](const T* unfolded, std::int64_t unfolded_ld, const T* gyc, std::int64_t gy_ld,
-                             std::int64_t cols, T* gw_g) {
-    if (p.transposed_weight_grad) {
-      gemm(false, true, rows, go, cols, T(1), unfolded, unfolded_ld, gyc, gy_ld, T(1), gw_g, go);
-    } else {
-      gemm(false, true, go, rows, cols, T(1), gyc, gy_ld, unfolded, unfolded_ld, T(1), gw_g, rows);
-    }
+  WeightGradSlots<T> partial(p, chunk_w);
+  const auto add_weight_grad = [&](const T* unfolded, std::int64_t unfolded_ld, const T* gyc, std::int64_t gy_ld,
+                                   std::int64_t cols, T* gw_g) {
+    add_group_weight_grad(p, unfolded, unfolded_ld, gyc, gy_ld, cols, gw_g);
   };
-  for_batch(chunks.count, p.parallel, [&](std::int64_t c) {
+  const auto run_chunk = [&](std::int64_t c) {
     const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
-    T* gw = chunk_w ? partial.data() + (p.parallel ? omp_get_thread_num() : 0) * wsize : nullptr;
+    T* gw = chunk_w ? partial.mine() : nullptr;
     if (depthwise) {
       for (std::int64_t n = n0; n < n0 + cb; ++n) {
         depthwise_backward(need_w ? x + n * x_image : nullptr, w, gy + n * y_image, g,
@@ -378,7 +428,7 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
           gemm(true, false, rows, ld, go, T(1), wg, rows, gyc, ld, T(0), gx + n0 * x_image + x_off, ld);
         } else {
           gemm(true, false, rows, ld, go, T(1), wg, rows, gyc, ld, T(0), col, ld);
-          for (std::int64_t j = 0; j < cb; ++j) col2im(col + j * plane, ld, g, g.group_in(), gx + (n0 + j) * x_image + x_off);
+          for (std::int64_t j = 0; j < cb; ++j) fold(col + j * plane, ld, g, g.group_in(), gx + (n0 + j) * x_image + x_off);
         }
       }
       if (unfolded_w) {  // grad_W_g += grad_y · unfoldedᵀ
@@ -392,33 +442,66 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
         add_weight_grad(unfolded, kept != nullptr ? kept_ld : ld, gyc, ld, ld, gw + gi * go * rows);
       }
     }
+  };
+  for_batch(chunks.count, p.parallel, [&](std::int64_t c) {
+    run_chunk(c);
+    // the bias while the chunk's grad_x is still in cache (conv_transpose2d's forward)
+    for (std::int64_t n = chunks.first(c); need_x && grad_x_bias != nullptr && n < chunks.first(c) + chunks.images(c, g.batch); ++n) {
+      for (std::int64_t ch = 0; ch < g.channels; ++ch) {
+        T* dst = gx + n * x_image + ch * g.plane_in();
+        const T shift = grad_x_bias[ch];
+        for (std::int64_t i = 0; i < g.plane_in(); ++i) dst[i] += shift;
+      }
+    }
   });
   if (whole_batch_w) {
     whole_batch_weight_grad(p, kept, gy, grad_w);
     return;
   }
-  if (!need_w) return;
-  std::fill_n(grad_w, wsize, T(0));
-  for (std::int64_t s = 0; s < slots; ++s) {
-    const T* slot = partial.data() + s * wsize;
-    if (!p.transposed_weight_grad) {
-      for (std::int64_t i = 0; i < wsize; ++i) grad_w[i] += slot[i];
-      continue;
-    }
-    for (std::int64_t gi = 0; gi < g.groups; ++gi) {  // [rows, go] -> [go, rows]
-      const T* src = slot + gi * go * rows;
-      T* dst = grad_w + gi * go * rows;
-      for (std::int64_t r = 0; r < rows; ++r) {
-        for (std::int64_t o = 0; o < go; ++o) dst[o * rows + r] += src[r * go + o];
+  if (need_w) partial.sum_into(grad_w);
+}
+
+template <class T>
+bool conv_forward_weight_grad(const ConvPlan& p, const T* x, const T* w, T* y, const T* gy, T* grad_w) {
+  const ConvGeometry& g = p.g;
+  if (p.forward != ConvPath::gemm || p.weight_grad != ConvPath::gemm || p.whole_batch || g.pointwise()) return false;
+  const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
+  const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
+  const Chunks chunks(p, true);
+  WeightGradSlots<T> partial(p, true);
+  for_batch(chunks.count, p.parallel, [&](std::int64_t c) {
+    const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
+    T* col = workspace<T>(0, rows * ld);
+    // a chunk of several images: y and grad_y as [group_out, images · plane] (images side by side)
+    T* chunk_y = cb > 1 ? workspace<T>(1, go * ld) : nullptr;
+    T* chunk_gy = cb > 1 ? workspace<T>(2, go * ld) : nullptr;
+    for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+      const std::int64_t x_off = gi * g.group_in() * g.plane_in();
+      for (std::int64_t j = 0; j < cb; ++j) im2col(x + (n0 + j) * x_image + x_off, g, g.group_in(), col + j * plane, ld);
+      T* dst = chunk_y != nullptr ? chunk_y : y + n0 * y_image + gi * go * plane;
+      gemm(false, false, go, ld, rows, T(1), w + gi * go * rows, rows, col, ld, T(0), dst, ld);
+      if (chunk_y != nullptr) {
+        each_chunk_plane(g, n0, cb, gi, [&](std::int64_t nchw, std::int64_t at) {
+          std::copy_n(chunk_y + at, plane, y + nchw);
+          std::copy_n(gy + nchw, plane, chunk_gy + at);
+        });
       }
+      const T* gyc = chunk_gy != nullptr ? chunk_gy : gy + n0 * y_image + gi * go * plane;
+      add_group_weight_grad(p, col, ld, gyc, ld, ld, partial.mine() + gi * go * rows);
     }
-  }
+  });
+  partial.sum_into(grad_w);
+  return true;
 }
 
 template void conv_forward(const ConvPlan&, const float*, const float*, const float*, float*, float*);
 template void conv_forward(const ConvPlan&, const double*, const double*, const double*, double*, double*);
-template void conv_backward(const ConvPlan&, const float*, const float*, const float*, const float*, float*, float*);
+template void conv_backward(const ConvPlan&, const float*, const float*, const float*, const float*, float*, float*,
+                            const float*);
 template void conv_backward(const ConvPlan&, const double*, const double*, const double*, const double*, double*,
-                            double*);
+                            double*, const double*);
+template bool conv_forward_weight_grad(const ConvPlan&, const float*, const float*, float*, const float*, float*);
+template bool conv_forward_weight_grad(const ConvPlan&, const double*, const double*, double*, const double*,
+                                       double*);
 
 }  // namespace tapegrad::detail

@@ -63,6 +63,51 @@ TEST_CASE("scaled_dot_product_attention over several query and key blocks equals
   }
 }
 
+TEST_CASE("scaled_dot_product_attention_heads equals splitting the heads, the plain op and merging them",
+          "[ops][attention]") {
+  // The heads read in place (strided rows) against copies made by permute, f64, forward and
+  // gradients; sequence first and batch first, masks broadcast over [N, H, L, S], causal, and
+  // L = 150 / S = 300 for several query and key blocks.
+  tg::manual_seed(16);
+  struct Case {
+    std::int64_t L, S, N, H, E, Ev;
+    bool batch_first, causal;
+    int mask;  // 0 none, 1 float [L, S], 2 bool padding [N, 1, 1, S], 3 float [N, H, L, S]
+  };
+  const std::vector<Case> cases = {{5, 7, 3, 2, 4, 3, false, false, 0}, {5, 7, 3, 2, 4, 3, true, false, 1},
+                                   {6, 4, 2, 3, 2, 2, false, false, 2}, {6, 4, 2, 3, 2, 5, true, true, 0},
+                                   {150, 300, 2, 2, 4, 4, false, false, 3}, {150, 300, 2, 2, 4, 4, true, true, 0}};
+  for (const Case& c : cases) {
+    INFO("L " << c.L << " S " << c.S << " N " << c.N << " H " << c.H << " batch_first " << c.batch_first
+              << " causal " << c.causal << " mask " << c.mask);
+    const auto packed = [&](std::int64_t len, std::int64_t e) {
+      return leaf(c.batch_first ? tg::Shape{c.N, len, c.H * e} : tg::Shape{len, c.N, c.H * e}, tg::DType::f64);
+    };
+    const tg::Tensor q = packed(c.L, c.E), k = packed(c.S, c.E), v = packed(c.S, c.Ev);
+    tg::Tensor mask;
+    if (c.mask == 1) mask = leaf({c.L, c.S}, tg::DType::f64);
+    if (c.mask == 2) mask = tg::gt(tg::rand({c.N, 1, 1, c.S}, tg::DType::f64), 0.3);
+    if (c.mask == 3) mask = leaf({c.N, c.H, c.L, c.S}, tg::DType::f64);
+    const auto split = [&](const tg::Tensor& t) {
+      const tg::Tensor r = tg::reshape(t, {t.shape()[0], t.shape()[1], c.H, t.shape()[2] / c.H});
+      return c.batch_first ? tg::permute(r, {0, 2, 1, 3}) : tg::permute(r, {1, 2, 0, 3});
+    };
+    const tg::Tensor attended = tg::scaled_dot_product_attention(split(q), split(k), split(v), mask, 0.0, c.causal);
+    const tg::Tensor want = c.batch_first ? tg::reshape(tg::permute(attended, {0, 2, 1, 3}), {c.N, c.L, c.H * c.Ev})
+                                          : tg::reshape(tg::permute(attended, {2, 0, 1, 3}), {c.L, c.N, c.H * c.Ev});
+    const tg::Tensor out = tg::scaled_dot_product_attention_heads(q, k, v, c.H, c.batch_first, mask, c.causal);
+    tg::testing::check_reference("heads", "out", out, want, 1e-12, 1e-12);
+    std::vector<tg::Tensor> wrt = {q, k, v};
+    if (mask.defined() && mask.dtype() != tg::DType::boolean) wrt.push_back(mask);
+    const tg::Tensor g = tg::randn(out.shape(), tg::DType::f64);
+    const auto got = tg::grad({out}, wrt, {g});
+    const auto ref = tg::grad({want}, wrt, {g});
+    for (std::size_t i = 0; i < wrt.size(); ++i) {
+      tg::testing::check_reference("heads", fmt::format("grad {}", i), got[i], ref[i], 1e-12, 1e-12);
+    }
+  }
+}
+
 TEST_CASE("scaled_dot_product_attention in f32 agrees with f64 over several blocks", "[ops][attention]") {
   tg::manual_seed(16);
   const tg::Tensor raw_q = tg::randn({3, 100, 16}, tg::DType::f64), raw_k = tg::randn({3, 300, 16}, tg::DType::f64),

@@ -178,6 +178,37 @@ TEST_CASE("im2col and col2im: the dispatched kernels equal the portable ones", "
   CHECK(checked > 150);
 }
 
+TEST_CASE("tiling geometries (kernel = stride): unfold_tiles and fold_tiles equal im2col and col2im", "[conv][kernels]") {
+  Draw pick(2613);
+  for (int trial = 0; trial < 60; ++trial) {
+    const std::int64_t channels = pick(1, 4), kh = pick(1, 3), kw = pick(1, 4), oh = pick(1, 6), ow = pick(1, 20);
+    td::ConvGeometry g;
+    g.channels = g.out_channels = channels;
+    g.h = {oh * kh, kh, kh, 0, 0, 1, oh};
+    g.w = {ow * kw, kw, kw, 0, 0, 1, ow};
+    REQUIRE(g.tiles());
+    const std::int64_t rows = channels * kh * kw, ld = g.plane_out() + pick(0, 5);
+    INFO(describe(g) << " ld=" << ld);
+    const std::vector<float> x = pick.floats(channels * g.plane_in()), col = pick.floats(rows * ld);
+    std::vector<float> got(col.size(), 5.0f), want(col.size(), 5.0f);
+    td::unfold_tiles(x.data(), g, channels, got.data(), ld);
+    td::im2col_portable(x.data(), g, channels, want.data(), ld);
+    REQUIRE(got == want);
+    std::vector<float> gx(x.size(), 9.0f), wx(x.size(), 0.0f);  // fold_tiles writes every element
+    td::fold_tiles(col.data(), ld, g, channels, gx.data());
+    td::col2im_portable(col.data(), ld, g, channels, wx.data());
+    REQUIRE(gx == wx);  // one term per element: exactly
+    const std::vector<double> xd(x.begin(), x.end()), cold(col.begin(), col.end());
+    std::vector<double> gotd(cold.size(), 5.0), wantd(cold.size(), 5.0), gxd(xd.size(), 9.0), wxd(xd.size(), 0.0);
+    td::im2col(xd.data(), g, channels, gotd.data(), ld);  // dispatches to unfold_tiles
+    td::im2col_portable(xd.data(), g, channels, wantd.data(), ld);
+    REQUIRE(gotd == wantd);
+    td::fold_tiles(cold.data(), ld, g, channels, gxd.data());
+    td::col2im_portable(cold.data(), ld, g, channels, wxd.data());
+    REQUIRE(gxd == wxd);
+  }
+}
+
 TEST_CASE("direct conv kernels (output channels in the lanes) agree with the naive loops", "[conv][kernels]") {
   if (!td::direct_conv_fits([] {
         td::ConvGeometry g;

@@ -125,6 +125,45 @@ TEST_CASE("conv_transpose reference: f32 agrees with the f64 fixture to f32 prec
   }
 }
 
+TEST_CASE("conv_transpose2d: the fast paths agree with the plain ones (f64)", "[ops][conv-transpose]") {
+  // grad_x and grad_w together come from one unfolding of grad_y (conv_forward_weight_grad);
+  // each alone takes conv2d's forward or weight gradient. kernel = stride without padding
+  // tiles the output (unfold_tiles / fold_tiles, the bias added per chunk). Both against the
+  // plain paths: each gradient alone, and the bias added to an unbiased output.
+  struct Case {
+    tg::Shape x, w;
+    tg::ConvTranspose2dOptions opt;
+  };
+  const std::vector<Case> cases = {
+      {{3, 4, 5, 6}, {4, 3, 2, 2}, {.stride = 2}},                         // tiling, chunks of several images
+      {{3, 8, 32, 32}, {8, 32, 2, 2}, {.stride = 2}},                      // tiling, one image per chunk
+      {{2, 4, 3, 5}, {4, 2, 3, 2}, {.stride = {3, 2}}},                    // tiling 3×2
+      {{2, 4, 5, 5}, {4, 3, 2, 2}, {.stride = 2, .groups = 2}},            // tiling, groups
+      {{3, 4, 5, 5}, {4, 3, 3, 3}, {.stride = 2, .padding = 1}},           // overlapping windows
+      {{2, 3, 4, 4}, {3, 2, 2, 2}, {.stride = 2, .output_padding = 1}},    // cropped (extra rows)
+  };
+  tg::manual_seed(77);
+  for (const Case& c : cases) {
+    INFO("x " << fmt::format("{}", c.x) << " w " << fmt::format("{}", c.w));
+    const tg::Tensor x = tg::randn(c.x, tg::DType::f64), w = tg::randn(c.w, tg::DType::f64);
+    const tg::Tensor b = tg::randn({c.w[1] * c.opt.groups}, tg::DType::f64);
+    const tg::Tensor plain = tg::conv_transpose2d(x, w, tg::Tensor(), c.opt);
+    const tg::Tensor gy = tg::randn(plain.shape(), tg::DType::f64);
+    const auto grads = [&](bool need_x, bool need_w) {
+      tg::Tensor xg = x.detach().set_requires_grad(need_x), wg = w.detach().set_requires_grad(need_w);
+      tg::conv_transpose2d(xg, wg, b, c.opt).backward(gy);
+      return std::pair{need_x ? xg.grad() : tg::Tensor(), need_w ? wg.grad() : tg::Tensor()};
+    };
+    const auto [gx_both, gw_both] = grads(true, true);
+    const auto [gx_alone, unused_w] = grads(true, false);
+    const auto [unused_x, gw_alone] = grads(false, true);
+    tg::testing::check_reference("fused", "grad_x", gx_both, gx_alone, 1e-12, 1e-12);
+    tg::testing::check_reference("fused", "grad_w", gw_both, gw_alone, 1e-12, 1e-12);
+    const tg::Tensor biased = tg::conv_transpose2d(x, w, b, c.opt);
+    tg::testing::check_reference("bias", "out", biased, plain + tg::reshape(b, {1, b.shape()[0], 1, 1}), 1e-12, 1e-12);
+  }
+}
+
 namespace {
 
 /// Runs f, which must throw E with a message holding every one of `parts`.
