@@ -149,7 +149,9 @@ inline Tensor gather_axes(const Tensor& x, const AxisMaps& m, double fill) {
     const std::vector<std::int64_t>& last = m.src.back();
     const std::vector<Run> runs = runs_of(last);
     const bool by_runs = runs.size() * 4 <= last.size();  // else element by element (flip)
-    const bool streaming = by_runs && streams<T>(out.numel());
+    // Streaming rows end with a fence each: only rows of a page or more amortise it.
+    const bool streaming = by_runs && streams<T>(out.numel()) &&
+                           static_cast<std::int64_t>(last.size() * sizeof(T)) >= 4096;
     for_each_row(m, true, [&](std::int64_t o, std::int64_t i) {
       if (i < 0) {
         std::fill_n(po + o, last.size(), value);
