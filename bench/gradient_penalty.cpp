@@ -19,7 +19,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <vector>
 
 #include <tapegrad/tapegrad.hpp>
@@ -122,12 +121,6 @@ void print_figures(const char* what, const Figures& f) {
 
 double rel(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-300); }
 
-/// False when BENCH_THREADS is set to another thread count (to profile one of them).
-bool wanted_threads(int threads) {
-  const char* only = std::getenv("BENCH_THREADS");
-  return only == nullptr || std::atoi(only) == threads;
-}
-
 }  // namespace
 
 int main() {
@@ -168,7 +161,7 @@ int main() {
     x.set_grad(tg::Tensor());  // backward also reached x; drop it (not part of the update)
   };
   for (int threads : {1, 2}) {
-    if (!wanted_threads(threads)) continue;
+    if (!bench::wanted_threads(threads)) continue;
     omp_set_num_threads(threads);
     const auto s = bench::measure(step, 50);
     bench::print("tapegrad", "lenet_gradient_penalty_step_b64", threads, s);

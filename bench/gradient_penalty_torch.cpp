@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <vector>
 
 #include "harness.hpp"
@@ -122,12 +121,6 @@ void print_figures(const char* what, const Figures& f) {
                what, f.ce, f.penalty, f.total, f.grad_norm, f.penalty_grad_norm);
 }
 
-/// False when BENCH_THREADS is set to another thread count (to profile one of them).
-bool wanted_threads(int threads) {
-  const char* only = std::getenv("BENCH_THREADS");
-  return only == nullptr || std::atoi(only) == threads;
-}
-
 }  // namespace
 
 int main() {
@@ -167,7 +160,7 @@ int main() {
     x.mutable_grad().reset();  // backward also reached x; drop it (not part of the update)
   };
   for (int threads : {1, 2}) {
-    if (!wanted_threads(threads)) continue;
+    if (!bench::wanted_threads(threads)) continue;
     torch::set_num_threads(threads);
     const auto s = bench::measure(step, 50);
     bench::print("libtorch", "lenet_gradient_penalty_step_b64", threads, s);

@@ -5,7 +5,6 @@
 // the libtorch twin. BENCH_FILTER picks rows, BENCH_THREADS=1 (or 2) one thread count.
 #include <omp.h>
 
-#include <cstdlib>
 #include <functional>
 #include <string>
 
@@ -16,12 +15,6 @@
 namespace tg = tapegrad;
 
 namespace {
-
-/// False when BENCH_THREADS is set to another thread count (to profile one of them).
-bool wanted_threads(int threads) {
-  const char* only = std::getenv("BENCH_THREADS");
-  return only == nullptr || std::atoi(only) == threads;
-}
 
 void run(const std::string& name, int threads, tg::Tensor x, tg::Tensor w, tg::Tensor b,
          const std::function<tg::Tensor(const tg::Tensor&, const tg::Tensor&, const tg::Tensor&)>& f) {
@@ -38,7 +31,7 @@ void run(const std::string& name, int threads, tg::Tensor x, tg::Tensor w, tg::T
 
 int main() {
   for (int threads : {1, 2}) {
-    if (!wanted_threads(threads)) continue;
+    if (!bench::wanted_threads(threads)) continue;
     omp_set_num_threads(threads);
     run("layer_norm_64x256x512", threads, tg::randn({64, 256, 512}), tg::randn({512}), tg::randn({512}),
         [](const tg::Tensor& x, const tg::Tensor& w, const tg::Tensor& b) { return tg::layer_norm(x, {512}, w, b); });

@@ -1,7 +1,6 @@
 // libtorch's twin of norms.cpp.
 #include <torch/torch.h>
 
-#include <cstdlib>
 #include <functional>
 #include <string>
 
@@ -10,12 +9,6 @@
 namespace F = torch::nn::functional;
 
 namespace {
-
-/// False when BENCH_THREADS is set to another thread count (to profile one of them).
-bool wanted_threads(int threads) {
-  const char* only = std::getenv("BENCH_THREADS");
-  return only == nullptr || std::atoi(only) == threads;
-}
 
 void run(const std::string& name, int threads, torch::Tensor x, torch::Tensor w, torch::Tensor b,
          const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>& f) {
@@ -32,7 +25,7 @@ void run(const std::string& name, int threads, torch::Tensor x, torch::Tensor w,
 
 int main() {
   for (int threads : {1, 2}) {
-    if (!wanted_threads(threads)) continue;
+    if (!bench::wanted_threads(threads)) continue;
     torch::set_num_threads(threads);
     run("layer_norm_64x256x512", threads, torch::randn({64, 256, 512}), torch::randn({512}), torch::randn({512}),
         [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {

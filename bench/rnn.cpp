@@ -8,7 +8,6 @@
 #include <omp.h>
 
 #include <cstdio>
-#include <cstdlib>
 
 #include <tapegrad/tapegrad.hpp>
 
@@ -21,18 +20,13 @@ namespace {
 
 constexpr std::int64_t kSeq = 32, kBatch = 64, kInput = 256, kHidden = 256, kLayers = 2;
 
-bool wanted_threads(int threads) {
-  const char* only = std::getenv("BENCH_THREADS");
-  return only == nullptr || std::atoi(only) == threads;
-}
-
 }  // namespace
 
 int main() {
   // Everything before the timing runs at the first thread count timed (1 unless
   // BENCH_THREADS=2): after a parallel region of 2 threads, libgomp makes every later region of
   // 1 thread synchronise with the idle one, which would slow the 1-thread figure.
-  omp_set_num_threads(wanted_threads(1) ? 1 : 2);
+  omp_set_num_threads(bench::wanted_threads(1) ? 1 : 2);
   tg::manual_seed(0);
   nn::LSTM lstm(kInput, kHidden, {.num_layers = kLayers});
   const tg::Tensor x = tg::randn({kSeq, kBatch, kInput});
@@ -44,7 +38,7 @@ int main() {
   std::fprintf(stderr, "rnn tapegrad: |d sum / d weight_hh_l0| sum %.6g\n",
                tg::sum(tg::abs(lstm.parameter("weight_hh", 0).grad())).item<double>());
   for (int threads : {1, 2}) {
-    if (!wanted_threads(threads)) continue;
+    if (!bench::wanted_threads(threads)) continue;
     omp_set_num_threads(threads);
     const auto s = bench::measure(step, 10, 2);
     bench::print("tapegrad", "lstm_2x256_seq32_b64_fwd_bwd", threads, s);

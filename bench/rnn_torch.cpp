@@ -4,7 +4,6 @@
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <cstdlib>
 
 #include "harness.hpp"
 
@@ -12,18 +11,13 @@ namespace {
 
 constexpr int64_t kSeq = 32, kBatch = 64, kInput = 256, kHidden = 256, kLayers = 2;
 
-bool wanted_threads(int threads) {
-  const char* only = std::getenv("BENCH_THREADS");
-  return only == nullptr || std::atoi(only) == threads;
-}
-
 }  // namespace
 
 int main() {
   // Everything before the timing runs at the first thread count timed (1 unless
   // BENCH_THREADS=2): after a parallel region of 2 threads, libgomp makes every later region of
   // 1 thread synchronise with the idle one, which would slow the 1-thread figure.
-  torch::set_num_threads(wanted_threads(1) ? 1 : 2);
+  torch::set_num_threads(bench::wanted_threads(1) ? 1 : 2);
   torch::manual_seed(0);
   torch::nn::LSTM lstm(torch::nn::LSTMOptions(kInput, kHidden).num_layers(kLayers));
   const auto x = torch::randn({kSeq, kBatch, kInput});
@@ -35,7 +29,7 @@ int main() {
   std::fprintf(stderr, "rnn libtorch: |d sum / d weight_hh_l0| sum %.6g\n",
                lstm->named_parameters()["weight_hh_l0"].grad().abs().sum().item<double>());
   for (int threads : {1, 2}) {
-    if (!wanted_threads(threads)) continue;
+    if (!bench::wanted_threads(threads)) continue;
     torch::set_num_threads(threads);
     const auto s = bench::measure(step, 10, 2);
     bench::print("libtorch", "lstm_2x256_seq32_b64_fwd_bwd", threads, s);
