@@ -2,7 +2,9 @@
 // time on the tape), with torch.nn's parameter names, layouts and initialisation. Each layer
 // is one linear over the sequence (the input projection), then per step one linear (the
 // hidden projection) and one fused gate op (tapegrad::fused_lstm_cell, fused_gru_cell).
+#include <array>
 #include <cmath>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -27,6 +29,27 @@ Tensor* uniform_init(Tensor& p, std::int64_t hidden_size) {
   return &p;
 }
 
+/// Registers one recurrent layer's parameters with torch.nn's names (+ `suffix`), shapes and
+/// init, in its order: weight_ih [gates·H, input_size], weight_hh [gates·H, H], and with
+/// `bias` bias_ih, bias_hh [gates·H] (else both are `none`). `reg(name, tensor)` is the
+/// module's register_parameter. Returns {weight_ih, weight_hh, bias_ih, bias_hh}.
+template <class Register>
+std::array<Tensor*, 4> gate_parameters(Register reg, std::int64_t gates, std::int64_t input_size,
+                                       std::int64_t hidden_size, bool bias,
+                                       const std::string& suffix, Tensor* none) {
+  const auto param = [&](const char* name, const Shape& shape) {
+    return uniform_init(reg(name + suffix, empty(shape)), hidden_size);
+  };
+  const std::int64_t rows = gates * hidden_size;
+  std::array<Tensor*, 4> p{param("weight_ih", {rows, input_size}),
+                           param("weight_hh", {rows, hidden_size}), none, none};
+  if (bias) {
+    p[2] = param("bias_ih", {rows});
+    p[3] = param("bias_hh", {rows});
+  }
+  return p;
+}
+
 /// A cell's zero state for `input` ([B, I] -> [B, H], [I] -> [H]).
 Tensor zero_state(const Tensor& input, std::int64_t hidden_size) {
   return zeros(input.dim() == 2 ? Shape{input.shape()[0], hidden_size} : Shape{hidden_size},
@@ -40,15 +63,14 @@ Tensor zero_state(const Tensor& input, std::int64_t hidden_size) {
 LSTMCell::LSTMCell(std::int64_t input_size, std::int64_t hidden_size, bool bias)
     : hidden_size_(hidden_size) {
   check_sizes("LSTMCell", input_size, hidden_size);
-  const auto param = [&](const char* name, const Shape& shape) {
-    return uniform_init(register_parameter(name, empty(shape)), hidden_size);
+  const auto reg = [this](const std::string& name, Tensor t) -> Tensor& {
+    return register_parameter(name, std::move(t));
   };
-  weight_ih_ = param("weight_ih", {4 * hidden_size, input_size});
-  weight_hh_ = param("weight_hh", {4 * hidden_size, hidden_size});
-  if (bias) {
-    bias_ih_ = param("bias_ih", {4 * hidden_size});
-    bias_hh_ = param("bias_hh", {4 * hidden_size});
-  }
+  const auto p = gate_parameters(reg, 4, input_size, hidden_size, bias, "", &none_);
+  weight_ih_ = p[0];
+  weight_hh_ = p[1];
+  bias_ih_ = p[2];
+  bias_hh_ = p[3];
 }
 
 std::tuple<Tensor, Tensor> LSTMCell::forward(const Tensor& input,
@@ -61,15 +83,14 @@ std::tuple<Tensor, Tensor> LSTMCell::forward(const Tensor& input,
 GRUCell::GRUCell(std::int64_t input_size, std::int64_t hidden_size, bool bias)
     : hidden_size_(hidden_size) {
   check_sizes("GRUCell", input_size, hidden_size);
-  const auto param = [&](const char* name, const Shape& shape) {
-    return uniform_init(register_parameter(name, empty(shape)), hidden_size);
+  const auto reg = [this](const std::string& name, Tensor t) -> Tensor& {
+    return register_parameter(name, std::move(t));
   };
-  weight_ih_ = param("weight_ih", {3 * hidden_size, input_size});
-  weight_hh_ = param("weight_hh", {3 * hidden_size, hidden_size});
-  if (bias) {
-    bias_ih_ = param("bias_ih", {3 * hidden_size});
-    bias_hh_ = param("bias_hh", {3 * hidden_size});
-  }
+  const auto p = gate_parameters(reg, 3, input_size, hidden_size, bias, "", &none_);
+  weight_ih_ = p[0];
+  weight_hh_ = p[1];
+  bias_ih_ = p[2];
+  bias_hh_ = p[3];
 }
 
 Tensor GRUCell::forward(const Tensor& input, const std::optional<Tensor>& hx) {
@@ -93,18 +114,13 @@ RNNBase::RNNBase(const char* layer, std::int64_t gates, std::int64_t input_size,
   if (options.bidirectional) {
     throw ValueError(fmt::format("{}: bidirectional is not supported (one direction only)", layer));
   }
-  const std::int64_t rows = gates * hidden_size;
+  const auto reg = [this](const std::string& name, Tensor t) -> Tensor& {
+    return register_parameter(name, std::move(t));
+  };
   for (std::int64_t k = 0; k < options.num_layers; ++k) {
-    const std::int64_t in = k == 0 ? input_size : hidden_size;
-    const auto param = [&](const char* name, const Shape& shape) {
-      return uniform_init(register_parameter(fmt::format("{}_l{}", name, k), empty(shape)), hidden_size);
-    };
-    Weights w{param("weight_ih", {rows, in}), param("weight_hh", {rows, hidden_size}), &none_, &none_};
-    if (options.bias) {
-      w.b_ih = param("bias_ih", {rows});
-      w.b_hh = param("bias_hh", {rows});
-    }
-    weights_.push_back(w);
+    const auto p = gate_parameters(reg, gates, k == 0 ? input_size : hidden_size, hidden_size,
+                                   options.bias, fmt::format("_l{}", k), &none_);
+    weights_.push_back({p[0], p[1], p[2], p[3]});
   }
 }
 
