@@ -8,8 +8,6 @@
 // windows receives the sum. That scatter is an op of its own, max_pool2d_backward, and so
 // is its adjoint, the gather y[p, q] = c[winner(p, q)] (max_pool2d_gather): each is the
 // other's VJP, with the winners a constant input, so every order stays these two ops.
-#include <omp.h>
-
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/detail/winners.hpp"
@@ -57,12 +55,9 @@ struct MaxPool2d {
       std::int64_t* pi = indices.data<std::int64_t>();
       const std::int64_t plane_in = g.h.in * g.w.in, plane_out = g.h.out * g.w.out;
       // Each thread takes one run of planes (a kernel call per run, not per plane).
-#pragma omp parallel if (g.planes * plane_in > (1 << 16))
-      {
-        const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-        const std::int64_t p0 = g.planes * t / threads, p1 = g.planes * (t + 1) / threads;
+      detail::parallel_ranges(g.planes, g.planes * plane_in > (1 << 16), [&](std::int64_t p0, std::int64_t p1, int) {
         detail::max_pool_forward(px + p0 * plane_in, g, py + p0 * plane_out, pi + p0 * plane_out, p1 - p0);
-      }
+      });
     });
     ctx.save(indices);
     ctx.add_extra_output(indices);

@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <numeric>
 
-#include <omp.h>
-
 #include "ops/detail/elementwise.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
@@ -116,10 +114,7 @@ struct Permute {
       using T = decltype(tag);
       const T* px = x.data<T>();
       T* po = out.data<T>();
-#pragma omp parallel if (n >= detail::kParallelElements)
-      {
-        const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-        const std::int64_t first = rows * t / threads, last = rows * (t + 1) / threads;
+      detail::parallel_ranges(rows, n >= detail::kParallelElements, [&](std::int64_t first, std::int64_t last, int) {
         std::array<std::int64_t, Shape::kMaxRank> index{};  // over the outer dims (all but the last)
         std::int64_t rest = first, off = 0;
         for (std::size_t d = rank - 1; d-- > 0;) {
@@ -142,7 +137,7 @@ struct Permute {
             index[d] = 0;
           }
         }
-      }
+      });
     });
     return out;
   }

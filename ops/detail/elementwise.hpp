@@ -1,5 +1,7 @@
 #pragma once
 // Shared machinery of the element-wise ops: argument checks, broadcasting and loops.
+#include <omp.h>
+
 #include <algorithm>
 #include <array>
 #include <string_view>
@@ -90,6 +92,17 @@ void parallel_blocks(std::int64_t n, std::int64_t block, F f) {
   const std::int64_t blocks = (n + block - 1) / block;
 #pragma omp parallel for schedule(static)
   for (std::int64_t b = 0; b < blocks; ++b) f(b * block, std::min(n, (b + 1) * block));
+}
+
+/// f(begin, end, thread) on each OpenMP thread's share of [0, n): consecutive, as even as
+/// can be, all threads at once when `parallel` (else thread 0 takes all of it).
+template <class F>
+void parallel_ranges(std::int64_t n, bool parallel, F f) {
+#pragma omp parallel if (parallel)
+  {
+    const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    f(n * t / threads, n * (t + 1) / threads, static_cast<int>(t));
+  }
 }
 
 /// f(begin, end) over [0, n) in blocks, split across the OpenMP threads from

@@ -10,8 +10,6 @@
 //   grad_x = rstd·(gw - S1/M - xhat·rstd·S2/M) = rstd·gw + k1·(x - mean) + k0,
 //   k1 = -rstd³·S2/M,  k0 = -rstd·S1/M,
 // and with the statistics held constant (batch_norm in eval) grad_x = rstd·gw.
-#include <omp.h>
-
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -126,17 +124,6 @@ template <class T>
 inline void run_grad_input(const T* g, const T* x, T* __restrict grad_x, std::int64_t n, T a, T mean,
                            T k1, T k0, bool stream) {
   write_run(grad_x, n, stream, [=](std::int64_t i) { return a * g[i] + k1 * (x[i] - mean) + k0; });
-}
-
-/// f(begin, end, thread) on each OpenMP thread's share of [0, n): consecutive, as even as
-/// can be, all threads at once when `parallel` (else thread 0 takes all of it).
-template <class F>
-void parallel_ranges(std::int64_t n, bool parallel, F f) {
-#pragma omp parallel if (parallel)
-  {
-    const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    f(n * t / threads, n * (t + 1) / threads, static_cast<int>(t));
-  }
 }
 
 /// The statistics of a normalisation over `dims` (keepdim shapes), recomputed from x as
