@@ -53,6 +53,12 @@ void for_batch(std::int64_t count, bool parallel, F body) {
   if (error) std::rethrow_exception(error);
 }
 
+/// How many images' unfolded inputs fit in kChunkBytes: at least one, at most the batch.
+std::int64_t images_in_chunk_bytes(const ConvGeometry& g, std::size_t elem) {
+  const auto per_image = std::max<std::int64_t>(g.col_rows() * g.plane_out() * static_cast<std::int64_t>(elem), 1);
+  return std::clamp<std::int64_t>(kChunkBytes / per_image, 1, std::max<std::int64_t>(g.batch, 1));
+}
+
 /// Images per chunk: as many unfolded images as fit in kChunkBytes (at least one; the
 /// whole batch for loops that unfold nothing), in a number of chunks that the threads
 /// share evenly when the batch is split.
@@ -62,8 +68,7 @@ struct Chunks {
     const ConvGeometry& g = p.g;
     const std::int64_t batch = std::max<std::int64_t>(g.batch, 1);
     if (!g.pointwise()) {
-      const auto per_image = std::max<std::int64_t>(g.col_rows() * g.plane_out() * static_cast<std::int64_t>(p.elem), 1);
-      size = unfolds ? std::clamp<std::int64_t>(kChunkBytes / per_image, 1, batch) : batch;
+      size = unfolds ? images_in_chunk_bytes(g, p.elem) : batch;
       if (p.parallel) {  // a multiple of the thread count, as even as the batch allows
         const std::int64_t threads = omp_get_max_threads();
         const std::int64_t chunks = ((batch + size - 1) / size + threads - 1) / threads * threads;
@@ -281,8 +286,7 @@ ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geom
   }
   const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() * static_cast<std::int64_t>(elem);
   keeps_unfolded = weight_grad == ConvPath::gemm && !g.pointwise() && unfolded_bytes <= kKeepUnfoldedBytes;
-  const std::int64_t image_bytes = std::max<std::int64_t>(g.col_rows() * g.plane_out() * static_cast<std::int64_t>(elem), 1);
-  const std::int64_t chunk_columns = std::clamp<std::int64_t>(kChunkBytes / image_bytes, 1, std::max<std::int64_t>(g.batch, 1)) * g.plane_out();
+  const std::int64_t chunk_columns = images_in_chunk_bytes(g, elem) * g.plane_out();
   whole_batch = forward == ConvPath::gemm && !g.pointwise() && g.batch > 1 &&
                 unfolded_bytes <= kKeepUnfoldedBytes && chunk_columns < kMinChunkColumns;
   transposed_weight_grad = weight_grad == ConvPath::direct ||
