@@ -100,8 +100,8 @@ bool direct_conv_fits(const ConvGeometry& g);
 /// out = bias + conv(x) for one image (bias may be null); wt is the weight transposed per
 /// group and padded to 16 lanes: [groups][col_rows][16], zero beyond group_out.
 void direct_conv_forward(const float* x, const float* wt, const float* bias, const ConvGeometry& g, float* out);
-/// Whether conv2d takes direct_conv_weight_grad for g: as direct_conv_fits, for any number
-/// of outputs per group from 8 (16 at a time).
+/// Whether conv2d takes direct_conv_weight_grad for g: as direct_conv_fits, and also for 17
+/// to 64 outputs per group (16 at a time) on images of 1024 output pixels or more.
 bool direct_weight_grad_fits(const ConvGeometry& g);
 /// grad_wt[gi][(c, ki, kj)][o] += Σ grad_out · x for one image: the weight gradient
 /// transposed per group, [groups][col_rows][group_out].

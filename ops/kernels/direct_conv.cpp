@@ -120,17 +120,28 @@ TAPEGRAD_AVX512 void weight_grad_group(const float* x, const Padded& p, const Co
 
 }  // namespace
 
+namespace {
+/// What the direct kernels take: AVX-512, 8 or more outputs over 4 or more inputs per group,
+/// a 3- or 5-wide kernel of width stride and dilation 1.
+bool direct_kernels_apply(const ConvGeometry& g) {
+  return avx512::available() && g.group_out() >= 8 && g.group_in() >= 4 && g.w.stride == 1 && g.w.dilation == 1 &&
+         (g.w.kernel == 3 || g.w.kernel == 5);
+}
+}  // namespace
+
 /// Measured fwd+bwd against im2col + GEMM (batch 32, 1 thread): 8 to 16 outputs over 4 or
 /// more input channels gain 15-40 % (16 outputs over 64 channels at 28²: 22 vs 36 ms); fewer
 /// outputs waste most lanes (4 over 6 channels: 1.3 vs 0.56 ms), and fewer input channels
 /// leave the weight gradient short of kernel rows (16 over 3 channels: 8.5 vs 7.8 ms).
-bool direct_conv_fits(const ConvGeometry& g) {
-  return direct_weight_grad_fits(g) && g.group_out() <= 16;
-}
+bool direct_conv_fits(const ConvGeometry& g) { return direct_kernels_apply(g) && g.group_out() <= 16; }
 
+/// The weight gradient keeps every output's 16 lanes in registers over one image's pixels, so
+/// it needs many pixels per output block. Measured fwd+bwd on a Zen 5 (batch 32, 3×3, median
+/// of two runs, direct vs GEMM): 64 outputs at 56² 158 vs 172 ms (1 thread), 80-94 vs
+/// 100-102 (2); 64 at 32² 27-30 vs 32 (2 threads); but 128 at 16² 30 vs 27, 256 at 8² 42 vs
+/// 32, 512 at 4² 110 vs 30 (2 threads): a ResNet-18 step took 1.5x longer with them.
 bool direct_weight_grad_fits(const ConvGeometry& g) {
-  return avx512::available() && g.group_out() >= 8 && g.group_in() >= 4 && g.w.stride == 1 && g.w.dilation == 1 &&
-         (g.w.kernel == 3 || g.w.kernel == 5);
+  return direct_kernels_apply(g) && (g.group_out() <= 16 || (g.group_out() <= 64 && g.plane_out() >= 1024));
 }
 
 TAPEGRAD_AVX512 void direct_conv_forward(const float* x, const float* wt, const float* bias, const ConvGeometry& g,
