@@ -159,7 +159,7 @@ Tensor map_unary(const Tensor& x, F f, Fixup fixup = {}) {
   Tensor out = make_tensor(x.meta());
   const T* px = x.data<T>();
   T* po = out.data<T>();
-  const bool streaming = streams<T>(x.numel());
+  const bool streaming = streams<T>(x.numel()) && stream_map_pays();
   for_blocks(x.numel(), [&](std::int64_t begin, std::int64_t end) {
     if (streaming) map_loop_streaming(px + begin, po + begin, end - begin, f);
     else map_loop(px + begin, po + begin, end - begin, f);
