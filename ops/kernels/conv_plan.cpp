@@ -28,15 +28,17 @@ constexpr std::int64_t kMinChunkColumns = 256;
 
 /// f32 3×3 stride-1 convolutions of one group (winograd_fits) with at least this many input
 /// and output channels take Winograd for the forward and the input gradient. ResNet-18's
-/// layers, batch 32, bench_resnet18 at one thread on Zen 5 (a shared host: the best of four
-/// runs interleaved with the GEMM paths' binary, old → new ms):
-///   64@32²: forward 16.7 → 11.7, forward + backward 51.0 → 39.8
-///   128@16²: 16.5 → 10.5, 47.5 → 36.3;  256@8²: 15.7 → 11.5, 51.7 → 42.6
-///   512@4²: 16.7 → 14.6, 51.6 → 47.0 (the weight gradient, unchanged, is most of the backward)
-/// The 3-channel stem keeps im2col + GEMM (Winograd's transforms cost more than its 2.25×
-/// fewer multiplies save there: 2-3× slower in a kernel-level test). Between 3 and 64
-/// channels nothing was measured; 16 is a guess.
-constexpr std::int64_t kWinogradMinChannels = 16;
+/// layers, batch 32, bench_resnet18 on Zen 5 (a shared host; two rounds interleaved with the
+/// GEMM paths' binary, old → new ms, forward | forward + backward):
+///   1 thread:  64@32² 17-20 → 12 | 52-59 → 40;   128@16² 15 → 11 | 49 → 40-41
+///              256@8² 16 → 12-14 | 52-53 → 46-47; 512@4² 17 → 15 | 66-67 → 51
+///   2 threads: 64@32² 9 → 6 | 27 → 21;   128@16² 8 → 6 | 26-27 → 21
+///              256@8² 8 → 7 | 32 → 30-31; 512@4² 9-11 → 9-11 | 30-32 → 29-35 (a draw)
+/// Below 64 channels the transforms cost more than the 2.25× fewer multiplies save: in a
+/// kernel-level test (conv_forward / conv_backward against the winograd kernels, batch 32)
+/// 16 and 32 channels at 8² to 32² ran 0.3-0.9× as fast (input gradient 0.5-1.0×), and the
+/// 3-channel stem 0.3-0.7×; 48 was not measured.
+constexpr std::int64_t kWinogradMinChannels = 64;
 
 /// Per-thread scratch buffers (slot 0: unfolded input, slots 1 and 2: a chunk of outputs or
 /// of the output gradient) that
