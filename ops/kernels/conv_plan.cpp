@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #include "ops/kernels/gemm.hpp"
+#include "ops/kernels/winograd.hpp"
 
 namespace tapegrad::detail {
 namespace {
@@ -24,6 +25,20 @@ constexpr std::int64_t kChunkBytes = std::int64_t{1} << 20;
 /// Below this many columns (a chunk's images × output plane) a chunk's GEMMs run far from
 /// the GEMM's peak; such geometries unfold the whole batch and run one GEMM per group.
 constexpr std::int64_t kMinChunkColumns = 256;
+
+/// f32 3×3 stride-1 convolutions of one group (winograd_fits) with at least this many input
+/// and output channels take Winograd for the forward and the input gradient. ResNet-18's
+/// layers, batch 32, bench_resnet18 on Zen 5 (a shared host; two rounds interleaved with the
+/// GEMM paths' binary, old → new ms, forward | forward + backward):
+///   1 thread:  64@32² 17-20 → 12 | 52-59 → 40;   128@16² 15 → 11 | 49 → 40-41
+///              256@8² 16 → 12-14 | 52-53 → 46-47; 512@4² 17 → 15 | 66-67 → 51
+///   2 threads: 64@32² 9 → 6 | 27 → 21;   128@16² 8 → 6 | 26-27 → 21
+///              256@8² 8 → 7 | 32 → 30-31; 512@4² 9-11 → 9-11 | 30-32 → 29-35 (a draw)
+/// Below 64 channels the transforms cost more than the 2.25× fewer multiplies save: in a
+/// kernel-level test (conv_forward / conv_backward against the winograd kernels, batch 32)
+/// 16 and 32 channels at 8² to 32² ran 0.3-0.9× as fast (input gradient 0.5-1.0×), and the
+/// 3-channel stem 0.3-0.7×; 48 was not measured.
+constexpr std::int64_t kWinogradMinChannels = 64;
 
 /// Per-thread scratch buffers (slot 0: unfolded input, slots 1 and 2: a chunk of outputs or
 /// of the output gradient) that
@@ -160,6 +175,21 @@ void each_chunk_plane(const ConvGeometry& g, std::int64_t n0, std::int64_t image
   }
 }
 
+/// Every image of x unfolded into [groups, col_rows, batch · plane_out] (kept_shape()).
+template <class T>
+void unfold_whole_batch(const ConvPlan& p, const T* x, T* unfolded) {
+  const ConvGeometry& g = p.g;
+  const std::int64_t rows = g.col_rows(), plane = g.plane_out(), cols = g.batch * plane;
+  const std::int64_t x_image = g.channels * g.plane_in();
+#pragma omp parallel for collapse(2) schedule(static) if (p.parallel)
+  for (std::int64_t n = 0; n < g.batch; ++n) {
+    for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+      im2col(x + n * x_image + gi * g.group_in() * g.plane_in(), g, g.group_in(),
+             unfolded + gi * rows * cols + n * plane, cols);
+    }
+  }
+}
+
 /// grad_W = Σ over the batch of grad_y · unfoldedᵀ from the forward's kept unfolded input
 /// ([groups, col_rows, batch · plane_out]): grad_y reordered to [out_channels, batch · plane]
 /// (the kept columns' order), then one GEMM per group, which the GEMM library threads.
@@ -187,14 +217,7 @@ template <class T>
 void whole_batch_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T* unfolded) {
   const ConvGeometry& g = p.g;
   const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out(), cols = g.batch * plane;
-  const std::int64_t x_image = g.channels * g.plane_in();
-#pragma omp parallel for collapse(2) schedule(static) if (p.parallel)
-  for (std::int64_t n = 0; n < g.batch; ++n) {
-    for (std::int64_t gi = 0; gi < g.groups; ++gi) {
-      im2col(x + n * x_image + gi * g.group_in() * g.plane_in(), g, g.group_in(),
-             unfolded + gi * rows * cols + n * plane, cols);
-    }
-  }
+  unfold_whole_batch(p, x, unfolded);
   T* out = workspace<T>(1, g.out_channels * cols);
   for (std::int64_t gi = 0; gi < g.groups; ++gi) {
     gemm(false, false, go, cols, rows, T(1), w + gi * go * rows, rows, unfolded + gi * rows * cols, cols, T(0),
@@ -277,18 +300,23 @@ ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geom
   }
   bands = (g.h.out + band_rows - 1) / std::max<std::int64_t>(band_rows, 1);
   const ConvPath unfolded = bands > 1 ? ConvPath::banded : ConvPath::gemm;
+  // Winograd F(2×2, 3×3) where it measured faster than the unfolding paths (kWinogradMinChannels).
+  const bool winograd = f32 && winograd_fits(g) && g.channels >= kWinogradMinChannels &&
+                        g.out_channels >= kWinogradMinChannels;
   if (g.depthwise()) {
     forward = input_grad = weight_grad = ConvPath::depthwise;
   } else {
-    forward = f32 && direct_conv_fits(g) ? ConvPath::direct : unfolded;
-    input_grad = unfolded;
+    forward = f32 && direct_conv_fits(g) ? ConvPath::direct : winograd ? ConvPath::winograd : unfolded;
+    input_grad = winograd ? ConvPath::winograd : unfolded;
     weight_grad = f32 && direct_weight_grad_fits(g) ? ConvPath::direct : unfolded;
   }
   const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() * static_cast<std::int64_t>(elem);
-  keeps_unfolded = weight_grad == ConvPath::gemm && !g.pointwise() && unfolded_bytes <= kKeepUnfoldedBytes;
+  keeps_unfolded = weight_grad == ConvPath::gemm && forward != ConvPath::winograd && !g.pointwise() &&
+                   unfolded_bytes <= kKeepUnfoldedBytes;
   const std::int64_t chunk_columns = images_in_chunk_bytes(g, elem) * g.plane_out();
-  whole_batch = forward == ConvPath::gemm && !g.pointwise() && g.batch > 1 &&
-                unfolded_bytes <= kKeepUnfoldedBytes && chunk_columns < kMinChunkColumns;
+  whole_batch = (forward == ConvPath::gemm || (forward == ConvPath::winograd && weight_grad == ConvPath::gemm)) &&
+                !g.pointwise() && g.batch > 1 && unfolded_bytes <= kKeepUnfoldedBytes &&
+                chunk_columns < kMinChunkColumns;
   transposed_weight_grad = weight_grad == ConvPath::direct ||
                            (weight_grad != ConvPath::depthwise && g.group_out() >= 16 && g.group_out() < g.col_rows());
 }
@@ -298,6 +326,9 @@ void conv_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T
   const ConvGeometry& g = p.g;
   const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
   const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
+  if constexpr (std::is_same_v<T, float>) {
+    if (p.forward == ConvPath::winograd) return winograd_forward(g, x, w, b, y, p.parallel);
+  }
   if (p.whole_batch) {
     const auto [groups, rows_, cols] = p.kept_shape();
     return whole_batch_forward(p, x, w, b, y, kept != nullptr ? kept : workspace<T>(0, groups * rows_ * cols));
@@ -317,6 +348,8 @@ void conv_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T
         if constexpr (std::is_same_v<T, float>) {
           for (std::int64_t n = n0; n < n0 + cb; ++n) direct_conv_forward(x + n * x_image, wt.data(), b, g, y + n * y_image);
         }
+        return;
+      case ConvPath::winograd:  // (whole-batch, above)
         return;
       case ConvPath::banded: {
         T* col = workspace<T>(0, rows * p.band_rows * g.w.out);
@@ -364,6 +397,12 @@ template <class T>
 void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, const T* gy, T* gx, T* grad_w,
                    const T* grad_x_bias) {
   const ConvGeometry& g = p.g;
+  if constexpr (std::is_same_v<T, float>) {
+    if (gx != nullptr && p.input_grad == ConvPath::winograd) {
+      winograd_input_grad(g, gy, w, grad_x_bias, gx, p.parallel);
+      gx = nullptr;  // done: what follows is the weight gradient's
+    }
+  }
   const bool need_x = gx != nullptr, need_w = grad_w != nullptr;
   if (!need_x && !need_w) return;
   const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
@@ -375,7 +414,9 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
   // the GEMM library; per chunk, k would be a few images' planes and each chunk would read
   // and write all of grad_W (ResNet-18's 512→512 3×3 on 4×4 images: k = 48 for a 512 × 4608
   // result). For large images (LeNet) the per-thread chunk sums stay faster.
-  const bool whole_batch_w = need_w && kept != nullptr && p.whole_batch;
+  // After a winograd forward (which keeps nothing) x is unfolded whole here.
+  const bool whole_batch_w = need_w && p.whole_batch && p.weight_grad == ConvPath::gemm &&
+                             (kept != nullptr || p.forward == ConvPath::winograd);
   const bool unfolded_w = need_w && !whole_batch_w && (p.weight_grad == ConvPath::banded || p.weight_grad == ConvPath::gemm);
   // col2im adds into grad_x; the depthwise kernel and fold_tiles write every element.
   if (need_x && !depthwise && !g.tiles()) std::fill_n(gx, g.batch * x_image, T(0));
@@ -459,6 +500,12 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
     }
   });
   if (whole_batch_w) {
+    if (kept == nullptr) {
+      const auto [groups, rows_, cols] = p.kept_shape();
+      T* unfolded = workspace<T>(2, groups * rows_ * cols);
+      unfold_whole_batch(p, x, unfolded);
+      kept = unfolded;
+    }
     whole_batch_weight_grad(p, kept, gy, grad_w);
     return;
   }

@@ -10,6 +10,9 @@
 // - direct: f32 on an AVX-512 CPU, 8 to 16 outputs and at least 4 inputs per group and a 3-
 //   or 5-wide kernel of width stride 1 (direct_conv.cpp): no unfolding. The weight gradient
 //   takes its direct kernel for any number of outputs per group from 8.
+// - winograd: f32 3×3 stride-1 convolutions of one group with enough channels
+//   (winograd.cpp, the rule in conv_plan.cpp): the forward and the input gradient as
+//   Winograd F(2×2, 3×3) over the whole batch; no unfolding (the weight gradient unfolds x).
 // - banded: an image whose unfolded input exceeds about 1 MiB is unfolded a band of output
 //   rows at a time, so the band stays in cache between im2col and its GEMMs.
 // - gemm: small images unfolded in chunks side by side, so one GEMM covers several of them;
@@ -23,7 +26,7 @@
 
 namespace tapegrad::detail {
 
-enum class ConvPath : std::uint8_t { depthwise, direct, banded, gemm };
+enum class ConvPath : std::uint8_t { depthwise, direct, winograd, banded, gemm };
 
 struct ConvPlan {
   ConvGeometry g{};
@@ -31,7 +34,8 @@ struct ConvPlan {
   ConvPath forward = ConvPath::gemm, input_grad = ConvPath::gemm, weight_grad = ConvPath::gemm;
   bool parallel = false;  ///< split the batch across threads
   /// When the weight needs a gradient, the forward keeps the whole batch's unfolded input
-  /// (in place of unfolding x again in the VJP): gemm paths that unfold, up to 16 MiB.
+  /// (in place of unfolding x again in the VJP): gemm paths that unfold, up to 16 MiB, whose
+  /// forward unfolds too (not winograd).
   bool keeps_unfolded = false;
   /// The weight-gradient GEMM computes grad_W_gᵀ [col_rows, group_out]: faster with the long
   /// side as its rows (16×150×1700: 45 → 76 GFLOP/s, 64×576×3136: 64 → 94; below 16 columns
@@ -40,7 +44,8 @@ struct ConvPlan {
   /// gemm-path images so small that a cache-sized chunk of them gives the GEMMs fewer than
   /// 256 columns (ResNet's deep layers), within kKeepUnfoldedBytes: the forward unfolds the
   /// whole batch (into the kept input or a workspace) and runs one GEMM per group, and so
-  /// does the weight gradient from the kept input.
+  /// does the weight gradient from the kept input (or, after a winograd forward, from x
+  /// unfolded whole in the VJP).
   bool whole_batch = false;
   std::int64_t band_rows = 0, bands = 1;  ///< output rows per band, bands per image
 

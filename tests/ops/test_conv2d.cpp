@@ -1,9 +1,11 @@
 // conv2d: hand-computed values, gradients against finite differences over the geometries
-// of the conv/pool issue, stride remainders, padding modes, the threaded paths, and errors.
+// of the conv/pool issue, stride remainders, padding modes, the threaded paths, the Winograd
+// path against f64, and errors.
 #include <catch2/catch.hpp>
 #include <omp.h>
 #include <tapegrad/tapegrad.hpp>
 
+#include "ops/kernels/conv_plan.hpp"
 #include "support/numeric.hpp"
 
 namespace tg = tapegrad;
@@ -274,5 +276,45 @@ TEST_CASE("conv2d: large images are unfolded a band of output rows at a time, ex
     const tg::Tensor w32 = w.detach().to(tg::DType::f32).set_requires_grad(true);
     const auto gw32 = tg::grad({tg::conv2d(x32, w32, tg::Tensor(), c.opt)}, {w32}, {seed.to(tg::DType::f32)});
     CHECK_THAT(gw32[0].to(tg::DType::f64), AllClose(tg::from_vector(ref_gw, w.shape(), tg::DType::f64), 1e-4, 1e-4));
+  }
+}
+
+TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels (Winograd) match f64", "[conv]") {
+  // The forward and the input gradient run Winograd F(2x2, 3x3); the weight gradient then
+  // unfolds x itself: the whole batch at once where a chunk's GEMMs would have fewer than
+  // 256 columns (small images, batch > 1), else chunk by chunk. The tolerance: the kernel
+  // test's rounding bound, 81·(k + 4)·eps·max|w|·max|x| for k = 65 terms, is 6e-4 here.
+  struct Case {
+    const char* name;
+    tg::Shape x, w;
+    tg::Conv2dOptions opt;
+  };
+  const Case cases[] = {
+      {"4x4 images, whole batch", {6, 64, 4, 4}, {64, 64, 3, 3}, {.padding = {1, 1}}},
+      {"odd 9x7 images, padding 1 then 0, whole batch", {3, 65, 9, 7}, {64, 65, 3, 3}, {.padding = {1, 0}}},
+      {"18x19 images, padding 0, chunks", {2, 64, 18, 19}, {70, 64, 3, 3}, {}},
+      {"one odd 9x7 image, chunks", {1, 64, 9, 7}, {66, 64, 3, 3}, {.padding = {1, 1}}},
+  };
+  std::uint64_t seed = 71;
+  for (const Case& c : cases) {
+    SECTION(c.name) {
+      tapegrad::detail::ConvGeometry g;
+      g.batch = c.x[0];
+      g.channels = c.x[1];
+      g.out_channels = c.w[0];
+      g.h = {c.x[2], 3, 1, c.opt.padding[0], c.opt.padding[0], 1, c.x[2] + 2 * c.opt.padding[0] - 2};
+      g.w = {c.x[3], 3, 1, c.opt.padding[1], c.opt.padding[1], 1, c.x[3] + 2 * c.opt.padding[1] - 2};
+      const tapegrad::detail::ConvPlan plan(g, sizeof(float));
+      REQUIRE(plan.forward == tapegrad::detail::ConvPath::winograd);
+      REQUIRE(plan.input_grad == tapegrad::detail::ConvPath::winograd);
+      CHECK(plan.whole_batch == (g.batch > 1 && g.plane_out() < 100));
+      CHECK_FALSE(plan.keeps_unfolded);
+      const std::vector<tg::Tensor> in{leaf(c.x, seed), leaf(c.w, seed + 1), leaf({c.w[0]}, seed + 2)};
+      seed += 4;
+      const tg::Conv2dOptions opt = c.opt;
+      const auto fn = [opt](const auto& v) { return conv_fn_out(v, opt); };
+      tg::testing::check_f32_matches_f64(fn, in, 1e-3, 1e-3);
+      tg::testing::check_f32_grads_match_f64(fn, in, seed - 1, 1e-3, 1e-3);
+    }
   }
 }

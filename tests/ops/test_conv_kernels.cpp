@@ -3,12 +3,16 @@
 // gradients, on random geometries: strides, dilation, uneven padding, channel multipliers,
 // rows of 1 to 3 vector widths; the AVX2 kernels also on a broader sweep (padding past the
 // kernel's reach, 1-wide and 1-tall planes, grad_w added to what it holds). Also the direct
-// kernels with the output channels in the lanes, and im2col / col2im against their
-// portable twins.
+// kernels with the output channels in the lanes, im2col / col2im against their portable
+// twins, and the Winograd F(2×2, 3×3) kernels against f64 loops.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 #include <random>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -16,6 +20,7 @@
 #include <tapegrad/error.hpp>
 
 #include "ops/kernels/conv.hpp"
+#include "ops/kernels/winograd.hpp"
 
 namespace td = tapegrad::detail;
 
@@ -394,5 +399,111 @@ TEST_CASE("AVX2 depthwise kernels agree with the naive loops over a sweep of geo
       ++checked;
     }
     CHECK(checked > 1000);
+  }
+}
+
+namespace {
+
+/// conv2d (one group) of a batch in f64, one output and one tap at a time: y = conv(x, w) + b,
+/// and the input gradient grad_x = Σ grad_y · w over the windows reading each element, + c.
+struct NaiveConv {
+  std::vector<double> y, grad_x;
+};
+NaiveConv naive_conv(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b,
+                     const std::vector<float>& gy, const std::vector<float>& c, const td::ConvGeometry& g) {
+  NaiveConv r;
+  r.y.assign(static_cast<std::size_t>(g.batch * g.out_channels * g.plane_out()), 0.0);
+  r.grad_x.assign(x.size(), 0.0);
+  for (std::int64_t n = 0; n < g.batch; ++n) {
+    for (std::int64_t o = 0; o < g.out_channels; ++o) {
+      for (std::int64_t oh = 0; oh < g.h.out; ++oh) {
+        for (std::int64_t ow = 0; ow < g.w.out; ++ow) {
+          const auto yi = static_cast<std::size_t>(((n * g.out_channels + o) * g.h.out + oh) * g.w.out + ow);
+          r.y[yi] = b[static_cast<std::size_t>(o)];
+          for (std::int64_t ci = 0; ci < g.channels; ++ci) {
+            for (std::int64_t ki = 0; ki < 3; ++ki) {
+              for (std::int64_t kj = 0; kj < 3; ++kj) {
+                const std::int64_t ih = oh - g.h.pad_begin + ki, iw = ow - g.w.pad_begin + kj;
+                if (ih < 0 || ih >= g.h.in || iw < 0 || iw >= g.w.in) continue;
+                const auto xi = static_cast<std::size_t>(((n * g.channels + ci) * g.h.in + ih) * g.w.in + iw);
+                const auto wi = static_cast<std::size_t>(((o * g.channels + ci) * 3 + ki) * 3 + kj);
+                r.y[yi] += double{w[wi]} * x[xi];
+                r.grad_x[xi] += double{gy[yi]} * w[wi];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  for (std::size_t i = 0; i < r.grad_x.size(); ++i) {
+    r.grad_x[i] += c[i / static_cast<std::size_t>(g.plane_in()) % static_cast<std::size_t>(g.channels)];
+  }
+  return r;
+}
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float e : v) m = std::max(m, std::abs(double{e}));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("Winograd F(2x2, 3x3) forward and input gradient agree with f64 loops", "[conv][kernels]") {
+  Draw pick(1717);
+  for (int trial = 0; trial < 60; ++trial) {
+    td::ConvGeometry g;
+    g.batch = pick(1, 3);
+    g.channels = pick(0, 3) == 0 ? pick(1, 4) : pick(1, 70);
+    g.out_channels = pick(0, 3) == 0 ? pick(1, 4) : pick(1, 70);
+    g.h = {pick(1, 14), 3, 1, pick(0, 1), pick(0, 1), 1, 0};
+    g.w = {pick(1, 20), 3, 1, pick(0, 1), pick(0, 1), 1, 0};
+    if (trial < 4) {  // enough tiles for several blocks on several threads
+      g.batch = 3;
+      g.channels = 70 - trial;
+      g.out_channels = 63 + trial;
+      g.h.in = 17 + trial;
+      g.w.in = 21 - trial;
+    } else if (trial < 8) {  // rows of more than 32 tiles (the transforms take 32 at a time)
+      g.w.in = pick(64, 81);
+    }
+    g.h.out = g.h.in + g.h.pad_begin + g.h.pad_end - 2;
+    g.w.out = g.w.in + g.w.pad_begin + g.w.pad_end - 2;
+    if (g.h.out < 1 || g.w.out < 1) continue;
+    REQUIRE(td::winograd_fits(g));
+    INFO(describe(g) << " batch=" << g.batch);
+    const auto x = pick.floats(g.batch * g.channels * g.plane_in());
+    const auto w = pick.floats(g.out_channels * g.channels * 9);
+    const auto b = pick.floats(g.out_channels);
+    const auto gy = pick.floats(g.batch * g.out_channels * g.plane_out());
+    const auto c = pick.floats(g.channels);
+    const NaiveConv want = naive_conv(x, w, b, gy, c, g);
+    // The rounding bound: each product in the 16 GEMMs is of a transformed weight (at most
+    // 2.25·max|w|) and a transformed input (at most 4·max|x|) and each output adds 9 GEMM
+    // entries, so with the transforms' few roundings the error stays within
+    // 81·(k + 4)·eps·max|w|·max|x| for dot products of k terms whose rounding errors do not
+    // all share a sign (the worst case grows as k², random signs as √k; we see about 2 % of
+    // this bound). A wrong tap, channel, tile or padding is off by about |w·x|, far more.
+    const double eps = std::numeric_limits<float>::epsilon();
+    const auto bound = [&](std::int64_t k, double max_in) { return 81 * double(k + 4) * eps * max_abs(w) * max_in; };
+    for (const bool parallel : {false, true}) {
+      std::vector<float> y(want.y.size(), std::nanf("")), grad_x(want.grad_x.size(), std::nanf(""));
+      td::winograd_forward(g, x.data(), w.data(), b.data(), y.data(), parallel);
+      td::winograd_input_grad(g, gy.data(), w.data(), c.data(), grad_x.data(), parallel);
+      const auto check = [&](const char* what, const std::vector<float>& got, const std::vector<double>& ref,
+                             double tolerance) {
+        std::size_t at = 0;
+        double error = 0;
+        for (std::size_t i = 0; i < got.size(); ++i) {
+          const double e = std::abs(got[i] - ref[i]);
+          if (!(e <= error)) std::tie(at, error) = std::pair(i, e);  // (NaN included)
+        }
+        INFO(what << "[" << at << "] = " << got[at] << ", want " << ref[at] << ", parallel=" << parallel);
+        REQUIRE(error <= tolerance);
+      };
+      check("y", y, want.y, bound(g.channels, max_abs(x)));
+      check("grad_x", grad_x, want.grad_x, bound(g.out_channels, max_abs(gy)));
+    }
   }
 }
