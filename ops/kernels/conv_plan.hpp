@@ -9,7 +9,8 @@
 //   loops, no unfolding.
 // - direct: f32 on an AVX-512 CPU, 8 to 16 outputs and at least 4 inputs per group and a 3-
 //   or 5-wide kernel of width stride 1 (direct_conv.cpp): no unfolding. The weight gradient
-//   takes its direct kernel for any number of outputs per group from 8.
+//   takes its direct kernel also for up to 64 outputs per group on images of 1024 or more
+//   output pixels.
 // - winograd: f32 3×3 stride-1 convolutions of one group with enough channels
 //   (winograd.cpp, the rule in conv_plan.cpp): the forward and the input gradient as
 //   Winograd F(2×2, 3×3) over the whole batch; no unfolding (the weight gradient unfolds x).
