@@ -25,6 +25,7 @@ int main() {
     return 0;
   }
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     omp_set_num_threads(threads);
     tg::manual_seed(0);
     auto model = nn::sequential({nn::conv2d(1, 6, 5, {.padding = {2, 2}}), nn::relu(), nn::max_pool2d(2),

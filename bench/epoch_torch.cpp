@@ -59,6 +59,7 @@ int main() {
     return 0;
   }
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     torch::set_num_threads(threads);
     torch::manual_seed(0);
     torch::nn::Sequential model(

@@ -22,6 +22,7 @@ int main() {
       {"interpolate.nearest_x2", {.scale_factor = {2.0}}},
   };
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     omp_set_num_threads(threads);
     for (const auto& c : cases) {
       const std::string name = c.name;

@@ -22,6 +22,7 @@ int main() {
       {"interpolate.nearest_x2", F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest)},
   };
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     torch::set_num_threads(threads);
     for (const auto& c : cases) {
       const std::string name = c.name;

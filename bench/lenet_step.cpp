@@ -20,6 +20,7 @@ int main() {
     bench::sgd_momentum(p, velocity);
   };
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     omp_set_num_threads(threads);
     const auto s = bench::measure(step, 50);
     bench::print("tapegrad", "lenet_step_b64", threads, s);

@@ -27,6 +27,7 @@ int main() {
     opt.step();
   };
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     torch::set_num_threads(threads);
     const auto s = bench::measure(step, 50);
     bench::print("libtorch", "lenet_step_b64", threads, s);

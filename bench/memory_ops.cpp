@@ -67,6 +67,7 @@ int main() {
   // Few repetitions: each figure moves hundreds of MB, and one run should take minutes.
   constexpr int kReps = 5, kWarmup = 1;
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     omp_set_num_threads(threads);
     for (const auto& c : cases()) {
       const std::string name = std::string("mem.") + c.name;

@@ -62,6 +62,7 @@ int main() {
             torch::randn({4096, 2048}), torch::randn({16, 64, 128, 128})};
   constexpr int kReps = 5, kWarmup = 1;
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     torch::set_num_threads(threads);
     for (const auto& c : cases()) {
       const std::string name = std::string("mem.") + c.name;

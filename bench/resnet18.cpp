@@ -77,6 +77,7 @@ double fma_peak_gflops(int threads) {
 int main() {
   tg::manual_seed(0);
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     omp_set_num_threads(threads);
     const double peak = fma_peak_gflops(threads);
     bench::print("tapegrad", "fma_peak_loop", threads, {1e3 / peak, 0, 0, 5},

@@ -63,6 +63,7 @@ TORCH_MODULE(ResNet18);
 int main() {
   torch::manual_seed(0);
   for (int threads : {1, 2}) {
+    if (!bench::wanted_threads(threads)) continue;
     torch::set_num_threads(threads);
     if (bench::wanted("resnet18_step")) {
       ResNet18 model;
