@@ -4,14 +4,13 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <map>
-#include <mutex>
 #include <new>
 
 #include <unistd.h>
 
 #include <fmt/format.h>
 
+#include "autograd/block_cache.hpp"
 #include "autograd/dispatch.hpp"
 #include "autograd/simd.hpp"
 #include "autograd/tensor_impl.hpp"
@@ -21,25 +20,6 @@ namespace tapegrad {
 namespace detail {
 
 namespace {
-constexpr std::align_val_t kAlign{64};
-
-// Blocks that SIMD loops stream through are 64-byte aligned; small ones (scalars, biases)
-// take malloc's fast path instead: an aligned allocation costs several times more, which
-// shows when a program runs many tiny ops.
-constexpr std::size_t kAlignFrom = 512;
-
-void* allocate(std::size_t bytes) {
-  return bytes < kAlignFrom ? ::operator new(bytes) : ::operator new(bytes, kAlign);
-}
-
-void deallocate(void* p, std::size_t bytes) {
-  if (bytes < kAlignFrom) {
-    ::operator delete(p);
-  } else {
-    ::operator delete(p, kAlign);
-  }
-}
-
 std::size_t physical_memory_bytes() {
   const long pages = sysconf(_SC_PHYS_PAGES);
   const long page = sysconf(_SC_PAGESIZE);
@@ -53,76 +33,20 @@ std::atomic<std::size_t>& max_bytes() {
 }
 }  // namespace
 
-// Large blocks are cached instead of returned to the OS: fetching multi-MB buffers from the
-// kernel on every op costs a page fault per 4 KiB, which dominates big convolutions and
-// pools. A freed block is reused for a request of at least half its size; the cache holds
-// at most kCacheLimit bytes (see empty_cache()).
-namespace {
-constexpr std::size_t kCacheFrom = std::size_t{64} << 10;
-constexpr std::size_t kCacheLimit = std::size_t{1} << 30;
-
-struct BlockCache {
-  std::mutex mutex;
-  std::multimap<std::size_t, void*> free_blocks;  // capacity -> block
-  std::size_t cached_bytes = 0;
-
-  void clear() {
-    std::lock_guard lock(mutex);
-    for (auto& [size, p] : free_blocks) deallocate(p, size);
-    free_blocks.clear();
-    cached_bytes = 0;
-  }
-};
-
-BlockCache& block_cache() {
-  // Never destroyed: tensors in other static objects may be freed after it would be.
-  static BlockCache& cache = *new BlockCache;
-  return cache;
-}
-
-std::size_t capacity_for(std::size_t bytes) {
-  return bytes < kCacheFrom ? std::max<std::size_t>(bytes, 1) : (bytes + 4095) / 4096 * 4096;
-}
-}  // namespace
-
 Storage::Storage(std::size_t bytes) : nbytes(bytes) {
   if (bytes <= kInlineBytes) {
     data = inline_data;
     return;
   }
-  const std::size_t capacity = capacity_for(bytes);
-  if (capacity >= kCacheFrom) {
-    auto& cache = block_cache();
-    std::lock_guard lock(cache.mutex);
-    auto it = cache.free_blocks.lower_bound(capacity);
-    if (it != cache.free_blocks.end() && it->first / 2 <= capacity) {
-      data = it->second;
-      nbytes = it->first;  // the block's real capacity, so it returns to the same slot
-      cache.cached_bytes -= it->first;
-      cache.free_blocks.erase(it);
-      return;
-    }
-  }
   try {
-    data = allocate(capacity);
-    nbytes = capacity;
+    data = block_acquire(nbytes);
   } catch (const std::bad_alloc&) {
     throw ValueError(fmt::format("tensor: cannot allocate {} bytes", bytes));
   }
 }
 
 Storage::~Storage() {
-  if (data == inline_data) return;
-  if (nbytes >= kCacheFrom) {
-    auto& cache = block_cache();
-    std::lock_guard lock(cache.mutex);
-    if (cache.cached_bytes + nbytes <= kCacheLimit) {
-      cache.free_blocks.emplace(nbytes, data);
-      cache.cached_bytes += nbytes;
-      return;
-    }
-  }
-  deallocate(data, nbytes);
+  if (data != inline_data) block_release(data, nbytes);
 }
 
 Tensor make_tensor(const TensorMeta& meta, std::string_view op) {
@@ -190,7 +114,6 @@ Tensor copy_data(const Tensor& t) {
 }  // namespace detail
 
 std::size_t max_tensor_bytes() { return detail::max_bytes().load(); }
-void empty_cache() { detail::block_cache().clear(); }
 void set_max_tensor_bytes(std::size_t bytes) { detail::max_bytes().store(bytes); }
 
 // ---- Tensor accessors ----------------------------------------------------------------------
