@@ -10,6 +10,7 @@
 
 #include <omp.h>
 
+#include "autograd/block_cache.hpp"
 #include "ops/kernels/gemm.hpp"
 #include "ops/kernels/winograd.hpp"
 
@@ -40,9 +41,10 @@ constexpr std::int64_t kMinChunkColumns = 256;
 /// 3-channel stem 0.3-0.7×; 48 was not measured.
 constexpr std::int64_t kWinogradMinChannels = 64;
 
-/// Per-thread scratch buffers (slot 0: unfolded input, slots 1 and 2: a chunk of outputs or
-/// of the output gradient) that
-/// grow to the largest size asked of them and are reused.
+/// Per-thread buffers for one chunk of images (slot 0: unfolded input, slots 1 and 2: a chunk
+/// of outputs or of the output gradient; about kChunkBytes each) that grow to the largest
+/// size asked of them and are reused. Whole-batch buffers come from the block cache
+/// (Scratch) and go back to it.
 template <class T>
 T* workspace(int slot, std::int64_t size) {
   thread_local std::array<std::vector<T>, 3> buffers;
@@ -190,35 +192,41 @@ void unfold_whole_batch(const ConvPlan& p, const T* x, T* unfolded) {
   }
 }
 
-/// grad_W = Σ over the batch of grad_y · unfoldedᵀ from the forward's kept unfolded input
-/// ([groups, col_rows, batch · plane_out]): grad_y reordered to [out_channels, batch · plane]
-/// (the kept columns' order), then one GEMM per group, which the GEMM library threads.
+/// grad_W = Σ over the batch of grad_y · unfoldedᵀ with x unfolded whole ([groups, col_rows,
+/// batch · plane_out]) and grad_y reordered to [out_channels, batch · plane] (the unfolded
+/// columns' order), then one GEMM per group, which the GEMM library threads.
 template <class T>
-void whole_batch_weight_grad(const ConvPlan& p, const T* kept, const T* gy, T* grad_w) {
+void whole_batch_weight_grad(const ConvPlan& p, const T* x, const T* gy, T* grad_w) {
   const ConvGeometry& g = p.g;
   const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out(), cols = g.batch * plane;
-  T* gy_t = workspace<T>(0, g.out_channels * cols);
+  Scratch<T> unfolded(g.groups * rows * cols);
+  unfold_whole_batch(p, x, unfolded.data());
+  Scratch<T> gy_t_buffer(g.out_channels * cols);
+  T* gy_t = gy_t_buffer.data();
 #pragma omp parallel for collapse(2) schedule(static) if (p.parallel)
   for (std::int64_t o = 0; o < g.out_channels; ++o) {
     for (std::int64_t n = 0; n < g.batch; ++n) std::copy_n(gy + (n * g.out_channels + o) * plane, plane, gy_t + o * cols + n * plane);
   }
   for (std::int64_t gi = 0; gi < g.groups; ++gi) {
-    gemm(false, true, go, rows, cols, T(1), gy_t + gi * go * cols, cols, kept + gi * rows * cols, cols, T(0),
+    gemm(false, true, go, rows, cols, T(1), gy_t + gi * go * cols, cols, unfolded.data() + gi * rows * cols, cols, T(0),
          grad_w + gi * go * rows, rows);
   }
 }
 
-/// y = conv2d(x, w) + b with every image unfolded into `unfolded` (the kept unfolded input
-/// or a workspace: [groups, col_rows, batch · plane_out]), then one GEMM per group over the batch
-/// (threaded by the GEMM library) into [out_channels, batch · plane], reordered to NCHW.
+/// y = conv2d(x, w) + b with every image unfolded into a workspace ([groups, col_rows,
+/// batch · plane_out]), then one GEMM per group over the batch (threaded by the GEMM
+/// library) into [out_channels, batch · plane], reordered to NCHW.
 /// Per chunk the GEMMs would have a few images' planes as columns (48 for ResNet-18's
 /// 512-channel layer on 4×4 images), too few to run near the GEMM's peak.
 template <class T>
-void whole_batch_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T* unfolded) {
+void whole_batch_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y) {
   const ConvGeometry& g = p.g;
   const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out(), cols = g.batch * plane;
+  Scratch<T> unfolded_buffer(g.groups * rows * cols);
+  T* unfolded = unfolded_buffer.data();
   unfold_whole_batch(p, x, unfolded);
-  T* out = workspace<T>(1, g.out_channels * cols);
+  Scratch<T> out_buffer(g.out_channels * cols);
+  T* out = out_buffer.data();
   for (std::int64_t gi = 0; gi < g.groups; ++gi) {
     gemm(false, false, go, cols, rows, T(1), w + gi * go * rows, rows, unfolded + gi * rows * cols, cols, T(0),
          out + gi * go * cols, cols);
@@ -254,8 +262,9 @@ template <class T>
 class WeightGradSlots {
  public:
   WeightGradSlots(const ConvPlan& p, bool wanted)
-      : p_(p), slots_(p.parallel ? omp_get_max_threads() : 1), size_(p.g.out_channels * p.g.col_rows()),
-        sums_(wanted ? static_cast<std::size_t>(slots_ * size_) : 0, T(0)) {}
+      : p_(p), slots_(p.parallel ? omp_get_max_threads() : 1), size_(p.g.out_channels * p.g.col_rows()) {
+    if (wanted) std::fill_n(sums_.get(slots_ * size_), slots_ * size_, T(0));
+  }
 
   /// The calling thread's slot.
   T* mine() { return sums_.data() + (p_.parallel ? omp_get_thread_num() : 0) * size_; }
@@ -283,7 +292,7 @@ class WeightGradSlots {
  private:
   const ConvPlan& p_;
   std::int64_t slots_, size_;
-  std::vector<T> sums_;
+  Scratch<T> sums_;
 };
 
 }  // namespace
@@ -311,12 +320,12 @@ ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geom
     weight_grad = f32 && direct_weight_grad_fits(g) ? ConvPath::direct : unfolded;
   }
   const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() * static_cast<std::int64_t>(elem);
-  keeps_unfolded = weight_grad == ConvPath::gemm && forward != ConvPath::winograd && !g.pointwise() &&
-                   unfolded_bytes <= kKeepUnfoldedBytes;
   const std::int64_t chunk_columns = images_in_chunk_bytes(g, elem) * g.plane_out();
   whole_batch = (forward == ConvPath::gemm || (forward == ConvPath::winograd && weight_grad == ConvPath::gemm)) &&
                 !g.pointwise() && g.batch > 1 && unfolded_bytes <= kKeepUnfoldedBytes &&
                 chunk_columns < kMinChunkColumns;
+  keeps_unfolded = weight_grad == ConvPath::gemm && forward != ConvPath::winograd && !g.pointwise() &&
+                   !whole_batch && unfolded_bytes <= kKeepUnfoldedBytes;
   transposed_weight_grad = weight_grad == ConvPath::direct ||
                            (weight_grad != ConvPath::depthwise && g.group_out() >= 16 && g.group_out() < g.col_rows());
 }
@@ -329,10 +338,7 @@ void conv_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T
   if constexpr (std::is_same_v<T, float>) {
     if (p.forward == ConvPath::winograd) return winograd_forward(g, x, w, b, y, p.parallel);
   }
-  if (p.whole_batch) {
-    const auto [groups, rows_, cols] = p.kept_shape();
-    return whole_batch_forward(p, x, w, b, y, kept != nullptr ? kept : workspace<T>(0, groups * rows_ * cols));
-  }
+  if (p.whole_batch) return whole_batch_forward(p, x, w, b, y);
   const Chunks chunks(p, p.forward == ConvPath::banded || p.forward == ConvPath::gemm);
   std::vector<float> wt;
   if constexpr (std::is_same_v<T, float>) {
@@ -409,14 +415,12 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
   const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
   const bool depthwise = p.forward == ConvPath::depthwise;
   const bool direct_w = need_w && p.weight_grad == ConvPath::direct;
-  // A whole-batch plan with the forward's unfolded input at hand: the weight gradient is one
-  // GEMM per group over the whole batch (k = batch · plane) after the chunk loop, threaded by
-  // the GEMM library; per chunk, k would be a few images' planes and each chunk would read
-  // and write all of grad_W (ResNet-18's 512→512 3×3 on 4×4 images: k = 48 for a 512 × 4608
-  // result). For large images (LeNet) the per-thread chunk sums stay faster.
-  // After a winograd forward (which keeps nothing) x is unfolded whole here.
-  const bool whole_batch_w = need_w && p.whole_batch && p.weight_grad == ConvPath::gemm &&
-                             (kept != nullptr || p.forward == ConvPath::winograd);
+  // A whole-batch plan: the weight gradient is one GEMM per group over the whole batch
+  // (k = batch · plane), x unfolded whole again, after the chunk loop, threaded by the GEMM
+  // library; per chunk, k would be a few images' planes and each chunk would read and write
+  // all of grad_W (ResNet-18's 512→512 3×3 on 4×4 images: k = 48 for a 512 × 4608 result).
+  // For large images (LeNet) the per-thread chunk sums stay faster.
+  const bool whole_batch_w = need_w && p.whole_batch && p.weight_grad == ConvPath::gemm;
   const bool unfolded_w = need_w && !whole_batch_w && (p.weight_grad == ConvPath::banded || p.weight_grad == ConvPath::gemm);
   // col2im adds into grad_x; the depthwise kernel and fold_tiles write every element.
   if (need_x && !depthwise && !g.tiles()) std::fill_n(gx, g.batch * x_image, T(0));
@@ -499,16 +503,7 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
       }
     }
   });
-  if (whole_batch_w) {
-    if (kept == nullptr) {
-      const auto [groups, rows_, cols] = p.kept_shape();
-      T* unfolded = workspace<T>(2, groups * rows_ * cols);
-      unfold_whole_batch(p, x, unfolded);
-      kept = unfolded;
-    }
-    whole_batch_weight_grad(p, kept, gy, grad_w);
-    return;
-  }
+  if (whole_batch_w) return whole_batch_weight_grad(p, x, gy, grad_w);
   if (need_w) partial.sum_into(grad_w);
 }
 

@@ -12,11 +12,11 @@
 #include "ops/kernels/gemm.hpp"
 
 #include <algorithm>
-#include <vector>
 
 #include <fmt/format.h>
 #include <oneapi/dnnl/dnnl.h>
 
+#include "autograd/block_cache.hpp"
 #include "tapegrad/error.hpp"
 
 namespace tapegrad::detail {
@@ -40,10 +40,10 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
     }
     return;
   }
+  Scratch<float> padded;  // a weight gradient's A is MBs: from the block cache
   if (pad_transposed_a(trans_a, lda, n)) {
-    thread_local std::vector<float> padded;  // reused: a weight gradient's A is MBs
     const std::int64_t ld = m + 16;
-    padded.resize(static_cast<std::size_t>(k * ld));
+    padded.get(k * ld);
     for (std::int64_t r = 0; r < k; ++r) std::copy_n(a + r * lda, m, padded.data() + r * ld);
     a = padded.data();
     lda = ld;

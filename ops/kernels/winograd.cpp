@@ -22,6 +22,7 @@
 
 #include <omp.h>
 
+#include "autograd/block_cache.hpp"
 #include "autograd/simd.hpp"
 #include "ops/kernels/gemm.hpp"
 
@@ -189,35 +190,32 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
   blocks = (tiles + block - 1) / block;
   const std::int64_t ld = (block + 15) / 16 * 16;
   std::exception_ptr error;
-#pragma omp parallel for schedule(static) if (parallel && blocks > 1)
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    try {
-      thread_local std::vector<float> v, m, rows;
-      thread_local std::vector<Run> runs;
-      v.resize(static_cast<std::size_t>(16 * p.in_channels * ld));
-      m.resize(static_cast<std::size_t>(16 * p.out_channels * ld));
-      rows.resize(static_cast<std::size_t>(4 * (2 * p.tiles_w() + 2)));
-      const std::int64_t t0 = b * block, count = std::min(block, tiles - t0);
-      block_runs(p, t0, count, runs);
-      for (const Run& run : runs) transform_input(p, x, run, v.data(), ld, rows.data());
-      for (std::int64_t xi = 0; xi < 16; ++xi) {
-        gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * p.out_channels * p.in_channels,
-             p.in_channels, v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
-      }
-      for (const Run& run : runs) transform_output(p, m.data(), ld, run, bias, y);
-    } catch (...) {
+#pragma omp parallel if (parallel && blocks > 1)
+  {
+    Scratch<float> v, m;  // this thread's, for all its blocks
+    std::vector<float> rows;
+    std::vector<Run> runs;
+#pragma omp for schedule(static)
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      try {
+        v.get(16 * p.in_channels * ld);
+        m.get(16 * p.out_channels * ld);
+        rows.resize(static_cast<std::size_t>(4 * (2 * p.tiles_w() + 2)));
+        const std::int64_t t0 = b * block, count = std::min(block, tiles - t0);
+        block_runs(p, t0, count, runs);
+        for (const Run& run : runs) transform_input(p, x, run, v.data(), ld, rows.data());
+        for (std::int64_t xi = 0; xi < 16; ++xi) {
+          gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * p.out_channels * p.in_channels,
+               p.in_channels, v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
+        }
+        for (const Run& run : runs) transform_output(p, m.data(), ld, run, bias, y);
+      } catch (...) {
 #pragma omp critical(tapegrad_winograd_error)
-      if (!error) error = std::current_exception();
+        if (!error) error = std::current_exception();
+      }
     }
   }
   if (error) std::rethrow_exception(error);
-}
-
-/// The transformed weight, reused across calls (ResNet's 512 × 512 weight: 16 MiB).
-float* weight_buffer(std::int64_t size) {
-  thread_local std::vector<float> u;
-  u.resize(static_cast<std::size_t>(size));
-  return u.data();
 }
 
 }  // namespace
@@ -232,11 +230,11 @@ bool winograd_fits(const ConvGeometry& g) {
 void winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
                       bool parallel) {
   const Problem p{g.batch, g.channels, g.out_channels, g.h.in, g.w.in, g.h.out, g.w.out, g.h.pad_begin, g.w.pad_begin};
-  float* u = weight_buffer(16 * p.out_channels * p.in_channels);
+  Scratch<float> u(16 * p.out_channels * p.in_channels);  // ResNet's 512 × 512 weight: 16 MiB
   transform_weight(p.out_channels, p.in_channels,
-                   [&](std::int64_t o, std::int64_t c, int i, int j) { return w[((o * g.channels + c) * 3 + i) * 3 + j]; }, u,
-                   parallel);
-  run(p, u, x, b, y, parallel);
+                   [&](std::int64_t o, std::int64_t c, int i, int j) { return w[((o * g.channels + c) * 3 + i) * 3 + j]; },
+                   u.data(), parallel);
+  run(p, u.data(), x, b, y, parallel);
 }
 
 void winograd_input_grad(const ConvGeometry& g, const float* grad_y, const float* w, const float* grad_x_bias,
@@ -245,13 +243,13 @@ void winograd_input_grad(const ConvGeometry& g, const float* grad_y, const float
   // a 3×3 correlation of grad_y at padding 2 - p with w'[c, o, i', j'] = w[o, c, 2 - i', 2 - j'].
   const Problem p{g.batch, g.out_channels, g.channels, g.h.out, g.w.out, g.h.in, g.w.in, 2 - g.h.pad_begin,
                   2 - g.w.pad_begin};
-  float* u = weight_buffer(16 * p.out_channels * p.in_channels);
+  Scratch<float> u(16 * p.out_channels * p.in_channels);
   transform_weight(p.out_channels, p.in_channels,
                    [&](std::int64_t c, std::int64_t o, int i, int j) {
                      return w[((o * g.channels + c) * 3 + (2 - i)) * 3 + (2 - j)];
                    },
-                   u, parallel);
-  run(p, u, grad_y, grad_x_bias, grad_x, parallel);
+                   u.data(), parallel);
+  run(p, u.data(), grad_y, grad_x_bias, grad_x, parallel);
 }
 
 }  // namespace tapegrad::detail

@@ -200,7 +200,7 @@ TEST_CASE("conv2d: keeping the unfolded input for the VJP gives the same gradien
 
 TEST_CASE("conv2d: small images run one GEMM over the whole batch, equal to image by image", "[conv]") {
   // 4x4 images with 64 channels: a cache-sized chunk would give the GEMMs 96 columns, so the
-  // batch of 6 is unfolded whole (forward, and the weight gradient from the kept input);
+  // batch of 6 is unfolded whole (forward, and again for the weight gradient);
   // a batch of one takes the chunk path. Output, input gradient, and the per-image weight
   // and bias gradients summed must agree.
   const tg::Conv2dOptions opt{.padding = 1};
