@@ -21,10 +21,12 @@
 #include "autograd/block_cache.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <new>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include <sys/mman.h>
@@ -50,14 +52,14 @@ class Arena {
  public:
   void* acquire(std::size_t bytes) {
     std::lock_guard lock(mutex_);
-    auto it = by_size_.lower_bound({bytes, nullptr});
+    auto it = by_size_.lower_bound({bytes, 0, nullptr});
     if (it == by_size_.end()) {
       add_segment(std::max(bytes, kSegmentBytes));
-      it = by_size_.lower_bound({bytes, nullptr});
+      it = by_size_.lower_bound({bytes, 0, nullptr});
     }
-    const auto [size, start] = *it;
-    erase_free(start, size);
-    if (size > bytes) insert_free(start + bytes, size - bytes);
+    const auto [size, age, start] = *it;
+    erase_free(start);
+    if (size > bytes) insert_free(start + bytes, size - bytes, age);
     resident_free_ -= std::min(resident_free_, bytes);
     return start;
   }
@@ -68,19 +70,19 @@ class Arena {
     std::size_t size = bytes;
     // merge with the free ranges after and before it, within its segment
     if (auto next = by_address_.find(start + size); next != by_address_.end() && !segments_.contains(next->first)) {
-      size += next->second;
-      erase_free(next->first, next->second);
+      size += next->second.bytes;
+      erase_free(next->first);
     }
     if (auto prev = by_address_.lower_bound(start);
         prev != by_address_.begin() && !segments_.contains(start)) {
       --prev;
-      if (prev->first + prev->second == start) {
+      if (prev->first + prev->second.bytes == start) {
         start = prev->first;
-        size += prev->second;
-        erase_free(prev->first, prev->second);
+        size += prev->second.bytes;
+        erase_free(start);
       }
     }
-    insert_free(start, size);
+    insert_free(start, size, --age_);
     resident_free_ += bytes;
     if (resident_free_ > kResidentFreeBound) give_back();
   }
@@ -96,7 +98,7 @@ class Arena {
     if (p == MAP_FAILED) throw std::bad_alloc();
     char* start = static_cast<char*>(p);
     segments_.emplace(start, bytes);
-    insert_free(start, bytes);
+    insert_free(start, bytes, ~std::uint64_t{0});
   }
 
   /// Unmaps the segments that are wholly free and gives the pages of other free ranges back.
@@ -104,31 +106,40 @@ class Arena {
     for (auto it = segments_.begin(); it != segments_.end();) {
       const auto [start, bytes] = *it;
       const auto free = by_address_.find(start);
-      if (free != by_address_.end() && free->second == bytes) {
-        erase_free(start, bytes);
+      if (free != by_address_.end() && free->second.bytes == bytes) {
+        erase_free(start);
         munmap(start, bytes);
         it = segments_.erase(it);
       } else {
         ++it;
       }
     }
-    for (const auto& [start, bytes] : by_address_) madvise(start, bytes, MADV_DONTNEED);
+    for (const auto& [start, range] : by_address_) madvise(start, range.bytes, MADV_DONTNEED);
     resident_free_ = 0;
   }
 
-  void insert_free(char* start, std::size_t bytes) {
-    by_address_.emplace(start, bytes);
-    by_size_.emplace(bytes, start);
+  struct Range {
+    std::size_t bytes;
+    std::uint64_t age;  ///< smaller: freed more recently
+  };
+
+  void insert_free(char* start, std::size_t bytes, std::uint64_t age) {
+    by_address_.emplace(start, Range{bytes, age});
+    by_size_.emplace(bytes, age, start);
   }
-  void erase_free(char* start, std::size_t bytes) {
-    by_address_.erase(start);
-    by_size_.erase({bytes, start});
+  void erase_free(char* start) {
+    const auto it = by_address_.find(start);
+    by_size_.erase({it->second.bytes, it->second.age, start});
+    by_address_.erase(it);
   }
 
   std::mutex mutex_;
-  std::map<char*, std::size_t> segments_;            ///< start -> bytes
-  std::map<char*, std::size_t> by_address_;          ///< free ranges: start -> bytes
-  std::set<std::pair<std::size_t, char*>> by_size_;  ///< the same ranges, smallest first
+  std::map<char*, std::size_t> segments_;  ///< start -> bytes
+  std::map<char*, Range> by_address_;      ///< the free ranges
+  /// The same ranges, smallest first and, of one size, the most recently freed first (its
+  /// memory is likeliest still in a cache).
+  std::set<std::tuple<std::size_t, std::uint64_t, char*>> by_size_;
+  std::uint64_t age_ = ~std::uint64_t{0} - 1;  ///< counts down at every release
   std::size_t resident_free_ = 0;  ///< free bytes written since the last give_back (about)
 };
 

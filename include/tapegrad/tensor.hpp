@@ -185,7 +185,9 @@ void manual_seed(std::uint64_t seed);
 /// memory). Larger requests throw ValueError instead of meeting the OOM killer.
 std::size_t max_tensor_bytes();
 void set_max_tensor_bytes(std::size_t bytes);
-/// Returns the blocks of at least 64 KiB that tapegrad keeps for reuse to the system.
+/// Gives back to the system the free memory that tapegrad keeps for reuse: freed tensors and
+/// workspaces of 64 KiB and more stay mapped (so a training loop makes no page faults), up
+/// to 1 GiB of them.
 void empty_cache();
 
 /// PyTorch-like text: "tensor([[1., 2.], [3., 4.]], shape=[2, 2], dtype=f32)".
