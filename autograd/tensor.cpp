@@ -313,14 +313,16 @@ void check_operand(const Tensor& t, const Tensor& other, const char* op) {
   }
 }
 
-/// Applies f(self_elem, other_elem) element-wise, broadcasting a one-element operand. Large
-/// tensors (the gradients the engine accumulates into leaves) are split across the threads.
+/// In-place updates of at least this many elements (the gradients the engine accumulates
+/// into leaves, zero_grad, an optimizer's buffers) are split across the threads.
+constexpr std::int64_t kParallelFrom = std::int64_t{1} << 16;
+
+/// Applies f(self_elem, other_elem) element-wise, broadcasting a one-element operand.
 template <class T, class F>
 TAPEGRAD_MULTIVERSION void update_with(Tensor& t, const Tensor& other, F f) {
   T* p = t.data<T>();
   const T* q = other.data<T>();
   const std::int64_t n = t.numel();
-  constexpr std::int64_t kParallelFrom = std::int64_t{1} << 16;
   if (other.numel() == 1) {
     const T v = q[0];
 #pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
@@ -339,7 +341,11 @@ Tensor& Tensor::fill_(double value) {
   check_inplace(*this, "fill_");
   detail::dispatch_all(dtype(), [&](auto tag) {
     using T = decltype(tag);
-    std::fill_n(data<T>(), numel(), static_cast<T>(value));
+    T* p = data<T>();
+    const auto v = static_cast<T>(value);
+    const std::int64_t n = numel();
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+    for (std::int64_t i = 0; i < n; ++i) p[i] = v;
   });
   detail::bump_version(*this);
   return *this;
@@ -365,7 +371,9 @@ Tensor& Tensor::mul_(double value) {
     using T = decltype(tag);
     T* p = data<T>();
     const auto v = static_cast<T>(value);
-    for (std::int64_t i = 0, n = numel(); i < n; ++i) p[i] = static_cast<T>(p[i] * v);
+    const std::int64_t n = numel();
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+    for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(p[i] * v);
   });
   detail::bump_version(*this);
   return *this;
