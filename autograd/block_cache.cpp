@@ -16,8 +16,8 @@
 // Smaller blocks come from operator new, 64-byte aligned from 512 bytes (an aligned
 // allocation costs several times more, which shows when a program runs many tiny ops).
 //
-// Under AddressSanitizer every block comes from operator new, so that the sanitizer stage
-// sees each tensor's and workspace's bounds.
+// Under AddressSanitizer every block comes from operator new (kBlocksCached), so that the
+// sanitizer stage sees each tensor's and workspace's bounds.
 #include "autograd/block_cache.hpp"
 
 #include <algorithm>
@@ -42,11 +42,7 @@ constexpr std::size_t kPage = 4096;
 constexpr std::size_t kSegmentBytes = std::size_t{256} << 20;
 constexpr std::size_t kResidentFreeBound = std::size_t{1} << 30;
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr std::size_t kArenaFrom = ~std::size_t{0};
-#else
-constexpr std::size_t kArenaFrom = std::size_t{64} << 10;
-#endif
+constexpr std::size_t kArenaFrom = kBlocksCached ? std::size_t{64} << 10 : ~std::size_t{0};
 
 class Arena {
  public:

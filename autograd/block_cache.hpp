@@ -9,6 +9,21 @@
 
 namespace tapegrad::detail {
 
+/// Whether blocks are cached at all. Not under AddressSanitizer: every block then comes from
+/// operator new, so that the sanitizer sees each tensor's and workspace's bounds (GCC defines
+/// __SANITIZE_ADDRESS__, Clang answers __has_feature).
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kBlocksCached = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kBlocksCached = false;
+#else
+inline constexpr bool kBlocksCached = true;
+#endif
+#else
+inline constexpr bool kBlocksCached = true;
+#endif
+
 /// A block of at least `bytes` (64-byte aligned from 512 bytes); `bytes` becomes the block's
 /// capacity, which block_release needs. Throws std::bad_alloc.
 void* block_acquire(std::size_t& bytes);
