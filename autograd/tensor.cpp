@@ -344,7 +344,7 @@ Tensor& Tensor::fill_(double value) {
     T* p = data<T>();
     const auto v = static_cast<T>(value);
     const std::int64_t n = numel();
-#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+#pragma omp parallel for schedule(static) if (n >= kParallelFrom)
     for (std::int64_t i = 0; i < n; ++i) p[i] = v;
   });
   detail::bump_version(*this);
@@ -372,7 +372,7 @@ Tensor& Tensor::mul_(double value) {
     T* p = data<T>();
     const auto v = static_cast<T>(value);
     const std::int64_t n = numel();
-#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+#pragma omp parallel for schedule(static) if (n >= kParallelFrom)
     for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(p[i] * v);
   });
   detail::bump_version(*this);
