@@ -457,6 +457,46 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
     }
   }
 
+  // OpContext::grad_sum for input i of `current`: the sum its gradient would be added into,
+  // when that is the pass's own tensor (a slot's sum nothing else holds, or the leaf's grad)
+  // and the VJP does not read it. `handed` remembers what was given out, so that a VJP
+  // returning it is taken as already added.
+  const auto claim = [](GradSlot& slot) {
+    // A gradient handed on unchanged (add's VJP gives grad_out to both inputs) is no longer
+    // shared once the other holders are done with it.
+    if (slot.sum.defined() && !slot.owned && slot.sum.impl().use_count() == 1 &&
+        slot.sum.impl()->storage.use_count() == 1) {
+      slot.owned = true;
+    }
+    return slot.owned ? slot.sum : Tensor();
+  };
+  const Node* current = nullptr;
+  const Tensor* current_grad_out = nullptr;
+  std::vector<const TensorImpl*> handed;
+  const std::function<Tensor(std::size_t)> grad_sums = [&](std::size_t i) -> Tensor {
+    const Node::Input& in = current->inputs[i];
+    Tensor sum;
+    if (in.producer) {
+      sum = claim(vertex_grad[static_cast<std::size_t>(in.producer->vertex)]);
+    } else if (in.leaf && captures != nullptr) {
+      auto it = leaf_grad.find(in.leaf.get());
+      if (it != leaf_grad.end()) sum = claim(it->second);
+    } else if (in.leaf && in.leaf->grad && in.leaf->shape == in.meta.shape &&
+               in.leaf->dtype == in.meta.dtype) {
+      sum = Tensor(in.leaf->grad);
+    }
+    if (!sum.defined() || sum.meta() != in.meta || sum.requires_grad()) return {};
+    const auto& storage = sum.impl()->storage;
+    if (current_grad_out->impl()->storage == storage) return {};
+    for (const SavedTensor& s : current->saved) {
+      if (s.tensor.defined() && s.tensor.impl()->storage == storage) return {};
+    }
+    if (handed.empty()) handed.assign(current->inputs.size(), nullptr);
+    handed[i] = sum.impl().get();
+    return sum;
+  };
+  const bool sums_allowed = !create_graph && !anomaly_enabled;
+
   for (std::size_t v : order) {
     Node& n = *tg.graph[v].node;
     Tensor grad_out = std::move(vertex_grad[v].sum);
@@ -484,7 +524,10 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
       if (wants(n, mask, 0)) deliver(n, 0, grad_out, n.view_offset);
       continue;
     }
-    OpContext ctx(&n, mask);
+    current = &n;
+    current_grad_out = &grad_out;
+    handed.clear();
+    OpContext ctx(&n, mask, sums_allowed ? &grad_sums : nullptr);
     std::vector<Tensor> grads = n.op->vjp(ctx, grad_out);
     check_vjp_result(n, mask, grads);
     if (anomaly_enabled) check_finite(n, grads);
@@ -493,7 +536,12 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
       n.released = true;
     }
     for (std::size_t i = 0; i < grads.size(); ++i) {
-      if (wants(n, mask, i)) deliver(n, i, grads[i], -1);
+      if (!wants(n, mask, i)) continue;
+      if (!handed.empty() && handed[i] != nullptr && grads[i].impl().get() == handed[i]) {
+        bump_version(grads[i]);  // added into by the VJP (OpContext::grad_sum)
+      } else {
+        deliver(n, i, grads[i], -1);
+      }
     }
   }
   // Nodes that got no gradient were still part of this pass: release them too.
@@ -562,6 +610,10 @@ Tensor OpContext::saved(std::size_t i) const {
     return out;
   }
   return s.tensor;
+}
+
+Tensor OpContext::grad_sum(std::size_t i) const {
+  return grad_sums_ != nullptr && needs_input_grad(i) ? (*grad_sums_)(i) : Tensor();
 }
 
 bool OpContext::needs_input_grad(std::size_t i) const {

@@ -19,6 +19,8 @@
 ///   - optional `static constexpr bool differentiable_vjp = false` for a VJP that calls raw
 ///     kernels (or reads intermediates it saved): create_graph through it throws GraphError
 ///     naming the op instead of producing a wrong second derivative;
+///     A VJP may instead add its gradient for input i into `ctx.grad_sum(i)` (when that is
+///     defined) and return that tensor for input i: see OpContext::grad_sum;
 ///   - optional `static constexpr bool view = true` for an op whose forward may return a
 ///     contiguous block of input 0 (`alias(in[0], shape, offset)`) and whose VJP then only
 ///     places grad_out at that block (zeros elsewhere, no gradient for other inputs): when
@@ -75,19 +77,32 @@ class OpContext {
   std::size_t num_inputs() const;
   /// True when this forward is being recorded.
   bool recording() const { return node_ != nullptr; }
+  /// In a VJP: the gradient of input i that this backward pass has summed so far, when the
+  /// VJP may add into it in place (the leaf's existing `grad()`, or a sum of gradients that
+  /// reached a non-leaf input from other consumers before); undefined otherwise (no gradient
+  /// yet, input i not wanted, create_graph, anomaly mode, or the sum shares storage with
+  /// grad_out or a saved tensor). A VJP that adds its gradient for input i into it returns
+  /// that same tensor for input i, and the engine adds nothing more; it must not read it.
+  /// This saves writing a new gradient and reading it again for the sum (cat's gradient of
+  /// a slice, layer_norm's grad_x): one pass over memory instead of three. Optional: a new
+  /// gradient is always a correct answer.
+  Tensor grad_sum(std::size_t i) const;
   /// Adds a non-differentiable extra output (e.g. max_pool2d's indices), returned by
   /// `apply_with_extras`.
   void add_extra_output(const Tensor& t) { extras_.push_back(t); }
 
   /// `wanted` (one flag per input, for a backward pass that computes only some
   /// gradients) narrows needs_input_grad further.
-  explicit OpContext(detail::Node* node, const std::vector<char>* wanted = nullptr)
-      : node_(node), wanted_(wanted) {}
+  /// `grad_sums`, in a backward pass, answers grad_sum.
+  explicit OpContext(detail::Node* node, const std::vector<char>* wanted = nullptr,
+                     const std::function<Tensor(std::size_t)>* grad_sums = nullptr)
+      : node_(node), wanted_(wanted), grad_sums_(grad_sums) {}
   std::vector<Tensor> take_extras() { return std::move(extras_); }
 
  private:
   detail::Node* node_;
   const std::vector<char>* wanted_ = nullptr;
+  const std::function<Tensor(std::size_t)>* grad_sums_ = nullptr;
   std::vector<Tensor> extras_;
 };
 

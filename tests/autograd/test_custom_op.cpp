@@ -440,3 +440,69 @@ TEST_CASE("grad() computes only the gradients that lead to its inputs", "[custom
   CHECK(asked[0] == std::vector<bool>{true, true});
   CHECK(asked[1] == std::vector<bool>{true, true});
 }
+
+namespace {
+
+/// y = 2x, whose VJP adds 2·grad_out into ctx.grad_sum(0) when there is one, and records
+/// whether there was.
+struct Doubler {
+  static constexpr std::string_view name = "doubler_with_grad_sum";
+  inline static std::vector<bool> offered;
+  tg::TensorMeta infer(std::span<const tg::Tensor> in) const { return in[0].meta(); }
+  tg::Tensor forward(tg::OpContext&, std::span<const tg::Tensor> in) { return in[0] * 2.0; }
+  std::vector<tg::Tensor> vjp(tg::OpContext& ctx, const tg::Tensor& grad_out) {
+    tg::Tensor sum = ctx.grad_sum(0);
+    offered.push_back(sum.defined());
+    if (!sum.defined() || tg::is_grad_enabled()) return {grad_out * 2.0};
+    sum.add_(grad_out, 2.0);
+    return {sum};
+  }
+};
+
+tg::Tensor doubler(const tg::Tensor& x) { return tg::apply(Doubler{}, {x}); }
+
+}  // namespace
+
+TEST_CASE("custom op: a VJP may add into the gradient being summed (OpContext::grad_sum)",
+          "[custom_op][grad_sum]") {
+  using tg::testing::AllClose;
+  tg::Tensor x = tg::from_vector(std::vector<double>{1, 2, 3}, {3}, tg::DType::f64);
+  x.set_requires_grad(true);
+  const tg::Tensor seed = tg::from_vector(std::vector<double>{1, -1, 0.5}, {3}, tg::DType::f64);
+  Doubler::offered.clear();
+
+  SECTION("into the leaf's grad() from the second backward on, once per backward") {
+    doubler(x).backward(seed);
+    doubler(x).backward(seed);
+    doubler(x).backward(seed);
+    CHECK(Doubler::offered == std::vector<bool>{false, true, true});
+    CHECK_THAT(x.grad(), AllClose({6, -6, 3}, {3}));
+    const std::uint64_t before = x.grad().version();
+    doubler(x).backward(seed);
+    CHECK(x.grad().version() > before);  // changed in place, like any accumulation
+  }
+  SECTION("into a non-leaf's sum, once another consumer's gradient is there") {
+    const tg::Tensor h = x * 1.0;
+    const tg::Tensor w = tg::sum(doubler(h) * seed);
+    (w + tg::sum(h * w)).backward();  // h·w's VJP runs first (it consumes doubler's output)
+    CHECK(Doubler::offered == std::vector<bool>{true});
+    // dw/dx = 2·seed; d(w + Σh·w)/dx = (1 + Σh)·2·seed + w.
+    const double total_h = 6, w_value = 2 * (1 - 2 + 1.5);
+    CHECK_THAT(x.grad(), AllClose({(1 + total_h) * 2 + w_value, -(1 + total_h) * 2 + w_value,
+                                   (1 + total_h) * 1 + w_value}, {3}));
+  }
+  SECTION("never under create_graph or anomaly mode, nor when it is grad_out itself") {
+    doubler(x).backward(seed);
+    tg::GradOptions create_graph;
+    create_graph.create_graph = true;
+    (void)tg::grad({doubler(x)}, {x}, {seed}, create_graph);
+    {
+      tg::AnomalyGuard anomaly;
+      doubler(x).backward(seed);
+    }
+    // The seed is the leaf's own grad(): adding into it would change grad_out mid-VJP.
+    doubler(x).backward(x.grad());
+    CHECK(Doubler::offered == std::vector<bool>{false, false, false, false});
+    CHECK_THAT(x.grad(), AllClose({12, -12, 6}, {3}));  // 2·seed twice, then 3× that
+  }
+}
