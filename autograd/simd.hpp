@@ -116,4 +116,9 @@ inline void stream_map(U* out, std::int64_t n, F f) {
   for (; i < n; ++i) out[i] = f(i);
 }
 
+/// dst[i] += src[i] for i < n on this thread, vectorised for the CPU (TAPEGRAD_MULTIVERSION;
+/// defined in autograd/tensor.cpp beside Tensor::add_): a gradient added where it belongs.
+void add_into(float* dst, const float* src, std::int64_t n);
+void add_into(double* dst, const double* src, std::int64_t n);
+
 }  // namespace tapegrad::detail

@@ -333,7 +333,16 @@ TAPEGRAD_MULTIVERSION void update_with(Tensor& t, const Tensor& other, F f) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
   for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], q[i]);
 }
+template <class T>
+TAPEGRAD_MULTIVERSION void add_run(T* __restrict dst, const T* __restrict src, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
 }  // namespace
+
+namespace detail {
+void add_into(float* dst, const float* src, std::int64_t n) { add_run(dst, src, n); }
+void add_into(double* dst, const double* src, std::int64_t n) { add_run(dst, src, n); }
+}  // namespace detail
 
 Tensor& Tensor::zero_() { return fill_(0.0); }
 

@@ -188,7 +188,7 @@ struct BatchNormOp {
             if (bias.defined()) shift[k] = bias.data<T>()[k];
           },
           [&](std::int64_t off, std::int64_t ch) {
-            detail::run_normalize(px + off, py + off, l.plane, mean_t[ch], scale[ch], shift[ch], stream);
+            detail::run_normalize(px + off, py + off, l.plane, mean_t[ch], scale[ch], shift[ch], detail::store_for(stream));
           },
           [&](std::int64_t b) {
             const std::int64_t off = b * l.c;
@@ -261,7 +261,7 @@ struct BatchNormOp {
             k0[k] = static_cast<T>(training ? -scale * sum_g / m : 0.0);
           },
           [&](std::int64_t off, std::int64_t ch) {
-            if (gx != nullptr) detail::run_grad_input(g + off, px + off, gx + off, l.plane, a[ch], mean[ch], k1[ch], k0[ch], stream);
+            if (gx != nullptr) detail::run_grad_input(g + off, px + off, gx + off, l.plane, a[ch], mean[ch], k1[ch], k0[ch], detail::store_for(stream));
           },
           [&](std::int64_t b) {
             const std::int64_t off = b * l.c;

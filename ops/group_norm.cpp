@@ -51,7 +51,7 @@ TAPEGRAD_MULTIVERSION void forward_rows(const GroupLayout& l, const T* x, const 
       const std::int64_t ch = r % l.groups * l.channels_per_group + j;
       const double scale = (w != nullptr ? static_cast<double>(w[ch]) : 1.0) * rstd;
       detail::run_normalize(xr + j * plane, y + r * m + j * plane, plane, static_cast<T>(mean),
-                            static_cast<T>(scale), b != nullptr ? b[ch] : T(0), stream);
+                            static_cast<T>(scale), b != nullptr ? b[ch] : T(0), detail::store_for(stream));
     }
   }
   if (stream) detail::stream_fence();
@@ -63,7 +63,7 @@ template <class T>
 TAPEGRAD_MULTIVERSION void backward_rows(const GroupLayout& l, const T* g, const T* x, const T* w,
                                          const T* mean_r, const T* rstd_r, std::int64_t begin,
                                          std::int64_t end, double* sum_g, double* sum_gc,
-                                         T* __restrict grad_x, bool stream) {
+                                         T* __restrict grad_x, detail::Store how) {
   const std::int64_t m = l.row_size(), plane = l.plane, cpg = l.channels_per_group;
   for (std::int64_t r = begin; r < end; ++r) {
     const double mean = static_cast<double>(mean_r[r]), rstd = static_cast<double>(rstd_r[r]);
@@ -85,10 +85,10 @@ TAPEGRAD_MULTIVERSION void backward_rows(const GroupLayout& l, const T* g, const
       const std::int64_t off = r * m + j * plane;
       const double wj = w != nullptr ? static_cast<double>(w[(first + j) % l.c]) : 1.0;
       detail::run_grad_input(g + off, x + off, grad_x + off, plane, static_cast<T>(wj * rstd),
-                             static_cast<T>(mean), static_cast<T>(k1), static_cast<T>(k0), stream);
+                             static_cast<T>(mean), static_cast<T>(k1), static_cast<T>(k0), how);
     }
   }
-  if (stream) detail::stream_fence();
+  if (how == detail::Store::stream) detail::stream_fence();
 }
 
 struct GroupNormOp {
@@ -149,7 +149,9 @@ struct GroupNormOp {
     const std::int64_t c = l.c;
     const bool need_x = ctx.needs_input_grad(0), need_w = ctx.needs_input_grad(1),
                need_b = ctx.needs_input_grad(2);
-    Tensor grad_x = need_x ? detail::make_tensor(ctx.input(0)) : Tensor();
+    // grad_x added into the sum the engine is making, where there is one.
+    const Tensor sum_x = ctx.grad_sum(0);
+    Tensor grad_x = sum_x.defined() ? sum_x : need_x ? detail::make_tensor(ctx.input(0)) : Tensor();
     Tensor grad_w = need_w ? detail::make_tensor(ctx.input(1)) : Tensor();
     Tensor grad_b = need_b ? detail::make_tensor(ctx.input(2)) : Tensor();
     // Per (n, c): Σ g and Σ g·(x - mean) over its P values.
@@ -162,7 +164,8 @@ struct GroupNormOp {
                                               weight.defined() ? weight.data<T>() : nullptr,
                                               mean_r.data<T>(), rstd_r.data<T>(), begin, end, sum_g.data(),
                                               sum_gc.data(), need_x ? grad_x.data<T>() : nullptr,
-                                              detail::streams<T>(x.numel()));
+                                              sum_x.defined() ? detail::Store::add
+                                                              : detail::store_for(detail::streams<T>(x.numel())));
                               });
       for (std::int64_t ch = 0; ch < c; ++ch) {
         double total_w = 0, total_b = 0;

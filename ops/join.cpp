@@ -1,6 +1,8 @@
 // Joining tensors along a dim: cat, and stack (cat of unsqueezed tensors).
 //   cat: out = [x_0 | x_1 | ... ] along dim;  grad_x_i = narrow(grad_out, dim, offset_i, size_i)
-// The VJP is made of narrow (a registered slice), so cat is differentiable to every order.
+// The VJP is made of narrow (a registered slice), so cat is differentiable to every order;
+// without create_graph it adds each slice straight into a gradient already being summed
+// (OpContext::grad_sum), where a narrow along an inner dim would be a copy first.
 // PyTorch 1.13 still skips 1-D empty tensors ([0]) in a cat of higher-rank tensors (a legacy
 // rule kept for code that starts from torch.tensor([])); they get an empty gradient.
 #include <algorithm>
@@ -107,7 +109,12 @@ struct Cat {
         if (ctx.needs_input_grad(i)) grads[i] = zeros(shapes[i], grad_out.dtype());
         continue;
       }
-      if (ctx.needs_input_grad(i)) grads[i] = narrow(grad_out, dim, offset, shapes[i][d]);
+      if (Tensor sum = ctx.grad_sum(i); sum.defined()) {
+        detail::add_gathered(name, sum, grad_out, detail::narrow_maps(grad_out.shape(), d, offset, shapes[i][d]));
+        grads[i] = sum;
+      } else if (ctx.needs_input_grad(i)) {
+        grads[i] = narrow(grad_out, dim, offset, shapes[i][d]);
+      }
       offset += shapes[i][d];
     }
     return grads;

@@ -36,7 +36,7 @@ TAPEGRAD_MULTIVERSION void forward_rows(const T* x, const T* w, const T* b, T* _
     const T mean_t = static_cast<T>(mean), rstd = static_cast<T>(1.0 / std::sqrt(var + eps));
     mean_out[r] = mean_t;
     rstd_out[r] = rstd;
-    detail::write_run(y + r * m, m, stream, [=](std::int64_t i) { return (xr[i] - mean_t) * rstd * w[i] + b[i]; });
+    detail::write_run(y + r * m, m, detail::store_for(stream), [=](std::int64_t i) { return (xr[i] - mean_t) * rstd * w[i] + b[i]; });
   }
   if (stream) detail::stream_fence();
 }
@@ -47,7 +47,7 @@ template <class T>
 TAPEGRAD_MULTIVERSION void backward_rows(const T* g, const T* x, const T* w, const T* mean_r, const T* rstd_r,
                                          std::int64_t begin, std::int64_t end, std::int64_t m,
                                          T* __restrict grad_x, double* __restrict sum_gxhat,
-                                         double* __restrict sum_g, bool stream) {
+                                         double* __restrict sum_g, detail::Store how) {
   const double inv_m = 1.0 / static_cast<double>(m);
   for (std::int64_t r = begin; r < end; ++r) {
     const T* gr = g + r * m;
@@ -68,10 +68,10 @@ TAPEGRAD_MULTIVERSION void backward_rows(const T* g, const T* x, const T* w, con
       return std::array{gw, gw * (static_cast<double>(xr[i]) - mean_d)};
     });
     const T k1 = static_cast<T>(-rs * rs * rs * s2 * inv_m), k0 = static_cast<T>(-rs * s1 * inv_m);
-    detail::write_run(grad_x + r * m, m, stream,
+    detail::write_run(grad_x + r * m, m, how,
                       [=](std::int64_t i) { return rstd * w[i] * gr[i] + k1 * (xr[i] - mean) + k0; });
   }
-  if (stream) detail::stream_fence();
+  if (how == detail::Store::stream) detail::stream_fence();
 }
 
 struct LayerNormOp {
@@ -143,7 +143,9 @@ struct LayerNormOp {
     const std::int64_t m = normalized_shape.numel(), rows = mean_r.numel();
     const bool need_x = ctx.needs_input_grad(0), need_w = ctx.needs_input_grad(1),
                need_b = ctx.needs_input_grad(2);
-    Tensor grad_x = need_x ? detail::make_tensor(ctx.input(0)) : Tensor();
+    // grad_x added into the sum the engine is making, where there is one.
+    const Tensor sum_x = ctx.grad_sum(0);
+    Tensor grad_x = sum_x.defined() ? sum_x : need_x ? detail::make_tensor(ctx.input(0)) : Tensor();
     Tensor grad_w = need_w ? detail::make_tensor(ctx.input(1)) : Tensor();
     Tensor grad_b = need_b ? detail::make_tensor(ctx.input(2)) : Tensor();
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
@@ -159,7 +161,7 @@ struct LayerNormOp {
         double* sum_gxhat = need_wb ? partial.data() + slot * static_cast<std::size_t>(thread) : nullptr;
         backward_rows(grad_out.data<T>(), x.data<T>(), w, mean_r.data<T>(), rstd_r.data<T>(), begin, end, m,
                       need_x ? grad_x.data<T>() : nullptr, sum_gxhat, need_wb ? sum_gxhat + m : nullptr,
-                      detail::streams<T>(x.numel()));
+                      sum_x.defined() ? detail::Store::add : detail::store_for(detail::streams<T>(x.numel())));
       });
       for (std::int64_t i = 0; i < m; ++i) {
         double total_w = 0, total_b = 0;

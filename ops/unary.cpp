@@ -473,17 +473,20 @@ struct Unary {
       if constexpr (Piecewise<Def>) return {def.df(grad_out, saved, branch_of(saved))};
       else return {def.df(grad_out, saved)};
     }
+    // Added straight into the gradient being summed for x, where there is one.
+    const Tensor sum = ctx.grad_sum(0);
     return {detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (Def::saves == Saves::nothing) {
         return detail::map_unary<T>(grad_out, [d = def](T g) { return d.df(g, T(0)); });
       } else if constexpr (Piecewise<Def>) {
         return detail::map_binary_same<T>(grad_out, saved,
-                                          [d = def](T g, T s) { return d.df(g, s, d.branch(s)); });
+                                          [d = def](T g, T s) { return d.df(g, s, d.branch(s)); },
+                                          detail::NoFixup{}, sum);
       } else {
         return fixed([&](auto d) {
           return detail::map_binary_same<T>(grad_out, saved, [d](T g, T s) { return d.df(g, s); },
-                                            exact_vjp<T>());
+                                            exact_vjp<T>(), sum);
         });
       }
     })};

@@ -47,6 +47,15 @@ inline AxisMaps identity_maps(const Shape& shape) {
   return m;
 }
 
+/// The maps of narrow(x, d, start, length) for x of shape `in`.
+inline AxisMaps narrow_maps(const Shape& in, std::size_t d, std::int64_t start, std::int64_t length) {
+  AxisMaps m = identity_maps(in);
+  m.out[d] = length;
+  m.src[d].resize(static_cast<std::size_t>(length));
+  for (std::int64_t k = 0; k < length; ++k) m.src[d][static_cast<std::size_t>(k)] = start + k;
+  return m;
+}
+
 /// A stretch of the last dim's map: outputs [begin, begin + length) of a row read the inputs
 /// [from, from + length) of the row they map to, or the fill value where from is -1. A slice or
 /// a pad is one to three runs per row; a flip is a run per element.
@@ -170,9 +179,40 @@ inline Tensor gather_axes(const Tensor& x, const AxisMaps& m, double fill) {
   return out;
 }
 
-/// The adjoint of gather_axes: grad_in[j] = Σ over the outputs that read j of grad_out.
-inline Tensor scatter_axes(std::string_view op, const Tensor& grad_out, const AxisMaps& m) {
-  Tensor grad_in = zeros(m.in, grad_out.dtype());
+/// into[i] += x[src(i)] where src(i) is not -1: a gather added into a gradient being summed
+/// (OpContext::grad_sum). Floating dtypes.
+inline void add_gathered(std::string_view op, Tensor into, const Tensor& x, const AxisMaps& m) {
+  dispatch_floating(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* po = into.data<T>();
+    if (m.out.empty()) {
+      po[0] += px[0];
+      return;
+    }
+    const std::vector<std::int64_t>& last = m.src.back();
+    const std::vector<Run> runs = runs_of(last);
+    const bool by_runs = runs.size() * 4 <= last.size();  // else element by element (flip)
+    for_each_row(m, true, [&](std::int64_t o, std::int64_t i) {
+      if (i < 0) return;
+      if (!by_runs) {
+        for (std::size_t j = 0; j < last.size(); ++j) {
+          if (last[j] >= 0) po[o + j] += px[i + last[j]];
+        }
+        return;
+      }
+      for (const Run& r : runs) {
+        if (r.from >= 0) add_into(po + o + r.begin, px + i + r.from, r.length);
+      }
+    });
+  });
+}
+
+/// The adjoint of gather_axes: grad_in[j] = Σ over the outputs that read j of grad_out;
+/// added into `into` instead when that is defined (OpContext::grad_sum).
+inline Tensor scatter_axes(std::string_view op, const Tensor& grad_out, const AxisMaps& m,
+                           const Tensor& into = Tensor()) {
+  Tensor grad_in = into.defined() ? into : zeros(m.in, grad_out.dtype());
   dispatch_floating(grad_out.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* pg = grad_out.data<T>();
@@ -187,10 +227,7 @@ inline Tensor scatter_axes(std::string_view op, const Tensor& grad_out, const Ax
     for_each_row(m, parallel, [&](std::int64_t o, std::int64_t i) {
       if (i < 0) return;
       for (const Run& r : runs) {
-        if (r.from < 0) continue;
-        T* dst = pi + i + r.from;
-        const T* src = pg + o + r.begin;
-        for (std::int64_t k = 0; k < r.length; ++k) dst[k] += src[k];
+        if (r.from >= 0) add_into(pi + i + r.from, pg + o + r.begin, r.length);
       }
     });
   });
@@ -255,7 +292,13 @@ struct AxisGather {
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
     const AxisScatter<Kind> back{kind.backward(), ctx.input(0)};
-    if constexpr (Kind::indexed) return {apply(back, {grad_out, ctx.saved(0)}), Tensor()};
+    const Tensor index = Kind::indexed ? ctx.saved(0) : Tensor();
+    if (Tensor sum = ctx.grad_sum(0); sum.defined()) {  // the scatter, added into sum
+      scatter_axes(name, grad_out, back.kind.maps(back.input.shape, index), sum);
+      if constexpr (Kind::indexed) return {sum, Tensor()};
+      else return {sum};
+    }
+    if constexpr (Kind::indexed) return {apply(back, {grad_out, index}), Tensor()};
     else return {apply(back, {grad_out})};
   }
   static std::vector<Sample> samples() {
@@ -293,7 +336,13 @@ struct AxisScatter {
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
     const AxisGather<Kind> adjoint{kind, 0.0};
-    if constexpr (Kind::indexed) return {apply(adjoint, {grad_out, ctx.saved(0)}), Tensor()};
+    const Tensor index = Kind::indexed ? ctx.saved(0) : Tensor();
+    if (Tensor sum = ctx.grad_sum(0); sum.defined()) {  // the gather, added into sum
+      add_gathered(name, sum, grad_out, kind.maps(input.shape, index));
+      if constexpr (Kind::indexed) return {sum, Tensor()};
+      else return {sum};
+    }
+    if constexpr (Kind::indexed) return {apply(adjoint, {grad_out, index}), Tensor()};
     else return {apply(adjoint, {grad_out})};
   }
   static std::vector<Sample> samples() {

@@ -168,12 +168,37 @@ Tensor map_unary(const Tensor& x, F f, Fixup fixup = {}) {
   return out;
 }
 
-/// out[i] = f(x[i], y[i]) for two tensors of one shape; fixup(x, y, out, n) as in map_unary.
-template <class T, class F, class Fixup = NoFixup>
-Tensor map_binary_same(const Tensor& x, const Tensor& y, F f, Fixup fixup = {}) {
-  Tensor out = make_tensor(x.meta());
+/// into[i] += f(x[i], y[i]) (see map_binary_same), computed a few KB at a time into a buffer
+/// that fixup(x, y, buffer, n) amends and that is then added in.
+template <class T, class F, class Fixup>
+Tensor map_add_into(const Tensor& x, const Tensor& y, F f, Fixup fixup, Tensor into) {
   const T* px = x.data<T>();
   const T* py = y.data<T>();
+  T* po = into.data<T>();
+  for_blocks(x.numel(), [&](std::int64_t begin, std::int64_t end) {
+    constexpr std::int64_t chunk = 2048;
+    alignas(64) T buffer[chunk];
+    for (std::int64_t at = begin; at < end; at += chunk) {
+      const std::int64_t n = std::min(chunk, end - at);
+      map_loop(px + at, py + at, buffer, n, f);
+      fixup(px + at, py + at, buffer, n);
+      add_into(po + at, buffer, n);
+    }
+  });
+  return into;
+}
+
+/// out[i] = f(x[i], y[i]) for two tensors of one shape; fixup(x, y, out, n) as in map_unary.
+/// With `into` defined (a gradient being summed, OpContext::grad_sum): into[i] += f(x[i], y[i])
+/// instead (floating dtypes), and returns into.
+template <class T, class F, class Fixup = NoFixup>
+Tensor map_binary_same(const Tensor& x, const Tensor& y, F f, Fixup fixup = {}, Tensor into = {}) {
+  const T* px = x.data<T>();
+  const T* py = y.data<T>();
+  if constexpr (std::is_floating_point_v<T>) {
+    if (into.defined()) return map_add_into<T>(x, y, f, fixup, into);
+  }
+  Tensor out = make_tensor(x.meta());
   T* po = out.data<T>();
   const bool streaming = streams<T>(x.numel());
   for_blocks(x.numel(), [&](std::int64_t begin, std::int64_t end) {

@@ -105,25 +105,33 @@ inline std::array<double, 2> run_sum_and_centered_dot(const T* g, const T* x, st
   });
 }
 
-/// out[i] = f(i) for i < n; with `stream` (an output of kStreamBytes or more, simd.hpp),
-/// through streaming stores.
+/// How a kernel writes its output: plain stores, streaming stores (an output of kStreamBytes
+/// or more, simd.hpp), or added to what is there (a gradient being summed, OpContext::grad_sum).
+enum class Store { plain, stream, add };
+inline Store store_for(bool stream) { return stream ? Store::stream : Store::plain; }
+
+/// out[i] = f(i) for i < n, or out[i] += f(i) (Store::add).
 template <class T, class F>
-[[gnu::always_inline]] inline void write_run(T* __restrict out, std::int64_t n, bool stream, F f) {
-  if (stream) return stream_map(out, n, f);
+[[gnu::always_inline]] inline void write_run(T* __restrict out, std::int64_t n, Store how, F f) {
+  if (how == Store::stream) return stream_map(out, n, f);
+  if (how == Store::add) {
+    for (std::int64_t i = 0; i < n; ++i) out[i] += f(i);
+    return;
+  }
   for (std::int64_t i = 0; i < n; ++i) out[i] = f(i);
 }
 
 /// y[i] = (x[i] - mean)·scale + shift: a run with one weight and bias (a channel).
 template <class T>
-inline void run_normalize(const T* x, T* __restrict y, std::int64_t n, T mean, T scale, T shift, bool stream) {
-  write_run(y, n, stream, [=](std::int64_t i) { return (x[i] - mean) * scale + shift; });
+inline void run_normalize(const T* x, T* __restrict y, std::int64_t n, T mean, T scale, T shift, Store how) {
+  write_run(y, n, how, [=](std::int64_t i) { return (x[i] - mean) * scale + shift; });
 }
 
 /// grad_x[i] = a·g[i] + k1·(x[i] - mean) + k0: a run of grad_x with one weight (a = rstd·w).
 template <class T>
 inline void run_grad_input(const T* g, const T* x, T* __restrict grad_x, std::int64_t n, T a, T mean,
-                           T k1, T k0, bool stream) {
-  write_run(grad_x, n, stream, [=](std::int64_t i) { return a * g[i] + k1 * (x[i] - mean) + k0; });
+                           T k1, T k0, Store how) {
+  write_run(grad_x, n, how, [=](std::int64_t i) { return a * g[i] + k1 * (x[i] - mean) + k0; });
 }
 
 /// The statistics of a normalisation over `dims` (keepdim shapes), recomputed from x as
