@@ -10,6 +10,7 @@
 #include "ops/detail/math.hpp"
 #include "ops/detail/samples.hpp"
 #include "ops/registration.hpp"
+#include "tapegrad/autograd.hpp"
 
 namespace tapegrad {
 namespace {
@@ -43,6 +44,20 @@ template <class F>
 Tensor grad_if_needed(const OpContext& ctx, std::size_t i, F compute) {
   if (!ctx.needs_input_grad(i)) return Tensor();
   return detail::sum_to(compute(), ctx.input(i).shape);
+}
+
+/// grad_out·other, input i's gradient: added into the sum the backward is making for input i
+/// (OpContext::grad_sum) when neither is broadcast and nothing is recorded.
+Tensor product_grad(const OpContext& ctx, std::size_t i, const Tensor& grad_out, const Tensor& other) {
+  if (!is_grad_enabled() && other.shape() == grad_out.shape() && ctx.input(i).shape == grad_out.shape()) {
+    if (Tensor sum = ctx.grad_sum(i); sum.defined()) {
+      return detail::dispatch_floating(grad_out.dtype(), "mul", [&](auto tag) {
+        using T = decltype(tag);
+        return detail::map_binary_same<T>(grad_out, other, [](T g, T v) { return g * v; }, detail::NoFixup{}, sum);
+      });
+    }
+  }
+  return grad_if_needed(ctx, i, [&] { return grad_out * other; });
 }
 
 std::vector<Sample> binary_samples(Tensor (*fn)(const Tensor&, const Tensor&), double low_b) {
@@ -92,8 +107,8 @@ struct Mul {
     return broadcast_forward(name, in, [](auto a, auto b) { return a * b; });
   }
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
-    return {grad_if_needed(ctx, 0, [&] { return grad_out * ctx.saved(1); }),
-            grad_if_needed(ctx, 1, [&] { return grad_out * ctx.saved(0); })};
+    return {ctx.needs_input_grad(0) ? product_grad(ctx, 0, grad_out, ctx.saved(1)) : Tensor(),
+            ctx.needs_input_grad(1) ? product_grad(ctx, 1, grad_out, ctx.saved(0)) : Tensor()};
   }
   static std::vector<Sample> samples() { return binary_samples(tapegrad::mul, -2); }
 };
