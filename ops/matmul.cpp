@@ -270,28 +270,38 @@ struct Linear {
       if (ctx.needs_input_grad(2)) grad_b = sum(g, {0});
       return {grad_x, grad_w, grad_b};
     }
+    // Each gradient is added into the sum the backward is making for its input, where there
+    // is one (OpContext::grad_sum: a parameter's grad() after zero_grad): GEMMs with beta 1.
+    const auto sum_or_new = [&](std::size_t i, auto& beta) {
+      Tensor sum = ctx.grad_sum(i);
+      beta = sum.defined() ? 1 : 0;
+      return sum.defined() ? sum : detail::make_tensor(ctx.input(i));
+    };
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* g = grad_out.data<T>();
+      T beta = 0;
       if (ctx.needs_input_grad(0)) {  // grad_x = grad_y·W
-        grad_x = detail::make_tensor(mx);
+        grad_x = sum_or_new(0, beta);
         detail::gemm(false, false, rows, fin, fout, T(1), g, fout, ctx.saved(1).data<T>(), fin,
-                     T(0), grad_x.data<T>(), fin);
+                     beta, grad_x.data<T>(), fin);
       }
       if (ctx.needs_input_grad(1)) {  // grad_W = grad_yᵀ·x
-        grad_w = detail::make_tensor(mw);
+        grad_w = sum_or_new(1, beta);
         detail::gemm(true, false, fout, fin, rows, T(1), g, fout, ctx.saved(0).data<T>(), fin,
-                     T(0), grad_w.data<T>(), fin);
+                     beta, grad_w.data<T>(), fin);
       }
-      if (ctx.needs_input_grad(2)) grad_b = sum_rows<T>(g, rows, fout, ctx.input(2));
+      if (ctx.needs_input_grad(2)) grad_b = sum_rows<T>(g, rows, fout, ctx.input(2), ctx.grad_sum(2));
     });
     return {grad_x, grad_w, grad_b};
   }
-  /// Σ_r g[r, :]: with many rows, each thread sums an even range of rows and the partial sums
-  /// are added in thread order (the same result for a given thread count).
+  /// Σ_r g[r, :], added into `into` when that is defined: with many rows, each thread sums an
+  /// even range of rows and the partial sums are added in thread order (the same result for a
+  /// given thread count).
   template <class T>
-  static Tensor sum_rows(const T* g, std::int64_t rows, std::int64_t cols, const TensorMeta& meta) {
-    Tensor out = zeros(meta.shape, meta.dtype);
+  static Tensor sum_rows(const T* g, std::int64_t rows, std::int64_t cols, const TensorMeta& meta,
+                         const Tensor& into) {
+    Tensor out = into.defined() ? into : zeros(meta.shape, meta.dtype);
     T* p = out.data<T>();
     const bool parallel = rows * cols >= detail::kParallelElements && omp_get_max_threads() > 1;
     const std::int64_t parts = parallel ? omp_get_max_threads() : 1;
