@@ -83,8 +83,8 @@ class OpContext {
   /// yet, input i not wanted, create_graph, anomaly mode, or the sum shares storage with
   /// grad_out or a saved tensor). A VJP that adds its gradient for input i into it returns
   /// that same tensor for input i, and the engine adds nothing more; it must not read it.
-  /// This saves writing a new gradient and reading it again for the sum (cat's gradient of
-  /// a slice, layer_norm's grad_x): one pass over memory instead of three. Optional: a new
+  /// This saves writing a new gradient and reading it back to add it (cat's gradient of a
+  /// slice, layer_norm's grad_x, a parameter's gradient after zero_grad). Optional: a new
   /// gradient is always a correct answer.
   Tensor grad_sum(std::size_t i) const;
   /// Adds a non-differentiable extra output (e.g. max_pool2d's indices), returned by
