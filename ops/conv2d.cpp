@@ -121,10 +121,12 @@ struct Conv2d {
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out);
 
   /// The raw gradients: grad_x from grad_y and w (when need_x), grad_W from grad_y and x or
-  /// its kept unfolded form (when need_w).
+  /// its kept unfolded form (when need_w), added into sum_w when that is defined
+  /// (OpContext::grad_sum: a weight's grad() after zero_grad).
   std::pair<Tensor, Tensor> grads(const Tensor& x, const Tensor& w, const Tensor& kept,
                                   const Tensor& grad_out, const TensorMeta& mx,
-                                  const TensorMeta& mw, bool need_x, bool need_w) const {
+                                  const TensorMeta& mw, bool need_x, bool need_w,
+                                  const Tensor& sum_w = Tensor()) const {
     // A Winograd input gradient runs on its own first, so that its transformed weight (16 MiB
     // for 512 × 512 channels) is given back before grad_W is allocated: ResNet-18's peak
     // memory is there, at the start of the backward.
@@ -137,15 +139,16 @@ struct Conv2d {
       auto out = [](Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
       const T* gy = grad_out.data<T>();
       if (input_first) detail::conv_backward(plan, in(x), in(kept), in(w), gy, out(grad_x), static_cast<T*>(nullptr));
-      if (need_w) grad_w = detail::make_tensor(mw);
-      detail::conv_backward(plan, in(x), in(kept), in(w), gy, input_first ? nullptr : out(grad_x), out(grad_w));
+      if (need_w) grad_w = sum_w.defined() ? sum_w : detail::make_tensor(mw);
+      detail::conv_backward(plan, in(x), in(kept), in(w), gy, input_first ? nullptr : out(grad_x), out(grad_w),
+                            static_cast<const T*>(nullptr), sum_w.defined());
     });
     return {grad_x, grad_w};
   }
 
-  /// grad_b [O] = grad_y summed over N, OH, OW.
-  Tensor bias_grad(const Tensor& grad_out, const TensorMeta& mb) const {
-    Tensor grad_b = zeros(mb.shape, grad_out.dtype());
+  /// grad_b [O] = grad_y summed over N, OH, OW; added into sum_b when that is defined.
+  Tensor bias_grad(const Tensor& grad_out, const TensorMeta& mb, const Tensor& sum_b = Tensor()) const {
+    Tensor grad_b = sum_b.defined() ? sum_b : zeros(mb.shape, grad_out.dtype());
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const ConvGeometry& g = plan.g;
@@ -230,11 +233,12 @@ std::vector<Tensor> Conv2d::vjp(OpContext& ctx, const Tensor& grad_out) {
     if (need_x) grad_x = apply(Conv2dInputGrad{of}, {grad_out, ctx.saved(1)});
     if (need_w) grad_w = apply(Conv2dWeightGrad{of}, {ctx.saved(0), grad_out});
   } else {
-    std::tie(grad_x, grad_w) = grads(ctx.saved(0), ctx.saved(1), ctx.saved(2), grad_out, mx, mw, need_x, need_w);
+    std::tie(grad_x, grad_w) = grads(ctx.saved(0), ctx.saved(1), ctx.saved(2), grad_out, mx, mw, need_x, need_w,
+                                     ctx.grad_sum(1));
   }
   Tensor grad_b;
   if (ctx.needs_input_grad(2)) {
-    grad_b = is_grad_enabled() ? sum(grad_out, {0, 2, 3}) : bias_grad(grad_out, ctx.input(2));
+    grad_b = is_grad_enabled() ? sum(grad_out, {0, 2, 3}) : bias_grad(grad_out, ctx.input(2), ctx.grad_sum(2));
   }
   return {grad_x, grad_w, grad_b};
 }

@@ -194,9 +194,10 @@ void unfold_whole_batch(const ConvPlan& p, const T* x, T* unfolded) {
 
 /// grad_W = Σ over the batch of grad_y · unfoldedᵀ with x unfolded whole ([groups, col_rows,
 /// batch · plane_out]) and grad_y reordered to [out_channels, batch · plane] (the unfolded
-/// columns' order), then one GEMM per group, which the GEMM library threads.
+/// columns' order), then one GEMM per group, which the GEMM library threads. Added to
+/// grad_w with `add`.
 template <class T>
-void whole_batch_weight_grad(const ConvPlan& p, const T* x, const T* gy, T* grad_w) {
+void whole_batch_weight_grad(const ConvPlan& p, const T* x, const T* gy, T* grad_w, bool add) {
   const ConvGeometry& g = p.g;
   const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out(), cols = g.batch * plane;
   Scratch<T> unfolded(g.groups * rows * cols);
@@ -208,8 +209,8 @@ void whole_batch_weight_grad(const ConvPlan& p, const T* x, const T* gy, T* grad
     for (std::int64_t n = 0; n < g.batch; ++n) std::copy_n(gy + (n * g.out_channels + o) * plane, plane, gy_t + o * cols + n * plane);
   }
   for (std::int64_t gi = 0; gi < g.groups; ++gi) {
-    gemm(false, true, go, rows, cols, T(1), gy_t + gi * go * cols, cols, unfolded.data() + gi * rows * cols, cols, T(0),
-         grad_w + gi * go * rows, rows);
+    gemm(false, true, go, rows, cols, T(1), gy_t + gi * go * cols, cols, unfolded.data() + gi * rows * cols, cols,
+         T(add ? 1 : 0), grad_w + gi * go * rows, rows);
   }
 }
 
@@ -269,10 +270,10 @@ class WeightGradSlots {
   /// The calling thread's slot.
   T* mine() { return sums_.data() + (p_.parallel ? omp_get_thread_num() : 0) * size_; }
 
-  /// grad_w = the sum of the slots, as [out_channels, col_rows] (overwritten).
-  void sum_into(T* grad_w) const {
+  /// grad_w = the sum of the slots, as [out_channels, col_rows]; grad_w += it with `add`.
+  void sum_into(T* grad_w, bool add = false) const {
     const std::int64_t go = p_.g.group_out(), rows = p_.g.col_rows();
-    std::fill_n(grad_w, size_, T(0));
+    if (!add) std::fill_n(grad_w, size_, T(0));
     for (std::int64_t s = 0; s < slots_; ++s) {
       const T* slot = sums_.data() + s * size_;
       if (!p_.transposed_weight_grad) {
@@ -401,7 +402,7 @@ void conv_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T
 
 template <class T>
 void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, const T* gy, T* gx, T* grad_w,
-                   const T* grad_x_bias) {
+                   const T* grad_x_bias, bool add_w) {
   const ConvGeometry& g = p.g;
   if constexpr (std::is_same_v<T, float>) {
     if (gx != nullptr && p.input_grad == ConvPath::winograd) {
@@ -503,8 +504,8 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
       }
     }
   });
-  if (whole_batch_w) return whole_batch_weight_grad(p, x, gy, grad_w);
-  if (need_w) partial.sum_into(grad_w);
+  if (whole_batch_w) return whole_batch_weight_grad(p, x, gy, grad_w, add_w);
+  if (need_w) partial.sum_into(grad_w, add_w);
 }
 
 template <class T>
@@ -543,9 +544,9 @@ bool conv_forward_weight_grad(const ConvPlan& p, const T* x, const T* w, T* y, c
 template void conv_forward(const ConvPlan&, const float*, const float*, const float*, float*, float*);
 template void conv_forward(const ConvPlan&, const double*, const double*, const double*, double*, double*);
 template void conv_backward(const ConvPlan&, const float*, const float*, const float*, const float*, float*, float*,
-                            const float*);
+                            const float*, bool);
 template void conv_backward(const ConvPlan&, const double*, const double*, const double*, const double*, double*,
-                            double*, const double*);
+                            double*, const double*, bool);
 template bool conv_forward_weight_grad(const ConvPlan&, const float*, const float*, float*, const float*, float*);
 template bool conv_forward_weight_grad(const ConvPlan&, const double*, const double*, double*, const double*,
                                        double*);

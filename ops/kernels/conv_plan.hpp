@@ -65,11 +65,12 @@ void conv_forward(const ConvPlan& plan, const T* x, const T* w, const T* b, T* y
 
 /// The raw gradients of y = conv2d(x, w): grad_x (when non-null) from grad_y and w, and
 /// grad_w (when non-null) from grad_y and x, or the forward's kept unfolded input when
-/// non-null. Both are overwritten. grad_x_bias (when non-null, [channels]) is added to
-/// grad_x: conv_transpose2d's bias, while each chunk is in cache.
+/// non-null. Both are overwritten, except grad_w with `add_w`, where it is added to.
+/// grad_x_bias (when non-null, [channels]) is added to grad_x: conv_transpose2d's bias,
+/// while each chunk is in cache.
 template <class T>
 void conv_backward(const ConvPlan& plan, const T* x, const T* kept, const T* w, const T* grad_y, T* grad_x,
-                   T* grad_w, const T* grad_x_bias = nullptr);
+                   T* grad_w, const T* grad_x_bias = nullptr, bool add_w = false);
 
 /// conv_transpose2d's VJP: y = conv2d(x, w) and grad_w = conv2d's weight gradient for the
 /// input x and the output gradient grad_y, each chunk of x unfolded once for both GEMMs (in

@@ -318,3 +318,44 @@ TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels (Winograd) matc
     }
   }
 }
+
+TEST_CASE("conv2d: the weight and bias gradients add into an existing grad() on every path",
+          "[conv][grad_sum]") {
+  // A second backward adds into the parameters' grad() (OpContext::grad_sum): the per-thread
+  // slots' sum, or the whole-batch GEMM with beta 1, must add, not overwrite.
+  struct Case {
+    const char* name;
+    tg::Shape x, w;
+    tg::Conv2dOptions opt;
+  };
+  const Case cases[] = {
+      {"Winograd, whole-batch weight GEMM", {6, 64, 4, 4}, {64, 64, 3, 3}, {.padding = {1, 1}}},
+      {"Winograd, weight gradient by chunks", {2, 64, 18, 19}, {70, 64, 3, 3}, {}},
+      {"stride 2, whole batch", {4, 16, 8, 8}, {32, 16, 3, 3}, {.stride = {2, 2}, .padding = {1, 1}}},
+      {"LeNet's first layer (direct weight gradient)", {4, 1, 28, 28}, {6, 1, 5, 5}, {}},
+      {"pointwise", {3, 8, 5, 5}, {4, 8, 1, 1}, {}},
+      {"depthwise", {2, 6, 9, 9}, {6, 1, 3, 3}, {.padding = {1, 1}, .groups = 6}},
+  };
+  std::uint64_t seed = 91;
+  for (const Case& c : cases) {
+    SECTION(c.name) {
+      for (tg::DType dtype : {tg::DType::f32, tg::DType::f64}) {
+        using tg::testing::random_tensor;
+        std::vector<tg::Tensor> in{random_tensor(c.x, seed).to(dtype), random_tensor(c.w, seed + 1).to(dtype),
+                                   random_tensor({c.w[0]}, seed + 2).to(dtype)};
+        for (tg::Tensor& t : in) t.set_requires_grad(true);
+        const tg::Tensor upstream = tg::testing::random_cotangent(conv_fn_out(in, c.opt).shape(), dtype, seed + 3);
+        conv_fn_out(in, c.opt).backward(upstream);
+        std::vector<tg::Tensor> once;
+        for (const tg::Tensor& t : in) once.push_back(t.grad().clone());
+        conv_fn_out(in, c.opt).backward(upstream);
+        const double tol = dtype == tg::DType::f32 ? 1e-5 : 1e-12;
+        for (std::size_t i = 0; i < in.size(); ++i) {
+          INFO("input " << i << ", " << fmt::format("{}", dtype));
+          CHECK_THAT(in[i].grad(), AllClose(once[i] * 2.0, tol, tol));
+        }
+      }
+      seed += 4;
+    }
+  }
+}
