@@ -243,11 +243,13 @@ void accumulate_block(GradSlot& slot, const TensorMeta& meta, const Tensor& g, s
   slot.owned = true;
 }
 
-/// A gradient that will be stored and later updated in place must not alias anything else.
-Tensor owned(const Tensor& g) {
-  if (g.impl().use_count() == 1 && g.impl()->storage.use_count() == 1) return g;
-  return copy_data(g);
+/// Whether nothing but this handle holds t or its storage.
+bool unshared(const Tensor& t) {
+  return t.impl().use_count() == 1 && t.impl()->storage.use_count() == 1;
 }
+
+/// A gradient that will be stored and later updated in place must not alias anything else.
+Tensor owned(const Tensor& g) { return unshared(g) ? g : copy_data(g); }
 
 std::string describe(const Node& n) {
   const std::string attrs = n.op->attributes();
@@ -464,10 +466,7 @@ std::vector<Tensor> run_backward(const std::vector<Tensor>& outputs,
   const auto claim = [](GradSlot& slot) {
     // A gradient handed on unchanged (add's VJP gives grad_out to both inputs) is no longer
     // shared once the other holders are done with it.
-    if (slot.sum.defined() && !slot.owned && slot.sum.impl().use_count() == 1 &&
-        slot.sum.impl()->storage.use_count() == 1) {
-      slot.owned = true;
-    }
+    if (slot.sum.defined() && unshared(slot.sum)) slot.owned = true;
     return slot.owned ? slot.sum : Tensor();
   };
   const Node* current = nullptr;
