@@ -15,12 +15,12 @@
 ///     where `!ctx.needs_input_grad(i)`. It may use the public ops freely. Without
 ///     create_graph it runs with recording off; with it, it is recorded like any forward,
 ///     so that gradients can be differentiated again: a VJP written with public ops on
-///     grad_out, the inputs and the output it saved is twice differentiable as it stands;
+///     grad_out, the inputs and the output it saved is twice differentiable as it stands.
+///     Without create_graph it may instead add its gradient for input i into
+///     `ctx.grad_sum(i)`, when that is defined, and return that tensor (OpContext::grad_sum);
 ///   - optional `static constexpr bool differentiable_vjp = false` for a VJP that calls raw
 ///     kernels (or reads intermediates it saved): create_graph through it throws GraphError
 ///     naming the op instead of producing a wrong second derivative;
-///     A VJP may instead add its gradient for input i into `ctx.grad_sum(i)` (when that is
-///     defined) and return that tensor for input i: see OpContext::grad_sum;
 ///   - optional `static constexpr bool view = true` for an op whose forward may return a
 ///     contiguous block of input 0 (`alias(in[0], shape, offset)`) and whose VJP then only
 ///     places grad_out at that block (zeros elsewhere, no gradient for other inputs): when
