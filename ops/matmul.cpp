@@ -272,24 +272,19 @@ struct Linear {
     }
     // Each gradient is added into the sum the backward is making for its input, where there
     // is one (OpContext::grad_sum: a parameter's grad() after zero_grad): GEMMs with beta 1.
-    const auto sum_or_new = [&](std::size_t i, auto& beta) {
-      Tensor sum = ctx.grad_sum(i);
-      beta = sum.defined() ? 1 : 0;
-      return sum.defined() ? sum : detail::make_tensor(ctx.input(i));
-    };
+    const Tensor sum_x = ctx.grad_sum(0), sum_w = ctx.grad_sum(1);
+    if (ctx.needs_input_grad(0)) grad_x = sum_x.defined() ? sum_x : detail::make_tensor(mx);
+    if (ctx.needs_input_grad(1)) grad_w = sum_w.defined() ? sum_w : detail::make_tensor(mw);
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* g = grad_out.data<T>();
-      T beta = 0;
-      if (ctx.needs_input_grad(0)) {  // grad_x = grad_y·W
-        grad_x = sum_or_new(0, beta);
+      if (grad_x.defined()) {  // grad_x = grad_y·W
         detail::gemm(false, false, rows, fin, fout, T(1), g, fout, ctx.saved(1).data<T>(), fin,
-                     beta, grad_x.data<T>(), fin);
+                     T(sum_x.defined() ? 1 : 0), grad_x.data<T>(), fin);
       }
-      if (ctx.needs_input_grad(1)) {  // grad_W = grad_yᵀ·x
-        grad_w = sum_or_new(1, beta);
+      if (grad_w.defined()) {  // grad_W = grad_yᵀ·x
         detail::gemm(true, false, fout, fin, rows, T(1), g, fout, ctx.saved(0).data<T>(), fin,
-                     beta, grad_w.data<T>(), fin);
+                     T(sum_w.defined() ? 1 : 0), grad_w.data<T>(), fin);
       }
       if (ctx.needs_input_grad(2)) grad_b = sum_rows<T>(g, rows, fout, ctx.input(2), ctx.grad_sum(2));
     });
