@@ -110,7 +110,7 @@ struct Cat {
         continue;
       }
       if (Tensor sum = ctx.grad_sum(i); sum.defined()) {
-        detail::add_gathered(name, sum, grad_out, detail::narrow_maps(grad_out.shape(), d, offset, shapes[i][d]));
+        detail::add_gathered(name, sum, grad_out, detail::strided_maps(grad_out.shape(), d, offset, shapes[i][d]));
         grads[i] = sum;
       } else if (ctx.needs_input_grad(i)) {
         grads[i] = narrow(grad_out, dim, offset, shapes[i][d]);

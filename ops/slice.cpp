@@ -40,11 +40,7 @@ struct SliceKind {
     const std::int64_t first = clamp(start.value_or(0));
     const std::int64_t last = std::max(first, clamp(end.value_or(n)));
     const std::int64_t count = last == first ? 0 : (last - first - 1) / step + 1;
-    AxisMaps m = detail::identity_maps(in);
-    m.out[d] = count;
-    m.src[d].resize(static_cast<std::size_t>(count));
-    for (std::int64_t k = 0; k < count; ++k) m.src[d][static_cast<std::size_t>(k)] = first + k * step;
-    return m;
+    return detail::strided_maps(in, d, first, count, step);
   }
   SliceKind backward() const { return *this; }
   static std::vector<AxisCase<SliceKind>> cases() {

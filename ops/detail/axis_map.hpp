@@ -47,12 +47,14 @@ inline AxisMaps identity_maps(const Shape& shape) {
   return m;
 }
 
-/// The maps of narrow(x, d, start, length) for x of shape `in`.
-inline AxisMaps narrow_maps(const Shape& in, std::size_t d, std::int64_t start, std::int64_t length) {
+/// The maps of taking positions first, first + step, ... (count of them) along dim d of a
+/// tensor of shape `in`: a slice, or with step 1 a narrow.
+inline AxisMaps strided_maps(const Shape& in, std::size_t d, std::int64_t first, std::int64_t count,
+                             std::int64_t step = 1) {
   AxisMaps m = identity_maps(in);
-  m.out[d] = length;
-  m.src[d].resize(static_cast<std::size_t>(length));
-  for (std::int64_t k = 0; k < length; ++k) m.src[d][static_cast<std::size_t>(k)] = start + k;
+  m.out[d] = count;
+  m.src[d].resize(static_cast<std::size_t>(count));
+  for (std::int64_t k = 0; k < count; ++k) m.src[d][static_cast<std::size_t>(k)] = first + k * step;
   return m;
 }
 
