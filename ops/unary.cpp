@@ -473,8 +473,9 @@ struct Unary {
       if constexpr (Piecewise<Def>) return {def.df(grad_out, saved, branch_of(saved))};
       else return {def.df(grad_out, saved)};
     }
-    // Added straight into the gradient being summed for x, where there is one.
-    const Tensor sum = ctx.grad_sum(0);
+    // Added straight into the gradient being summed for x, where there is one (the maps over
+    // grad_out and the saved tensor; neg's, over grad_out alone, is a new tensor).
+    const Tensor sum = Def::saves == Saves::nothing ? Tensor() : ctx.grad_sum(0);
     return {detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (Def::saves == Saves::nothing) {

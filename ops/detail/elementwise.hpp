@@ -193,11 +193,11 @@ Tensor map_add_into(const Tensor& x, const Tensor& y, F f, Fixup fixup, Tensor i
 /// instead (floating dtypes), and returns into.
 template <class T, class F, class Fixup = NoFixup>
 Tensor map_binary_same(const Tensor& x, const Tensor& y, F f, Fixup fixup = {}, Tensor into = {}) {
-  const T* px = x.data<T>();
-  const T* py = y.data<T>();
   if constexpr (std::is_floating_point_v<T>) {
     if (into.defined()) return map_add_into<T>(x, y, f, fixup, into);
   }
+  const T* px = x.data<T>();
+  const T* py = y.data<T>();
   Tensor out = make_tensor(x.meta());
   T* po = out.data<T>();
   const bool streaming = streams<T>(x.numel());
