@@ -18,6 +18,13 @@ namespace {
 tg::Tensor conv_fn_out(const std::vector<tg::Tensor>& in, const tg::Conv2dOptions& opt) {
   return tg::conv2d(in[0], in[1], in.size() > 2 ? in[2] : tg::Tensor(), opt);
 }
+
+/// A named conv2d geometry: input and weight shapes and the options.
+struct Case {
+  const char* name;
+  tg::Shape x, w;
+  tg::Conv2dOptions opt;
+};
 }  // namespace
 
 TEST_CASE("conv2d forward matches a hand computation (cross-correlation, not flipped)", "[conv]") {
@@ -284,11 +291,6 @@ TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels (Winograd) matc
   // unfolds x itself: the whole batch at once where a chunk's GEMMs would have fewer than
   // 256 columns (small images, batch > 1), else chunk by chunk. The tolerance: the kernel
   // test's rounding bound, 81·(k + 4)·eps·max|w|·max|x| for k = 65 terms, is 6e-4 here.
-  struct Case {
-    const char* name;
-    tg::Shape x, w;
-    tg::Conv2dOptions opt;
-  };
   const Case cases[] = {
       {"4x4 images, whole batch", {6, 64, 4, 4}, {64, 64, 3, 3}, {.padding = {1, 1}}},
       {"odd 9x7 images, padding 1 then 0, whole batch", {3, 65, 9, 7}, {64, 65, 3, 3}, {.padding = {1, 0}}},
@@ -323,11 +325,6 @@ TEST_CASE("conv2d: the weight and bias gradients add into an existing grad() on 
           "[conv][grad_sum]") {
   // A second backward adds into the parameters' grad() (OpContext::grad_sum): the per-thread
   // slots' sum, or the whole-batch GEMM with beta 1, must add, not overwrite.
-  struct Case {
-    const char* name;
-    tg::Shape x, w;
-    tg::Conv2dOptions opt;
-  };
   const Case cases[] = {
       {"Winograd, whole-batch weight GEMM", {6, 64, 4, 4}, {64, 64, 3, 3}, {.padding = {1, 1}}},
       {"Winograd, weight gradient by chunks", {2, 64, 18, 19}, {70, 64, 3, 3}, {}},
