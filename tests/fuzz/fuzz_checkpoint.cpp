@@ -44,16 +44,19 @@ Bytes encode_as_documented(const tg::NamedTensors& tensors, std::uint32_t reserv
   for (const auto& [name, t] : tensors) {
     put(out, static_cast<std::uint32_t>(name.size()));
     out.insert(out.end(), name.begin(), name.end());
-    put(out, static_cast<std::uint8_t>(t.dtype() == tg::DType::f32   ? 0
-                                       : t.dtype() == tg::DType::f64 ? 1
-                                                                     : 2));
+    std::uint8_t code = 0;
+    const void* elements = nullptr;
+    switch (t.dtype()) {
+      case tg::DType::f32: code = 0, elements = t.data<float>(); break;
+      case tg::DType::f64: code = 1, elements = t.data<double>(); break;
+      case tg::DType::i64: code = 2, elements = t.data<std::int64_t>(); break;
+      case tg::DType::boolean: code = 3, elements = t.data<bool>(); break;
+    }
+    put(out, code);
     put(out, static_cast<std::uint8_t>(t.dim()));
     for (std::int64_t s : t.shape()) put(out, s);
     const std::size_t bytes = static_cast<std::size_t>(t.numel()) * tg::dtype_size(t.dtype());
-    const auto* data = static_cast<const unsigned char*>(
-        t.dtype() == tg::DType::f32   ? static_cast<const void*>(t.data<float>())
-        : t.dtype() == tg::DType::f64 ? static_cast<const void*>(t.data<double>())
-                                      : static_cast<const void*>(t.data<std::int64_t>()));
+    const auto* data = static_cast<const unsigned char*>(elements);
     if (bytes != 0) out.insert(out.end(), data, data + bytes);
   }
   const auto payload = static_cast<std::uint64_t>(out.size() - kHeaderSize);

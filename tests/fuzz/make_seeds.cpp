@@ -100,6 +100,7 @@ int main(int argc, char** argv) {
   nn::save_checkpoint((dir / "checkpoint" / "mixed.tgc").string(),
                       {{"f64", tg::arange(3.0, tg::DType::f64)},
                        {"i64", tg::scalar_tensor(-7, tg::DType::i64)},
+                       {"bool", tg::gt(tg::arange(4.0), 1.5)},
                        {"empty", tg::zeros({0, 3})},
                        {"rank8", tg::ones({1, 1, 1, 2, 1, 1, 1, 1})}});
   nn::save_checkpoint((dir / "checkpoint" / "none.tgc").string(), {});
