@@ -71,8 +71,14 @@ int main() {
         t->set_requires_grad(false);
       auto fwd = bench::measure([&] { torch::NoGradGuard g; (void)c.f(in); }, kReps, kWarmup, 0.0);
       bench::print("libtorch", name + ".fwd", threads, fwd);
-      for (torch::Tensor* t : {&in.x, &in.y, &in.p, &in.top, &in.bottom, &in.left, &in.right, &in.img})
+      for (torch::Tensor* t : {&in.x, &in.y, &in.p, &in.top, &in.bottom, &in.left, &in.right, &in.img}) {
         t->set_requires_grad(true);
+        // Each input starts from a gradient of its own, as after zero_grad in a training loop:
+        // a backward then adds into it. (Left undefined, libtorch takes the first incoming
+        // gradient as the leaf's grad: for cat along dim 0 a view of `seed`, and every later
+        // repetition added that memory to itself.)
+        t->mutable_grad() = torch::zeros_like(*t);
+      }
       const auto seed = torch::ones(c.f(in).sizes());
       auto both = bench::measure([&] { c.f(in).backward(seed); }, kReps, kWarmup, 0.0);
       bench::print("libtorch", name + ".fwd_bwd", threads, both);
