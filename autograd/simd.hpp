@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <emmintrin.h>
 #endif
 
@@ -84,18 +85,34 @@ void stream_copy(const T* src, T* dst, std::int64_t n) {
   std::memcpy(dst + done, src + done, static_cast<std::size_t>(n - done) * sizeof(T));
 }
 
-/// Whether stream_map beats plain stores for a one-input map on this CPU. On Zen 3 (AVX2) it
-/// does. On a Zen 5 (AVX-512) reloading its buffer costs more than the write-allocate it saves:
-/// 64 MB f32 forwards at 1 thread, streamed against plain (median of two runs each): elu 7.1
-/// → 4.5 ms, erf 10.6 → 8.3, gelu 10.2 → 7.4, silu 8.1 → 5.8, clamp 4.8 → 4.1. Two-input maps
-/// (maximum 5.4-5.9 → 6.5-8.2 ms) and the norms' outputs still gain from streaming there, and
-/// stream_copy, which streams what it loads, keeps memcpy's speed. So on CPUs with AVX-512 the
-/// one-input maps write with plain stores (measured on Zen 5 only; Zen 4 may differ).
-inline bool stream_map_pays() {
+/// Whether stream_map beats plain stores for a one-input map on this CPU; `cheap`: f is a
+/// few instructions (a select, min/max, a product, a square root), so the map is bound by
+/// memory, not by its arithmetic. Measured on 64 MB f32 forwards, streamed against plain:
+/// - Zen 3 (AVX2): streaming pays for every map.
+/// - Zen 4 (AVX-512, AMD family 0x19), 1 / 2 threads, three runs each: cheap maps gain
+///   (clamp 6.8-7.3 → 4.2-4.9 / 3.4-4.6 → 2.4-4.5 ms, leaky_relu 5.5-8.1 → 3.7-6.0 /
+///   4.7-5.4 → 2.7-3.1, hardtanh 5.8-8.6 → 4.3-5.1 / 4.3-4.6 → 3.2-3.7); maps that evaluate
+///   a vecmath polynomial do not (gelu 12.0-14.3 → 13.1-15.3 / 5.8-6.6 → 6.6-7.2, silu and
+///   elu within the noise).
+/// - Zen 5 (AMD family 0x1A), 1 thread, median of two runs: reloading the buffer costs more
+///   than the write-allocate it saves for both kinds (elu 7.1 → 4.5 ms, erf 10.6 → 8.3, gelu
+///   10.2 → 7.4, silu 8.1 → 5.8, clamp 4.8 → 4.1 plain). Two-input maps (maximum 5.4-5.9 →
+///   6.5-8.2 ms) and the norms' outputs still gain from streaming there, and stream_copy,
+///   which streams what it loads, keeps memcpy's speed.
+/// Other CPUs with AVX-512 (not measured) follow Zen 4.
+inline bool stream_map_pays(bool cheap) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  static const bool pays = !__builtin_cpu_supports("avx512f");
-  return pays;
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  static const bool zen5_or_later = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__builtin_cpu_is("amd") || !__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+    const unsigned base = (eax >> 8) & 0xf, extended = (eax >> 20) & 0xff;
+    return (base == 0xf ? base + extended : base) >= 0x1a;
+  }();
+  if (!avx512) return true;
+  return cheap && !zen5_or_later;
 #else
+  (void)cheap;
   return true;
 #endif
 }

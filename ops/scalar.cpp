@@ -17,12 +17,13 @@ TensorMeta unary_meta(std::string_view op, std::span<const Tensor> in) {
   return in[0].meta();
 }
 
-template <class F>
+/// Cheap: f is one arithmetic instruction (map_unary); pow is not.
+template <bool Cheap = true, class F>
 Tensor scalar_forward(std::string_view op, const Tensor& x, double c, F f) {
   return detail::dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const auto cv = static_cast<T>(c);
-    return detail::map_unary<T>(x, [cv, f](T v) { return static_cast<T>(f(v, cv)); });
+    return detail::map_unary<T, Cheap>(x, [cv, f](T v) { return static_cast<T>(f(v, cv)); });
   });
 }
 
@@ -115,7 +116,7 @@ struct Pow {
   TensorMeta infer(std::span<const Tensor> in) const { return unary_meta(name, in); }
   Tensor forward(OpContext& ctx, std::span<const Tensor> in) {
     ctx.save(in[0]);
-    return scalar_forward(name, in[0], exponent, [](auto v, auto k) { return std::pow(v, k); });
+    return scalar_forward<false>(name, in[0], exponent, [](auto v, auto k) { return std::pow(v, k); });
   }
   // d(x^e)/dx = e * x^(e-1); e = 0 gives 0 everywhere (PyTorch's rule, no 0 * inf).
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {

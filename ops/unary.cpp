@@ -9,6 +9,8 @@
 // softplus exactly at their kink), the formula reads x·below(b): masked elements stay
 // finite and get no gradient through x.
 // An op with options (leaky_relu's slope) keeps them in its Def, one instance per call.
+// A Def marked `cheap` computes f in a few instructions (no vecmath polynomial): its large
+// outputs are written with streaming stores on the CPUs where that pays (autograd/simd.hpp).
 #include <cmath>
 #include <concepts>
 #include <limits>
@@ -67,6 +69,7 @@ using generic::Num;
 
 struct NegDef {
   static constexpr std::string_view name = "neg";
+  static constexpr bool cheap = true;
   static constexpr Saves saves = Saves::nothing;
   template <class T> static T f(T x) { return -x; }
   template <class T> static T df(T g, T) { return -g; }
@@ -91,6 +94,7 @@ struct LogDef {
 
 struct SqrtDef {
   static constexpr std::string_view name = "sqrt";
+  static constexpr bool cheap = true;
   static constexpr Saves saves = Saves::output;
   template <class T> static T f(T x) { return std::sqrt(x); }
   template <class T> static T df(T g, T y) { return g / (y * 2); }
@@ -100,6 +104,7 @@ struct SqrtDef {
 // |x| has a kink at 0, where the gradient is 0 (sign(0) = 0, as PyTorch).
 struct AbsDef {
   static constexpr std::string_view name = "abs";
+  static constexpr bool cheap = true;
   static constexpr Saves saves = Saves::input;
   template <class T> static T f(T x) { return std::abs(x); }
   template <class T> static T df(T g, T, T b) { return g * b; }
@@ -112,6 +117,7 @@ struct AbsDef {
 // y > 0 exactly where x > 0.
 struct ReluDef {
   static constexpr std::string_view name = "relu";
+  static constexpr bool cheap = true;
   static constexpr Saves saves = Saves::output;
   template <class T> static T f(T x) { return x > 0 ? x : (x == x ? T(0) : x); }  // NaN stays
   template <class T> static T df(T g, T, T b) { return generic::pass_where(g, b); }
@@ -182,6 +188,7 @@ struct ErfDef {
 // d(x^-1/2)/dx = -x^-3/2 / 2 = -y³/2 (PyTorch's formula, from the output).
 struct RsqrtDef {
   static constexpr std::string_view name = "rsqrt";
+  static constexpr bool cheap = true;
   static constexpr Saves saves = Saves::output;
   template <class T> static T f(T x) { return T(1) / std::sqrt(x); }
   template <class T> static T df(T g, T y) { return g * (y * y * y) * Num<T>(-0.5); }
@@ -192,6 +199,7 @@ struct RsqrtDef {
 // (PyTorch's rule). Their branch is their value, which changes exactly at a jump.
 struct SignDef {
   static constexpr std::string_view name = "sign";
+  static constexpr bool cheap = true;
   static constexpr Saves saves = Saves::nothing;
   template <class T> static T f(T x) { return x > 0 ? T(1) : (x < 0 ? T(-1) : T(0)); }  // NaN -> 0
   template <class T> static T df(T g, T) { return generic::zero_like(g); }
@@ -202,6 +210,7 @@ struct SignDef {
 
 struct FloorDef {
   static constexpr std::string_view name = "floor";
+  static constexpr bool cheap = true;
   static constexpr Saves saves = Saves::nothing;
   template <class T> static T f(T x) { return std::floor(x); }
   template <class T> static T df(T g, T) { return generic::zero_like(g); }
@@ -213,6 +222,7 @@ struct FloorDef {
 // nearbyint in the default rounding mode rounds half to even, as torch.round.
 struct RoundDef {
   static constexpr std::string_view name = "round";
+  static constexpr bool cheap = true;
   static constexpr Saves saves = Saves::nothing;
   template <class T> static T f(T x) { return std::nearbyint(x); }
   template <class T> static T df(T g, T) { return generic::zero_like(g); }
@@ -297,6 +307,7 @@ decltype(auto) GeluDef::fixed(Body body) const {
 // Gradient negative_slope at x = 0 (PyTorch: x > 0 ? grad : grad·slope).
 struct LeakyReluDef {
   static constexpr std::string_view name = "leaky_relu";
+  static constexpr bool cheap = true;
   static constexpr Saves saves = Saves::input;
   double negative_slope = 0.01;
   std::string attributes() const { return fmt::format("negative_slope={}", negative_slope); }
@@ -360,6 +371,7 @@ struct SoftplusDef {
 template <bool Inclusive>
 struct BoundsDef {
   static constexpr std::string_view name = Inclusive ? "clamp" : "hardtanh";
+  static constexpr bool cheap = true;
   static constexpr Saves saves = Saves::input;
   double low_bound = -std::numeric_limits<double>::infinity();
   double high_bound = std::numeric_limits<double>::infinity();
@@ -402,6 +414,9 @@ concept Piecewise = requires(const Def def, double v) {
 template <class Def>
 struct Unary {
   static constexpr std::string_view name = Def::name;
+  /// Def::cheap: f is a few instructions, no vecmath polynomial (detail::map_unary streams
+  /// such a map's large output on more CPUs).
+  static constexpr bool kCheap = requires { requires Def::cheap; };
   static constexpr std::string_view kinks = [] {
     if constexpr (requires { Def::kinks; }) return Def::kinks;
     else return std::string_view{};
@@ -460,7 +475,7 @@ struct Unary {
     Tensor out = detail::dispatch_floating(in[0].dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       return fixed([&](auto d) {
-        return detail::map_unary<T>(in[0], [d](T v) { return d.f(v); }, exact_forward<T>());
+        return detail::map_unary<T, kCheap>(in[0], [d](T v) { return d.f(v); }, exact_forward<T>());
       });
     });
     if constexpr (Def::saves == Saves::input) ctx.save(in[0]);
@@ -479,7 +494,7 @@ struct Unary {
     return {detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (Def::saves == Saves::nothing) {
-        return detail::map_unary<T>(grad_out, [d = def](T g) { return d.df(g, T(0)); });
+        return detail::map_unary<T, kCheap>(grad_out, [d = def](T g) { return d.df(g, T(0)); });
       } else if constexpr (Piecewise<Def>) {
         return detail::map_binary_same<T>(grad_out, saved,
                                           [d = def](T g, T s) { return d.df(g, s, d.branch(s)); },
@@ -502,7 +517,7 @@ struct Unary {
   Tensor branch_of(const Tensor& saved) const {
     return detail::dispatch_floating(saved.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      return detail::map_unary<T>(saved, [d = def](T v) { return d.branch(v); });
+      return detail::map_unary<T, true>(saved, [d = def](T v) { return d.branch(v); });
     });
   }
   static std::vector<Sample> samples();

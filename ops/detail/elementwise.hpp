@@ -153,13 +153,14 @@ struct NoFixup {
 };
 
 /// out[i] = f(x[i]). fixup(x, out, n) then runs on each block while it is in cache (to
-/// recompute the rare elements f is not exact for).
-template <class T, class F, class Fixup = NoFixup>
+/// recompute the rare elements f is not exact for). Cheap: f is a few instructions
+/// (stream_map_pays).
+template <class T, bool Cheap = false, class F, class Fixup = NoFixup>
 Tensor map_unary(const Tensor& x, F f, Fixup fixup = {}) {
   Tensor out = make_tensor(x.meta());
   const T* px = x.data<T>();
   T* po = out.data<T>();
-  const bool streaming = streams<T>(x.numel()) && stream_map_pays();
+  const bool streaming = streams<T>(x.numel()) && stream_map_pays(Cheap);
   for_blocks(x.numel(), [&](std::int64_t begin, std::int64_t end) {
     if (streaming) map_loop_streaming(px + begin, po + begin, end - begin, f);
     else map_loop(px + begin, po + begin, end - begin, f);
