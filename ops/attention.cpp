@@ -5,8 +5,9 @@
 //   key j for query i when j > i (top-left aligned when L != S).
 //   scores = q·kᵀ/√E + mask,  P = softmax(scores, -1),  out = P·v  [..., L, Ev]
 // The primitive's forward runs over blocks of keys with an online softmax and saves q, k, v,
-// out and the row log-sum-exp lse [..., L], never P [..., L, S]. Its VJP recomputes P block
-// by block (ops/kernels/attention.cpp), with D = rowsum(dO∘out):
+// out and the row log-sum-exp lse [..., L]; P [..., L, S] only where it takes no more memory
+// than q, k and v (short rows: detail::attention_keeps_probs). Its VJP reads that P or
+// recomputes it block by block (ops/kernels/attention.cpp), with D = rowsum(dO∘out):
 //   dV = Pᵀ·dO,  dS = P∘(dO·vᵀ - D),  dQ = dS·k/√E,  dK = dSᵀ·q/√E,  dmask = dS (summed to
 //   the mask's shape).
 // Under create_graph the same formulas run as recorded ops on P recomputed by the composite,
@@ -214,21 +215,26 @@ struct AttentionOp {
     Shape lse_shape;  // [batch..., L]
     for (std::size_t d = 0; d + 1 < scores.size(); ++d) lse_shape.push_back(scores[d]);
     Tensor lse = detail::make_tensor(lse_shape, in[0].dtype(), name);
+    // P for the backward, when it is small (and the op is recorded for one)
+    Tensor probs = ctx.recording() && detail::attention_keeps_probs(g)
+                       ? detail::make_tensor(scores, in[0].dtype(), name)
+                       : Tensor();
     detail::dispatch_floating(in[0].dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       detail::attention_forward<T>(g, mask, in[0].data<T>(), in[1].data<T>(), in[2].data<T>(),
-                                   out.data<T>(), lse.data<T>());
+                                   out.data<T>(), lse.data<T>(), probs.defined() ? probs.data<T>() : nullptr);
     });
     for (std::size_t i = 0; i < 4; ++i) ctx.save(in[i]);
     ctx.save(out);
     ctx.save(lse);
+    ctx.save(probs);
     return out;
   }
 
   std::vector<Tensor> vjp(OpContext& ctx, const Tensor& grad_out) {
     if (is_grad_enabled()) return recorded_vjp(ctx, grad_out);
     const std::vector<Tensor> in = {ctx.saved(0), ctx.saved(1), ctx.saved(2), ctx.saved(3)};
-    const Tensor out = ctx.saved(4), lse = ctx.saved(5);
+    const Tensor out = ctx.saved(4), lse = ctx.saved(5), probs = ctx.saved(6);
     const detail::AttentionGeometry g = geometry(in);
     const Shape scores = scores_shape(in);
     const detail::AttentionMask mask = mask_view(in[3], scores, g);
@@ -242,7 +248,8 @@ struct AttentionOp {
       using T = decltype(tag);
       const auto ptr = [](Tensor& t) -> T* { return t.defined() ? t.data<T>() : nullptr; };
       detail::attention_backward<T>(g, mask, in[0].data<T>(), in[1].data<T>(), in[2].data<T>(),
-                                    out.data<T>(), lse.data<T>(), grad_out.data<T>(),
+                                    out.data<T>(), lse.data<T>(), probs.defined() ? probs.data<T>() : nullptr,
+                                    grad_out.data<T>(),
                                     ptr(grads[0]), ptr(grads[1]), ptr(grads[2]), ptr(grad_scores));
     });
     if (grad_scores.defined()) grads[3] = detail::sum_to(grad_scores, ctx.input(3).shape);

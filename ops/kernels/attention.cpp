@@ -9,11 +9,16 @@
 //     with dS = 0 where a bool mask or the causal rule masked the score (as the composite's
 //     masked_fill: a fully masked row, all NaN in P, then gives NaN only to out and dV).
 // Only q, k, v, out and lse are read: the memory beyond the inputs' gradients is a few
-// blocks per thread. Blocks whose keys all lie after their queries (causal) are skipped.
+// blocks and a transposed copy of one batch index's keys and values per thread. Short rows
+// are the exception (attention_keeps_probs): there the forward also writes P, which the
+// backward reads instead of recomputing it. Blocks whose keys all lie after their queries
+// (causal) are skipped.
 #include "ops/kernels/attention.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
+#include <cstring>
 #include <limits>
 
 #include "ops/detail/math.hpp"
@@ -26,62 +31,163 @@ namespace {
 constexpr std::int64_t kQueryBlock = 64;
 constexpr std::int64_t kKeyBlock = 256;
 
-/// Lanes of the partial sums and maxima below: the loops vectorise (a single running sum or
-/// maximum is a serial chain the compiler may not reorder), in a fixed order.
-constexpr std::int64_t kLanes = 8;
+/// Lanes of the partial sums and maxima below: vectors of GCC's vector extension (one AVX-512
+/// register of f32), so that a row's maximum and sum run as vector operations in a fixed
+/// order (a single running sum or maximum is a serial chain the compiler may not reorder).
+template <class T>
+struct LaneVector;
+template <>
+struct LaneVector<float> {
+  using type = float __attribute__((vector_size(64)));
+};
+template <>
+struct LaneVector<double> {
+  using type = double __attribute__((vector_size(64)));
+};
+template <class T>
+using Lanes = typename LaneVector<T>::type;
+
+template <class T>
+constexpr std::int64_t kLanes = 64 / sizeof(T);
+
+/// op over the lanes of v, as a tree (its depth, not the lane count, is the latency: rows are
+/// short).
+template <class T, class Op>
+T fold(const Lanes<T>& v, Op op) {
+  T a[kLanes<T>];
+  std::memcpy(a, &v, sizeof a);
+  for (std::int64_t w = kLanes<T> / 2; w >= 1; w /= 2) {
+    for (std::int64_t l = 0; l < w; ++l) a[l] = op(a[l], a[l + w]);
+  }
+  return a[0];
+}
 
 /// s[j] = exp(s[j] - shift) for j < n; returns their sum (exp(-inf) = 0 for masked keys).
 template <class T>
-TAPEGRAD_MULTIVERSION T exp_shifted(T* s, std::int64_t n, T shift) {
+T exp_shifted(T* s, std::int64_t n, T shift) {
   for (std::int64_t j = 0; j < n; ++j) s[j] = num::exp(s[j] - shift);
-  T sums[kLanes] = {};
+  Lanes<T> sums = {};
   std::int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (std::int64_t l = 0; l < kLanes; ++l) sums[l] += s[j + l];
+  for (; j + kLanes<T> <= n; j += kLanes<T>) {
+    Lanes<T> v;
+    std::memcpy(&v, s + j, sizeof v);
+    sums += v;
   }
-  for (; j < n; ++j) sums[0] += s[j];
   T total = 0;
-  for (T v : sums) total += v;
-  return total;
+  for (; j < n; ++j) total += s[j];
+  return total + fold<T>(sums, [](T a, T b) { return a + b; });
 }
 
 /// max(init, s[0], ..., s[n-1]), NaN scores skipped (exp carries them into the row's sum).
 template <class T>
-TAPEGRAD_MULTIVERSION T row_max(const T* s, std::int64_t n, T init) {
-  T maxima[kLanes];
-  for (T& m : maxima) m = init;
+T row_max(const T* s, std::int64_t n, T init) {
+  Lanes<T> maxima = init - Lanes<T>{};
   std::int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (std::int64_t l = 0; l < kLanes; ++l) maxima[l] = maxima[l] < s[j + l] ? s[j + l] : maxima[l];
+  for (; j + kLanes<T> <= n; j += kLanes<T>) {
+    Lanes<T> v;
+    std::memcpy(&v, s + j, sizeof v);
+    maxima = maxima < v ? v : maxima;
   }
-  for (; j < n; ++j) maxima[0] = maxima[0] < s[j] ? s[j] : maxima[0];
-  T m = init;
-  for (T v : maxima) m = m < v ? v : m;
+  const auto max = [](T a, T b) { return a < b ? b : a; };
+  T m = fold<T>(maxima, max);
+  for (; j < n; ++j) m = max(m, s[j]);
   return m;
 }
 
-/// ds[j] = p[j]·(ds[j] - d) for j < n.
+/// The forward's online softmax over one block of scores s [bq, bk]: row i's running maximum
+/// m[i] and sum l[i] take the block in, s becomes exp(s - m[i]) (0 for a row with every key
+/// so far masked), and corr[i] is the factor the row's accumulator needs for the new maximum
+/// (1 when nothing was accumulated yet). A block per call, not a row: rows are short (64 keys
+/// in MultiheadAttention at L = 64).
 template <class T>
-TAPEGRAD_MULTIVERSION void softmax_grad_row(const T* p, T* ds, std::int64_t n, T d) {
-  for (std::int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - d);
+TAPEGRAD_MULTIVERSION void online_softmax_block(T* s, std::int64_t bq, std::int64_t bk, T* m, T* l, T* corr) {
+  constexpr T minus_inf = -std::numeric_limits<T>::infinity();
+  for (std::int64_t i = 0; i < bq; ++i) {
+    T* row = s + i * bk;
+    const T new_m = row_max(row, bk, m[i]);
+    corr[i] = T(1);
+    if (new_m == minus_inf) {  // every key so far masked: nothing to add
+      std::fill(row, row + bk, T(0));
+      continue;
+    }
+    const T total = exp_shifted(row, bk, new_m);
+    if (m[i] != minus_inf) corr[i] = num::exp(m[i] - new_m);
+    l[i] = l[i] * corr[i] + total;
+    m[i] = new_m;
+  }
 }
 
-/// t [cols, rows] = mᵀ for m [rows, cols] (contiguous). The blocks of k and v go through it
-/// so that every product with them is a plain (N, N) GEMM: the GEMM library takes far longer
-/// over a transposed 64 × 32 operand in this loop (21 against 62 GFLOP/s measured in
-/// MultiheadAttention at L = 64) than the copy costs.
-/// In tiles of 8 × 8, so that both the reads and the writes stay within a few cache lines.
+/// The backward's probabilities: p[i, j] = exp(p[i, j] - lse[i]) over a block [bq, bk].
+template <class T>
+TAPEGRAD_MULTIVERSION void exp_rows(T* p, std::int64_t bq, std::int64_t bk, const T* lse) {
+  for (std::int64_t i = 0; i < bq; ++i) {
+    T* row = p + i * bk;
+    const T shift = lse[i];
+    for (std::int64_t j = 0; j < bk; ++j) row[j] = num::exp(row[j] - shift);
+  }
+}
+
+/// d[i] = Σ_c a[i, c]·b[i, c] for rows i < rows of n values (rows ld apart in both).
+template <class T>
+TAPEGRAD_MULTIVERSION void row_dots(const T* a, const T* b, std::int64_t rows, std::int64_t n, std::int64_t ld, T* d) {
+  for (std::int64_t i = 0; i < rows; ++i) {
+    const T* x = a + i * ld;
+    const T* y = b + i * ld;
+    Lanes<T> sums = {};
+    std::int64_t c = 0;
+    for (; c + kLanes<T> <= n; c += kLanes<T>) {
+      Lanes<T> u, v;
+      std::memcpy(&u, x + c, sizeof u);
+      std::memcpy(&v, y + c, sizeof v);
+      sums += u * v;
+    }
+    T dot = 0;
+    for (; c < n; ++c) dot += x[c] * y[c];
+    d[i] = dot + fold<T>(sums, [](T p, T q) { return p + q; });
+  }
+}
+
+/// ds[i, j] = p[i, j]·(ds[i, j] - d[i]) over a block [bq, bk].
+template <class T>
+TAPEGRAD_MULTIVERSION void softmax_grad_rows(const T* p, T* ds, std::int64_t bq, std::int64_t bk, const T* d) {
+  for (std::int64_t i = 0; i < bq; ++i) {
+    for (std::int64_t j = 0; j < bk; ++j) ds[i * bk + j] = p[i * bk + j] * (ds[i * bk + j] - d[i]);
+  }
+}
+
+/// t [cols, rows] = mᵀ for m [rows, cols] (rows ld apart). k and v go through it so that
+/// every product with them is a plain (N, N) GEMM: the GEMM library takes far longer over a
+/// transposed 64 × 32 operand in this loop (21 against 62 GFLOP/s measured in
+/// MultiheadAttention at L = 64) than the copy costs. The kernels transpose a group's rows of
+/// all heads at once: whole rows stream in, where a head's 32 columns of each row stalled on
+/// every load (15 % of the forward at L = 64). f32 goes in 4 × 4 tiles transposed in
+/// registers (9 % faster forward than element by element); the edges and f64 element by
+/// element.
 template <class T>
 void transpose_block(const T* m, std::int64_t rows, std::int64_t cols, std::int64_t ld, T* t) {
-  constexpr std::int64_t kTile = 8;
-  for (std::int64_t r0 = 0; r0 < rows; r0 += kTile) {
-    const std::int64_t r1 = std::min(rows, r0 + kTile);
-    for (std::int64_t c0 = 0; c0 < cols; c0 += kTile) {
-      const std::int64_t c1 = std::min(cols, c0 + kTile);
-      for (std::int64_t c = c0; c < c1; ++c) {
-        for (std::int64_t r = r0; r < r1; ++r) t[c * rows + r] = m[r * ld + c];
+  std::int64_t r4 = 0, c4 = 0;  // the part done in tiles: rows [0, r4) by cols [0, c4)
+  if constexpr (std::same_as<T, float>) {
+    using V = float __attribute__((vector_size(16)));
+    const auto load = [](const float* p) { V v; std::memcpy(&v, p, sizeof v); return v; };
+    const auto store = [](float* p, V v) { std::memcpy(p, &v, sizeof v); };
+    r4 = rows / 4 * 4;
+    c4 = cols / 4 * 4;
+    for (std::int64_t r = 0; r < r4; r += 4) {
+      for (std::int64_t c = 0; c < c4; c += 4) {
+        const float* src = m + r * ld + c;
+        const V a = load(src), b = load(src + ld), e = load(src + 2 * ld), f = load(src + 3 * ld);
+        const V ab_lo = __builtin_shufflevector(a, b, 0, 4, 1, 5), ab_hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+        const V ef_lo = __builtin_shufflevector(e, f, 0, 4, 1, 5), ef_hi = __builtin_shufflevector(e, f, 2, 6, 3, 7);
+        float* dst = t + c * rows + r;
+        store(dst, __builtin_shufflevector(ab_lo, ef_lo, 0, 1, 4, 5));
+        store(dst + rows, __builtin_shufflevector(ab_lo, ef_lo, 2, 3, 6, 7));
+        store(dst + 2 * rows, __builtin_shufflevector(ab_hi, ef_hi, 0, 1, 4, 5));
+        store(dst + 3 * rows, __builtin_shufflevector(ab_hi, ef_hi, 2, 3, 6, 7));
       }
     }
+  }
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = r < r4 ? c4 : 0; c < cols; ++c) t[c * rows + r] = m[r * ld + c];
   }
 }
 
@@ -135,12 +241,12 @@ class ScatteredRows {
 
 /// The scores of queries [i0, i0 + bq) against keys [j0, j0 + bk) of batch entry b, masked,
 /// into s [bq, bk]; q = those queries [bq, E] (rows q_ld apart), k_t = those keys transposed,
-/// [E, bk].
+/// [E, bk] (rows kt_ld apart).
 template <class T>
 void score_block(const AttentionGeometry& g, const AttentionMask& mask, std::int64_t b,
-                 const T* q, std::int64_t q_ld, const T* k_t, std::int64_t i0, std::int64_t bq, std::int64_t j0,
-                 std::int64_t bk, T* s) {
-  gemm(false, false, bq, bk, g.E, static_cast<T>(g.scale), q, q_ld, k_t, bk, T(0), s, bk);
+                 const T* q, std::int64_t q_ld, const T* k_t, std::int64_t kt_ld, std::int64_t i0, std::int64_t bq,
+                 std::int64_t j0, std::int64_t bk, T* s) {
+  gemm(false, false, bq, bk, g.E, static_cast<T>(g.scale), q, q_ld, k_t, kt_ld, T(0), s, bk);
   constexpr T minus_inf = -std::numeric_limits<T>::infinity();
   if (mask.kind == AttentionMask::Kind::boolean) {
     const bool* m = static_cast<const bool*>(mask.data) + mask.offsets[static_cast<std::size_t>(b)];
@@ -194,9 +300,13 @@ bool skipped(const AttentionGeometry& g, std::int64_t i0, std::int64_t bq, std::
 
 }  // namespace
 
+bool attention_keeps_probs(const AttentionGeometry& g) {
+  return g.S <= kKeyBlock && g.L * g.S <= g.L * g.E + g.S * (g.E + g.Ev);
+}
+
 template <class T>
 void attention_forward(const AttentionGeometry& g, const AttentionMask& mask, const T* q,
-                       const T* k, const T* v, T* out, T* lse) {
+                       const T* k, const T* v, T* out, T* lse, T* probs) {
   const std::int64_t heads = g.q.heads, groups = g.batch / heads;  // a task: one group's query block
   const std::int64_t q_blocks = (g.L + kQueryBlock - 1) / kQueryBlock;
   const std::int64_t tasks = groups * q_blocks;
@@ -205,8 +315,8 @@ void attention_forward(const AttentionGeometry& g, const AttentionMask& mask, co
 #pragma omp parallel if (tasks > 1 && g.batch * g.L * g.S >= (std::int64_t{1} << 14))
   {
     std::vector<T> s(static_cast<std::size_t>(kQueryBlock * std::min(kKeyBlock, g.S)));
-    std::vector<T> k_t(static_cast<std::size_t>(g.E * std::min(kKeyBlock, g.S)));
-    std::vector<T> m(kQueryBlock), l(kQueryBlock);
+    std::vector<T> k_t(static_cast<std::size_t>(q_ld * g.S));  // the group's keys transposed, all heads
+    std::vector<T> m(kQueryBlock), l(kQueryBlock), corr(kQueryBlock);
     GatheredRows<T> q_rows, k_rows, v_rows;
     ScatteredRows<T> out_rows;
 #pragma omp for schedule(static)
@@ -217,6 +327,7 @@ void attention_forward(const AttentionGeometry& g, const AttentionMask& mask, co
       const T* kn = k_rows.rows(k, g.k, n, 0, g.S, g.E);
       const T* vn = v_rows.rows(v, g.v, n, 0, g.S, g.Ev);
       T* acc_n = out_rows.rows(out, g.out, n, i0, bq, g.Ev);
+      transpose_block(kn, g.S, q_ld, q_ld, k_t.data());  // whole rows: the reads stream
       for (std::int64_t h = 0; h < heads; ++h) {
         const std::int64_t b = n * heads + h;
         const T* qb = qn + h * g.E;
@@ -225,22 +336,11 @@ void attention_forward(const AttentionGeometry& g, const AttentionMask& mask, co
         std::fill(l.begin(), l.end(), T(0));
         for (std::int64_t j0 = 0; j0 < g.S && !skipped(g, i0, bq, j0); j0 += kKeyBlock) {
           const std::int64_t bk = std::min(kKeyBlock, g.S - j0);
-          transpose_block(kn + j0 * q_ld + h * g.E, bk, g.E, q_ld, k_t.data());
-          score_block(g, mask, b, qb, q_ld, k_t.data(), i0, bq, j0, bk, s.data());
+          score_block(g, mask, b, qb, q_ld, k_t.data() + h * g.E * g.S + j0, g.S, i0, bq, j0, bk, s.data());
+          online_softmax_block(s.data(), bq, bk, m.data(), l.data(), corr.data());
           for (std::int64_t i = 0; i < bq; ++i) {
-            T* row = s.data() + i * bk;
-            const T new_m = row_max(row, bk, m[static_cast<std::size_t>(i)]);
-            if (new_m == minus_inf) {  // every key so far masked: nothing to add
-              std::fill(row, row + bk, T(0));
-              continue;
-            }
-            const T correction = num::exp(m[static_cast<std::size_t>(i)] - new_m);
-            const T total = exp_shifted(row, bk, new_m);
-            l[static_cast<std::size_t>(i)] = l[static_cast<std::size_t>(i)] * correction + total;
-            m[static_cast<std::size_t>(i)] = new_m;
-            if (correction != T(1)) {
-              for (std::int64_t c = 0; c < g.Ev; ++c) acc[i * o_ld + c] *= correction;
-            }
+            if (corr[static_cast<std::size_t>(i)] == T(1)) continue;
+            for (std::int64_t c = 0; c < g.Ev; ++c) acc[i * o_ld + c] *= corr[static_cast<std::size_t>(i)];
           }
           gemm(false, false, bq, g.Ev, bk, T(1), s.data(), bk, vn + j0 * o_ld + h * g.Ev, o_ld, T(1), acc, o_ld);
         }
@@ -254,6 +354,10 @@ void attention_forward(const AttentionGeometry& g, const AttentionMask& mask, co
           lse[b * g.L + i0 + i] = total > T(0) ? m[static_cast<std::size_t>(i)] + std::log(total)
                                   : g.S == 0   ? minus_inf
                                                : nan;
+          if (probs != nullptr) {  // s holds this row's exp(s - m) for all keys (one block)
+            T* p = probs + (b * g.L + i0 + i) * g.S;
+            for (std::int64_t j = 0; j < g.S; ++j) p[j] = s[static_cast<std::size_t>(i * g.S + j)] * inv;
+          }
         }
       }
       out_rows.flush();
@@ -263,8 +367,8 @@ void attention_forward(const AttentionGeometry& g, const AttentionMask& mask, co
 
 template <class T>
 void attention_backward(const AttentionGeometry& g, const AttentionMask& mask, const T* q,
-                        const T* k, const T* v, const T* out, const T* lse, const T* grad_out,
-                        T* grad_q, T* grad_k, T* grad_v, T* grad_mask) {
+                        const T* k, const T* v, const T* out, const T* lse, const T* probs,
+                        const T* grad_out, T* grad_q, T* grad_k, T* grad_v, T* grad_mask) {
   const bool need_ds = grad_q != nullptr || grad_k != nullptr || grad_mask != nullptr;
   const T scale = static_cast<T>(g.scale);
   const std::int64_t heads = g.q.heads, groups = g.batch / heads;  // per thread: whole groups
@@ -273,8 +377,9 @@ void attention_backward(const AttentionGeometry& g, const AttentionMask& mask, c
   {
     const std::size_t block = static_cast<std::size_t>(std::min(kQueryBlock, g.L) * std::min(kKeyBlock, g.S));
     std::vector<T> p(block), ds(block), d(static_cast<std::size_t>(g.L));
-    std::vector<T> k_t(static_cast<std::size_t>(g.E * std::min(kKeyBlock, g.S)));
-    std::vector<T> v_t(static_cast<std::size_t>(g.Ev * std::min(kKeyBlock, g.S)));
+    // The group's keys (when P is recomputed) and values transposed, all heads.
+    std::vector<T> k_t(static_cast<std::size_t>(probs == nullptr ? q_ld * g.S : 0));
+    std::vector<T> v_t(static_cast<std::size_t>(need_ds ? v_ld * g.S : 0));
     GatheredRows<T> q_rows, k_rows, v_rows, out_rows, grad_out_rows;
     ScatteredRows<T> grad_q_rows, grad_k_rows, grad_v_rows;
 #pragma omp for schedule(static)
@@ -287,6 +392,8 @@ void attention_backward(const AttentionGeometry& g, const AttentionMask& mask, c
       T* gqn = grad_q != nullptr ? grad_q_rows.rows(grad_q, g.q, n, 0, g.L, g.E) : nullptr;
       T* gkn = grad_k != nullptr ? grad_k_rows.rows(grad_k, g.k, n, 0, g.S, g.E) : nullptr;
       T* gvn = grad_v != nullptr ? grad_v_rows.rows(grad_v, g.v, n, 0, g.S, g.Ev) : nullptr;
+      if (probs == nullptr) transpose_block(kn, g.S, q_ld, q_ld, k_t.data());
+      if (need_ds) transpose_block(vn, g.S, v_ld, v_ld, v_t.data());
       for (std::int64_t h = 0; h < heads; ++h) {
         const std::int64_t b = n * heads + h;
         const T* qb = qn + h * g.E;
@@ -300,29 +407,26 @@ void attention_backward(const AttentionGeometry& g, const AttentionMask& mask, c
           // Causally skipped blocks are never written: their dS is 0.
           std::fill(grad_mask + b * g.L * g.S, grad_mask + (b + 1) * g.L * g.S, T(0));
         }
-        for (std::int64_t i = 0; i < g.L; ++i) {
-          const T* o = on + i * v_ld + h * g.Ev;
-          T dot = 0;
-          for (std::int64_t c = 0; c < g.Ev; ++c) dot += o[c] * gb[i * v_ld + c];
-          d[static_cast<std::size_t>(i)] = dot;
-        }
+        row_dots(on + h * g.Ev, gb, g.L, g.Ev, v_ld, d.data());
         for (std::int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
           const std::int64_t bk = std::min(kKeyBlock, g.S - j0);
-          transpose_block(kb + j0 * q_ld, bk, g.E, q_ld, k_t.data());
-          if (need_ds) transpose_block(vn + j0 * v_ld + h * g.Ev, bk, g.Ev, v_ld, v_t.data());
           for (std::int64_t i0 = 0; i0 < g.L; i0 += kQueryBlock) {
             const std::int64_t bq = std::min(kQueryBlock, g.L - i0);
             if (skipped(g, i0, bq, j0)) continue;
-            score_block(g, mask, b, qb + i0 * q_ld, q_ld, k_t.data(), i0, bq, j0, bk, p.data());
-            for (std::int64_t i = 0; i < bq; ++i) exp_shifted(p.data() + i * bk, bk, lb[i0 + i]);
+            // The forward's P (one block of keys: j0 = 0), or P recomputed.
+            const T* pb = probs != nullptr ? probs + (b * g.L + i0) * g.S : p.data();
+            if (probs == nullptr) {
+              score_block(g, mask, b, qb + i0 * q_ld, q_ld, k_t.data() + h * g.E * g.S + j0, g.S, i0, bq, j0, bk,
+                          p.data());
+              exp_rows(p.data(), bq, bk, lb + i0);
+            }
             if (gv != nullptr) {
-              gemm(true, false, bk, g.Ev, bq, T(1), p.data(), bk, gb + i0 * v_ld, v_ld, T(1), gv + j0 * v_ld, v_ld);
+              gemm(true, false, bk, g.Ev, bq, T(1), pb, bk, gb + i0 * v_ld, v_ld, T(1), gv + j0 * v_ld, v_ld);
             }
             if (!need_ds) continue;
-            gemm(false, false, bq, bk, g.Ev, T(1), gb + i0 * v_ld, v_ld, v_t.data(), bk, T(0), ds.data(), bk);
-            for (std::int64_t i = 0; i < bq; ++i) {
-              softmax_grad_row(p.data() + i * bk, ds.data() + i * bk, bk, d[static_cast<std::size_t>(i0 + i)]);
-            }
+            gemm(false, false, bq, bk, g.Ev, T(1), gb + i0 * v_ld, v_ld, v_t.data() + h * g.Ev * g.S + j0, g.S, T(0),
+                 ds.data(), bk);
+            softmax_grad_rows(pb, ds.data(), bq, bk, d.data() + i0);
             zero_masked(g, mask, b, i0, bq, j0, bk, ds.data());
             if (grad_mask != nullptr) {
               for (std::int64_t i = 0; i < bq; ++i) {
@@ -347,16 +451,17 @@ void attention_backward(const AttentionGeometry& g, const AttentionMask& mask, c
 }
 
 template void attention_forward<float>(const AttentionGeometry&, const AttentionMask&, const float*,
-                                       const float*, const float*, float*, float*);
+                                       const float*, const float*, float*, float*, float*);
 template void attention_forward<double>(const AttentionGeometry&, const AttentionMask&,
                                         const double*, const double*, const double*, double*,
-                                        double*);
+                                        double*, double*);
 template void attention_backward<float>(const AttentionGeometry&, const AttentionMask&,
                                         const float*, const float*, const float*, const float*,
-                                        const float*, const float*, float*, float*, float*, float*);
+                                        const float*, const float*, const float*, float*, float*,
+                                        float*, float*);
 template void attention_backward<double>(const AttentionGeometry&, const AttentionMask&,
                                          const double*, const double*, const double*,
-                                         const double*, const double*, const double*, double*,
-                                         double*, double*, double*);
+                                         const double*, const double*, const double*,
+                                         const double*, double*, double*, double*, double*);
 
 }  // namespace tapegrad::detail

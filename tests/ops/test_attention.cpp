@@ -1,6 +1,7 @@
 // scaled_dot_product_attention beyond the fixture: shapes that take several query and key
 // blocks (the online softmax's rescaling, causal blocks skipped) against the composite built
 // from public ops, f32 against f64, the dropout path, and every argument error.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -63,11 +64,49 @@ TEST_CASE("scaled_dot_product_attention over several query and key blocks equals
   }
 }
 
+TEST_CASE("scaled_dot_product_attention's backward from kept probabilities equals the composite's",
+          "[ops][attention]") {
+  // Short rows keep P from the forward (detail::attention_keeps_probs: one block of keys, P no
+  // larger than q, k and v); E = 4 at L = S = 64 makes P the larger and recomputes it. Masks
+  // with -inf entries and a fully masked row (NaN, as the composite), causal. The reference
+  // tests differentiate the recorded VJP; this one the kernels' backward.
+  tg::manual_seed(17);
+  struct Case {
+    std::int64_t L, S, E;
+    bool causal;
+    int mask;  // 0 none, 1 float [L, S] with -inf entries, 2 bool [L, S] with a fully masked row
+  };
+  for (const Case& c : std::vector<Case>{{64, 64, 32, false, 0}, {64, 64, 32, true, 0}, {48, 64, 32, false, 1},
+                                         {64, 40, 16, false, 2}, {64, 64, 4, false, 1}}) {
+    INFO("L " << c.L << " S " << c.S << " E " << c.E << " causal " << c.causal << " mask " << c.mask);
+    const tg::Tensor q = leaf({2, c.L, c.E}, tg::DType::f64, 2.0), k = leaf({2, c.S, c.E}, tg::DType::f64),
+                     v = leaf({2, c.S, c.E}, tg::DType::f64);
+    tg::Tensor mask;
+    if (c.mask != 0) {
+      const tg::Tensor drop = tg::lt(tg::rand({c.L, c.S}, tg::DType::f64), 0.2);
+      mask = c.mask == 1 ? tg::masked_fill(tg::randn({c.L, c.S}, tg::DType::f64), drop, -std::numeric_limits<double>::infinity())
+                         : tg::logical_not(drop);
+      if (c.mask == 2) std::fill_n(mask.data<bool>() + c.S, c.S, false);  // row 1 attends to no key
+    }
+    const tg::Tensor out = tg::scaled_dot_product_attention(q, k, v, mask, 0.0, c.causal);
+    const tg::Tensor want = composite(q, k, v, mask, c.causal);
+    tg::testing::check_reference("kept", "out", out, want, 1e-12, 1e-10);
+    const tg::Tensor g = tg::randn(out.shape(), tg::DType::f64);
+    const auto got = tg::grad({out}, {q, k, v}, {g});
+    const auto ref = tg::grad({want}, {q, k, v}, {g});
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      tg::testing::check_reference("kept", fmt::format("grad {}", i), got[i], ref[i], 1e-12, 1e-9);
+    }
+  }
+}
+
 TEST_CASE("scaled_dot_product_attention_heads equals splitting the heads, the plain op and merging them",
           "[ops][attention]") {
   // The heads read in place (strided rows) against copies made by permute, f64, forward and
   // gradients; sequence first and batch first, masks broadcast over [N, H, L, S], causal, and
-  // L = 150 / S = 300 for several query and key blocks.
+  // L = 150 / S = 300 for several query and key blocks. The short cases keep the probabilities
+  // for the backward (detail::attention_keeps_probs); L = S = 64 with E = 8 and the long ones
+  // recompute them.
   tg::manual_seed(16);
   struct Case {
     std::int64_t L, S, N, H, E, Ev;
@@ -76,6 +115,7 @@ TEST_CASE("scaled_dot_product_attention_heads equals splitting the heads, the pl
   };
   const std::vector<Case> cases = {{5, 7, 3, 2, 4, 3, false, false, 0}, {5, 7, 3, 2, 4, 3, true, false, 1},
                                    {6, 4, 2, 3, 2, 2, false, false, 2}, {6, 4, 2, 3, 2, 5, true, true, 0},
+                                   {64, 64, 2, 2, 8, 8, false, true, 0}, {64, 64, 2, 2, 32, 32, true, false, 2},
                                    {150, 300, 2, 2, 4, 4, false, false, 3}, {150, 300, 2, 2, 4, 4, true, true, 0}};
   for (const Case& c : cases) {
     INFO("L " << c.L << " S " << c.S << " N " << c.N << " H " << c.H << " batch_first " << c.batch_first
