@@ -185,20 +185,25 @@ Tensor RNNBase::zero_state(const Tensor& input) const {
 // Layer outermost, as ATen's RNN: each layer's input projection is one linear over the whole
 // sequence ([T, B, I] -> [T, B, gates·H]) and step t reads its block with a select, whose
 // gradient backward adds into the projection's at that block (a view op); per step only the
-// hidden projection and the fused gates run. Dropout (training, between layers) applies to a
+// hidden projection and the fused gates run; LSTM's gates add the two projections, so its
+// bias_hh is added once, with bias_ih, to the input projection (one bias pass and one bias
+// gradient per layer, not per step). Dropout (training, between layers) applies to a
 // layer's whole output sequence, as PyTorch's. batch_first runs time-major in between.
-Tensor RNNBase::unroll(const Tensor& input, std::vector<std::vector<Tensor>>& state, const Step& step) {
+Tensor RNNBase::unroll(const Tensor& input, std::vector<std::vector<Tensor>>& state, const Step& step,
+                       bool fold_hidden_bias) {
   const bool batch_first = input.dim() == 3 && options_.batch_first;
   Tensor seq = batch_first ? transpose(input, 0, 1) : input;
   const std::int64_t steps = seq.shape()[0];
   const bool drop = is_training() && options_.dropout > 0;
   for (std::size_t k = 0; k < weights_.size(); ++k) {
     const Weights& w = weights_[k];
-    const Tensor input_gates = linear(seq, *w.w_ih, *w.b_ih);
+    const bool fold = fold_hidden_bias && w.b_hh->defined();
+    const Tensor input_gates = linear(seq, *w.w_ih, fold ? *w.b_ih + *w.b_hh : *w.b_ih);
+    const Tensor& hidden_bias = fold ? none_ : *w.b_hh;
     std::vector<Tensor> outputs;
     outputs.reserve(static_cast<std::size_t>(steps));
     for (std::int64_t t = 0; t < steps; ++t) {
-      state[k] = step(select(input_gates, 0, t), linear(state[k][0], *w.w_hh, *w.b_hh), state[k]);
+      state[k] = step(select(input_gates, 0, t), linear(state[k][0], *w.w_hh, hidden_bias), state[k]);
       outputs.push_back(state[k][0]);
     }
     seq = stack(outputs, 0);
@@ -226,7 +231,7 @@ std::tuple<Tensor, std::tuple<Tensor, Tensor>> LSTM::forward(
   const Tensor out = unroll(input, state, [](const Tensor& gi, const Tensor& gh, const std::vector<Tensor>& hc) {
     const Tensor packed = fused_lstm_cell(gi, gh, hc[1]);
     return std::vector<Tensor>{select(packed, 0, 0), select(packed, 0, 1)};
-  });
+  }, true);
   std::vector<Tensor> h_n, c_n;
   for (const auto& s : state) {
     h_n.push_back(s[0]);

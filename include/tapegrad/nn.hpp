@@ -765,8 +765,11 @@ class RNNBase : public Module {
   /// Runs the layers over the checked input, layer by layer: one input projection over the
   /// sequence, then step by step (dropout between layers in training). `state` holds each
   /// layer's initial state and ends with its final one; returns the last layer's outputs in
-  /// input's layout.
-  Tensor unroll(const Tensor& input, std::vector<std::vector<Tensor>>& state, const Step& step);
+  /// input's layout. With fold_hidden_bias (a step that only adds the two projections, as
+  /// LSTM's), bias_hh joins bias_ih in the input projection, and the hidden projection per
+  /// step has no bias.
+  Tensor unroll(const Tensor& input, std::vector<std::vector<Tensor>>& state, const Step& step,
+                bool fold_hidden_bias = false);
 
  private:
   const char* layer_;
