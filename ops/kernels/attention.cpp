@@ -127,23 +127,29 @@ TAPEGRAD_MULTIVERSION void exp_rows(T* p, std::int64_t bq, std::int64_t bk, cons
   }
 }
 
-/// d[i] = Σ_c a[i, c]·b[i, c] for rows i < rows of n values (rows ld apart in both).
+/// d[h·rows + i] = Σ_c a[i, h·n + c]·b[i, h·n + c]: each head's row dot products, for rows
+/// i < rows ld apart in a and b, each holding `heads` runs of n values. Row by row, all heads
+/// at once: reading one head's n values of every row stalled on the loads, as the transposes
+/// did.
 template <class T>
-TAPEGRAD_MULTIVERSION void row_dots(const T* a, const T* b, std::int64_t rows, std::int64_t n, std::int64_t ld, T* d) {
+TAPEGRAD_MULTIVERSION void head_row_dots(const T* a, const T* b, std::int64_t rows, std::int64_t heads,
+                                         std::int64_t n, std::int64_t ld, T* d) {
   for (std::int64_t i = 0; i < rows; ++i) {
-    const T* x = a + i * ld;
-    const T* y = b + i * ld;
-    Lanes<T> sums = {};
-    std::int64_t c = 0;
-    for (; c + kLanes<T> <= n; c += kLanes<T>) {
-      Lanes<T> u, v;
-      std::memcpy(&u, x + c, sizeof u);
-      std::memcpy(&v, y + c, sizeof v);
-      sums += u * v;
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const T* x = a + i * ld + h * n;
+      const T* y = b + i * ld + h * n;
+      Lanes<T> sums = {};
+      std::int64_t c = 0;
+      for (; c + kLanes<T> <= n; c += kLanes<T>) {
+        Lanes<T> u, v;
+        std::memcpy(&u, x + c, sizeof u);
+        std::memcpy(&v, y + c, sizeof v);
+        sums += u * v;
+      }
+      T dot = 0;
+      for (; c < n; ++c) dot += x[c] * y[c];
+      d[h * rows + i] = dot + fold<T>(sums, [](T p, T q) { return p + q; });
     }
-    T dot = 0;
-    for (; c < n; ++c) dot += x[c] * y[c];
-    d[i] = dot + fold<T>(sums, [](T p, T q) { return p + q; });
   }
 }
 
@@ -376,7 +382,7 @@ void attention_backward(const AttentionGeometry& g, const AttentionMask& mask, c
 #pragma omp parallel if (groups > 1 && g.batch * g.L * g.S >= (std::int64_t{1} << 14))
   {
     const std::size_t block = static_cast<std::size_t>(std::min(kQueryBlock, g.L) * std::min(kKeyBlock, g.S));
-    std::vector<T> p(block), ds(block), d(static_cast<std::size_t>(g.L));
+    std::vector<T> p(block), ds(block), d(static_cast<std::size_t>(heads * g.L));
     // The group's keys (when P is recomputed) and values transposed, all heads.
     std::vector<T> k_t(static_cast<std::size_t>(probs == nullptr ? q_ld * g.S : 0));
     std::vector<T> v_t(static_cast<std::size_t>(need_ds ? v_ld * g.S : 0));
@@ -394,6 +400,7 @@ void attention_backward(const AttentionGeometry& g, const AttentionMask& mask, c
       T* gvn = grad_v != nullptr ? grad_v_rows.rows(grad_v, g.v, n, 0, g.S, g.Ev) : nullptr;
       if (probs == nullptr) transpose_block(kn, g.S, q_ld, q_ld, k_t.data());
       if (need_ds) transpose_block(vn, g.S, v_ld, v_ld, v_t.data());
+      if (need_ds) head_row_dots(on, gn, g.L, heads, g.Ev, v_ld, d.data());  // D of every head
       for (std::int64_t h = 0; h < heads; ++h) {
         const std::int64_t b = n * heads + h;
         const T* qb = qn + h * g.E;
@@ -407,7 +414,6 @@ void attention_backward(const AttentionGeometry& g, const AttentionMask& mask, c
           // Causally skipped blocks are never written: their dS is 0.
           std::fill(grad_mask + b * g.L * g.S, grad_mask + (b + 1) * g.L * g.S, T(0));
         }
-        row_dots(on + h * g.Ev, gb, g.L, g.Ev, v_ld, d.data());
         for (std::int64_t j0 = 0; j0 < g.S; j0 += kKeyBlock) {
           const std::int64_t bk = std::min(kKeyBlock, g.S - j0);
           for (std::int64_t i0 = 0; i0 < g.L; i0 += kQueryBlock) {
@@ -426,7 +432,7 @@ void attention_backward(const AttentionGeometry& g, const AttentionMask& mask, c
             if (!need_ds) continue;
             gemm(false, false, bq, bk, g.Ev, T(1), gb + i0 * v_ld, v_ld, v_t.data() + h * g.Ev * g.S + j0, g.S, T(0),
                  ds.data(), bk);
-            softmax_grad_rows(pb, ds.data(), bq, bk, d.data() + i0);
+            softmax_grad_rows(pb, ds.data(), bq, bk, d.data() + h * g.L + i0);
             zero_masked(g, mask, b, i0, bq, j0, bk, ds.data());
             if (grad_mask != nullptr) {
               for (std::int64_t i = 0; i < bq; ++i) {
