@@ -55,7 +55,7 @@ class Arena {
     }
     const auto [size, age, start] = *it;
     erase_free(start);
-    if (size > bytes) insert_free(start + bytes, size - bytes, age);
+    if (size > bytes) insert_free_or_drop(start + bytes, size - bytes, age);
     resident_free_ -= std::min(resident_free_, bytes);
     return start;
   }
@@ -78,7 +78,7 @@ class Arena {
         erase_free(start);
       }
     }
-    insert_free(start, size, --age_);
+    insert_free_or_drop(start, size, --age_);
     resident_free_ += bytes;
     if (resident_free_ > kResidentFreeBound) give_back();
   }
@@ -93,8 +93,18 @@ class Arena {
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
     char* start = static_cast<char*>(p);
-    segments_.emplace(start, bytes);
-    insert_free(start, bytes, ~std::uint64_t{0});
+    try {
+      segments_.emplace(start, bytes);
+      try {
+        insert_free(start, bytes, ~std::uint64_t{0});
+      } catch (...) {
+        segments_.erase(start);
+        throw;
+      }
+    } catch (...) {
+      munmap(p, bytes);
+      throw;
+    }
   }
 
   /// Unmaps the segments that are wholly free and gives the pages of other free ranges back.
@@ -119,9 +129,25 @@ class Arena {
     std::uint64_t age;  ///< smaller: freed more recently
   };
 
+  /// Records a free range in both trees, or in neither (std::bad_alloc for a tree node).
   void insert_free(char* start, std::size_t bytes, std::uint64_t age) {
-    by_address_.emplace(start, Range{bytes, age});
-    by_size_.emplace(bytes, age, start);
+    const auto it = by_address_.emplace(start, Range{bytes, age}).first;
+    try {
+      by_size_.emplace(bytes, age, start);
+    } catch (...) {
+      by_address_.erase(it);
+      throw;
+    }
+  }
+  /// insert_free where a failure must not escape (release is noexcept, and acquire has its
+  /// block): out of memory for the two tree nodes (tens of bytes), the range (with the free
+  /// neighbours it merged) stays mapped but leaves the cache for good, instead of
+  /// std::terminate (tests/autograd/test_alloc_faults.cpp).
+  void insert_free_or_drop(char* start, std::size_t bytes, std::uint64_t age) noexcept {
+    try {
+      insert_free(start, bytes, age);
+    } catch (const std::bad_alloc&) {
+    }
   }
   void erase_free(char* start) {
     const auto it = by_address_.find(start);
