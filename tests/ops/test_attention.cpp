@@ -76,8 +76,10 @@ TEST_CASE("scaled_dot_product_attention's backward from kept probabilities equal
     bool causal;
     int mask;  // 0 none, 1 float [L, S] with -inf entries, 2 bool [L, S] with a fully masked row
   };
+  // L = 100: two query blocks, each reading its rows of the kept P.
   for (const Case& c : std::vector<Case>{{64, 64, 32, false, 0}, {64, 64, 32, true, 0}, {48, 64, 32, false, 1},
-                                         {64, 40, 16, false, 2}, {64, 64, 4, false, 1}}) {
+                                         {64, 40, 16, false, 2}, {100, 40, 32, true, 0}, {100, 40, 32, false, 2},
+                                         {64, 64, 4, false, 1}}) {
     INFO("L " << c.L << " S " << c.S << " E " << c.E << " causal " << c.causal << " mask " << c.mask);
     const tg::Tensor q = leaf({2, c.L, c.E}, tg::DType::f64, 2.0), k = leaf({2, c.S, c.E}, tg::DType::f64),
                      v = leaf({2, c.S, c.E}, tg::DType::f64);
