@@ -81,7 +81,7 @@ T exp_shifted(T* s, std::int64_t n, T shift) {
 /// max(init, s[0], ..., s[n-1]), NaN scores skipped (exp carries them into the row's sum).
 template <class T>
 T row_max(const T* s, std::int64_t n, T init) {
-  Lanes<T> maxima = init - Lanes<T>{};
+  Lanes<T> maxima = Lanes<T>{} + init;  // init in every lane
   std::int64_t j = 0;
   for (; j + kLanes<T> <= n; j += kLanes<T>) {
     Lanes<T> v;
