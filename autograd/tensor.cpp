@@ -333,9 +333,26 @@ TAPEGRAD_MULTIVERSION void update_with(Tensor& t, const Tensor& other, F f) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
   for (std::int64_t i = 0; i < n; ++i) p[i] = f(p[i], q[i]);
 }
+/// dst[i] += src[i] in 32-byte vectors, also where AVX-512 is there: memory-bound, this loop
+/// ran 8-12 % faster on Zen 4 with 256-bit loads and stores than with the 512-bit ones GCC
+/// picks for x86-64-v4 (two accumulations into the same 32 MB, 41 interleaved rounds).
 template <class T>
 TAPEGRAD_MULTIVERSION void add_run(T* __restrict dst, const T* __restrict src, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) dst[i] += src[i];
+  using Vec [[gnu::vector_size(32)]] = T;
+  constexpr std::int64_t kLanes = 32 / sizeof(T);
+  std::int64_t i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    Vec d0, d1, s0, s1;
+    std::memcpy(&d0, dst + i, 32);
+    std::memcpy(&d1, dst + i + kLanes, 32);
+    std::memcpy(&s0, src + i, 32);
+    std::memcpy(&s1, src + i + kLanes, 32);
+    d0 += s0;
+    d1 += s1;
+    std::memcpy(dst + i, &d0, 32);
+    std::memcpy(dst + i + kLanes, &d1, 32);
+  }
+  for (; i < n; ++i) dst[i] += src[i];
 }
 }  // namespace
 
