@@ -310,7 +310,8 @@ ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geom
   }
   bands = (g.h.out + band_rows - 1) / std::max<std::int64_t>(band_rows, 1);
   const ConvPath unfolded = bands > 1 ? ConvPath::banded : ConvPath::gemm;
-  // Winograd F(2×2, 3×3) where it measured faster than the unfolding paths (kWinogradMinChannels).
+  // Winograd where it measured faster than the unfolding paths (kWinogradMinChannels), with
+  // F(4×4, 3×3) tiles where there are enough of them (winograd_tile_for).
   const bool winograd = f32 && winograd_fits(g) && g.channels >= kWinogradMinChannels &&
                         g.out_channels >= kWinogradMinChannels;
   if (g.depthwise()) {
@@ -318,6 +319,7 @@ ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geom
   } else {
     forward = f32 && direct_conv_fits(g) ? ConvPath::direct : winograd ? ConvPath::winograd : unfolded;
     input_grad = winograd ? ConvPath::winograd : unfolded;
+    if (winograd) winograd_tile = winograd_tile_for(g);
     weight_grad = f32 && direct_weight_grad_fits(g) ? ConvPath::direct : unfolded;
   }
   const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() * static_cast<std::int64_t>(elem);
@@ -337,7 +339,7 @@ void conv_forward(const ConvPlan& p, const T* x, const T* w, const T* b, T* y, T
   const std::int64_t go = g.group_out(), rows = g.col_rows(), plane = g.plane_out();
   const std::int64_t x_image = g.channels * g.plane_in(), y_image = g.out_channels * plane;
   if constexpr (std::is_same_v<T, float>) {
-    if (p.forward == ConvPath::winograd) return winograd_forward(g, x, w, b, y, p.parallel);
+    if (p.forward == ConvPath::winograd) return winograd_forward(g, x, w, b, y, p.winograd_tile, p.parallel);
   }
   if (p.whole_batch) return whole_batch_forward(p, x, w, b, y);
   const Chunks chunks(p, p.forward == ConvPath::banded || p.forward == ConvPath::gemm);
@@ -406,7 +408,7 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
   const ConvGeometry& g = p.g;
   if constexpr (std::is_same_v<T, float>) {
     if (gx != nullptr && p.input_grad == ConvPath::winograd) {
-      winograd_input_grad(g, gy, w, grad_x_bias, gx, p.parallel);
+      winograd_input_grad(g, gy, w, grad_x_bias, gx, p.winograd_tile, p.parallel);
       gx = nullptr;  // done: what follows is the weight gradient's
     }
   }

@@ -13,7 +13,8 @@
 //   output pixels.
 // - winograd: f32 3×3 stride-1 convolutions of one group with enough channels
 //   (winograd.cpp, the rule in conv_plan.cpp): the forward and the input gradient as
-//   Winograd F(2×2, 3×3) over the whole batch; no unfolding (the weight gradient unfolds x).
+//   Winograd F(2×2, 3×3) or F(4×4, 3×3) over the whole batch; no unfolding (the weight
+//   gradient unfolds x).
 // - banded: an image whose unfolded input exceeds about 1 MiB is unfolded a band of output
 //   rows at a time, so the band stays in cache between im2col and its GEMMs.
 // - gemm: small images unfolded in chunks side by side, so one GEMM covers several of them;
@@ -24,6 +25,7 @@
 #include <cstdint>
 
 #include "ops/kernels/conv.hpp"
+#include "ops/kernels/winograd.hpp"
 
 namespace tapegrad::detail {
 
@@ -33,6 +35,7 @@ struct ConvPlan {
   ConvGeometry g{};
   std::size_t elem = 0;  ///< bytes per element
   ConvPath forward = ConvPath::gemm, input_grad = ConvPath::gemm, weight_grad = ConvPath::gemm;
+  WinogradTile winograd_tile = WinogradTile::f2;  ///< for the winograd paths
   bool parallel = false;  ///< split the batch across threads
   /// When the weight needs a gradient, the forward keeps the whole batch's unfolded input
   /// (in place of unfolding x again in the VJP): gemm paths that unfold in chunks, up to

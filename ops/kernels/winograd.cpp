@@ -1,18 +1,27 @@
-// Winograd F(2×2, 3×3) (Lavin & Gray, 2015): each 2×2 output tile of a 3×3 stride-1
-// convolution is Y = Aᵀ [Σ_c (G g_oc Gᵀ) ⊙ (Bᵀ d_c B)] A, with d_c the tile's 4×4 input patch
-// of channel c and
-//   Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1],
-//   Aᵀ = [1 1 1 0; 0 1 -1 -1].
-// For each of the 16 positions ξ of the 4×4 transformed tile, the sum over c is a GEMM:
+// Winograd F(m×m, 3×3) for m = 2 and 4 (Lavin & Gray, 2015): each m×m output tile of a 3×3
+// stride-1 convolution is Y = Aᵀ [Σ_c (G g_oc Gᵀ) ⊙ (Bᵀ d_c B)] A, with d_c the tile's α×α
+// input patch of channel c, α = m + 2, and
+//   F(2×2): Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1],
+//           Aᵀ = [1 1 1 0; 0 1 -1 -1]: 16 multiplies per tile in place of 36;
+//   F(4×4), interpolation points 0, ±1, ±2 and ∞:
+//           Bᵀ = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+//                 0 4 0 -5 0 1],
+//           G = [¼ 0 0; -⅙ -⅙ -⅙; -⅙ ⅙ -⅙; 1/24 1/12 ⅙; 1/24 -1/12 ⅙; 0 0 1],
+//           Aᵀ = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]: 36 in place of 144.
+// Each transform is the one-dimensional one (struct F2, F4) applied to the columns, then to
+// the rows. For each of the α² positions ξ of the transformed tile, the sum over c is a GEMM:
 // M[ξ] (O × tiles) = U[ξ] (O × C) · V[ξ] (C × tiles). The tiles (over the whole batch) are
-// taken in blocks whose V and M stay in L2 while the 16 GEMMs read and write them; blocks
-// are split across threads, each GEMM running on its calling thread (oneDNN runs single-
+// taken in blocks whose V and M stay in L2 while the GEMMs read and write them; blocks are
+// split across threads, each GEMM running on its calling thread (oneDNN runs single-
 // threaded inside a parallel region). Partial tiles at odd sizes read zeros past the input
 // and drop the outputs past its end.
 //
-// f32 rounding: U has entries up to 2.25·max|w| and V up to 4·max|x| (Bᵀ d B adds four
-// inputs), and each output adds nine M entries, so the error is a few times that of the
-// direct sum; tests/ops/test_conv_kernels.cpp checks it against an f64 reference.
+// f32 rounding: F(2×2)'s U has entries up to 2.25·max|w| and V up to 4·max|x| (Bᵀ d B adds
+// four inputs), and each output adds nine M entries, so the error is a few times that of the
+// direct sum. F(4×4)'s larger coefficients (Bᵀ's rows add up to 10 inputs' worth, Aᵀ's to 19)
+// make it some ten to twenty times that (measured): about 1e-5 of the output's scale in
+// ResNet-18's layers. tests/ops/test_conv_kernels.cpp checks both against an f64 reference;
+// winograd_tile_for says where F(4×4) serves.
 #include "ops/kernels/winograd.hpp"
 
 #include <algorithm>
@@ -29,51 +38,100 @@
 namespace tapegrad::detail {
 namespace {
 
-/// A block's V [16][C][tiles] and M [16][O][tiles] stay within about this many bytes.
+/// A block's V [α²][C][tiles] and M [α²][O][tiles] stay within about this many bytes.
 constexpr std::int64_t kBlockBytes = std::int64_t{1} << 20;
 /// ... but a block has at least this many tiles: the GEMMs' column count, below which they
-/// run far from their peak, and U (16·O·C floats) is read again for every block. (ResNet-18's
-/// layers, one thread: 64 tiles 15-30 % slower than 128 at 128 to 512 channels, 256 no faster.)
+/// run far from their peak, and U (α²·O·C floats) is read again for every block. (ResNet-18's
+/// layers, F(2×2), one thread: 64 tiles 15-30 % slower than 128 at 128 to 512 channels, 256
+/// no faster.)
 constexpr std::int64_t kMinBlockTiles = 128;
 
+/// F(2×2, 3×3)'s one-dimensional transforms of α values (the expressions as in Bᵀ, G, Aᵀ).
+struct F2 {
+  static constexpr int m = 2, alpha = 4;
+  static void weight(const float* g, float* u) {  // G g
+    u[0] = g[0];
+    u[1] = 0.5f * (g[0] + g[1] + g[2]);
+    u[2] = 0.5f * (g[0] - g[1] + g[2]);
+    u[3] = g[2];
+  }
+  static void input(const float* d, float* v) {  // Bᵀ d
+    v[0] = d[0] - d[2];
+    v[1] = d[1] + d[2];
+    v[2] = d[2] - d[1];
+    v[3] = d[1] - d[3];
+  }
+  static void output(const float* s, float* y) {  // Aᵀ s
+    y[0] = s[0] + s[1] + s[2];
+    y[1] = s[1] - s[2] - s[3];
+  }
+};
+
+/// F(4×4, 3×3)'s.
+struct F4 {
+  static constexpr int m = 4, alpha = 6;
+  static void weight(const float* g, float* u) {
+    u[0] = 0.25f * g[0];
+    u[1] = (g[0] + g[1] + g[2]) * (-1.0f / 6);
+    u[2] = (g[0] - g[1] + g[2]) * (-1.0f / 6);
+    u[3] = g[0] * (1.0f / 24) + g[1] * (1.0f / 12) + g[2] * (1.0f / 6);
+    u[4] = g[0] * (1.0f / 24) - g[1] * (1.0f / 12) + g[2] * (1.0f / 6);
+    u[5] = g[2];
+  }
+  static void input(const float* d, float* v) {
+    v[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+    v[1] = (d[3] + d[4]) - 4.0f * (d[1] + d[2]);
+    v[2] = (d[4] - d[3]) + 4.0f * (d[1] - d[2]);
+    v[3] = (d[4] - d[2]) + 2.0f * (d[3] - d[1]);
+    v[4] = (d[4] - d[2]) - 2.0f * (d[3] - d[1]);
+    v[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+  }
+  static void output(const float* s, float* y) {
+    y[0] = s[0] + (s[1] + s[2]) + (s[3] + s[4]);
+    y[1] = (s[1] - s[2]) + 2.0f * (s[3] - s[4]);
+    y[2] = (s[1] + s[2]) + 4.0f * (s[3] + s[4]);
+    y[3] = (s[1] - s[2]) + 8.0f * (s[3] - s[4]) + s[5];
+  }
+};
+
+/// Tiles the transforms take at a time along a row (their buffers' size).
+constexpr std::int64_t kRunTiles = 32;
+
 /// One 3×3 stride-1 convolution as the kernels see it: C inputs, O outputs, the input
-/// [N, C, H, W] read from row -pad_top and column -pad_left (zeros outside).
+/// [N, C, H, W] read from row -pad_top and column -pad_left (zeros outside), m×m output tiles.
 struct Problem {
-  std::int64_t batch, in_channels, out_channels, h, w, h_out, w_out, pad_top, pad_left;
-  std::int64_t tiles_h() const { return (h_out + 1) / 2; }
-  std::int64_t tiles_w() const { return (w_out + 1) / 2; }
+  std::int64_t batch, in_channels, out_channels, h, w, h_out, w_out, pad_top, pad_left, m;
+  std::int64_t tiles_h() const { return (h_out + m - 1) / m; }
+  std::int64_t tiles_w() const { return (w_out + m - 1) / m; }
   std::int64_t tiles() const { return batch * tiles_h() * tiles_w(); }
 };
 
-/// U[ξ][o][c] = (G g Gᵀ)[ξ] for the 3×3 kernel g = tap(o, c, ·, ·). Each output's 16 rows
-/// are built in a buffer and copied out whole: U's 16 planes are 4·O·C bytes apart, and
-/// stores that far apart fall into the same cache sets.
-template <class Tap>
+/// U[ξ][o][c] = (G g Gᵀ)[ξ] for the 3×3 kernel g = tap(o, c, ·, ·). Each output's α² rows
+/// are built in a buffer and copied out whole: U's planes are 4·O·C bytes apart, and stores
+/// that far apart fall into the same cache sets.
+template <class W, class Tap>
 void transform_weight(std::int64_t out_channels, std::int64_t in_channels, Tap tap, float* u, bool parallel) {
+  constexpr int a = W::alpha;
   const std::int64_t stride = out_channels * in_channels;
 #pragma omp parallel for schedule(static) if (parallel && stride > 4096)
   for (std::int64_t o = 0; o < out_channels; ++o) {
     thread_local std::vector<float> rows;
-    rows.resize(static_cast<std::size_t>(16 * in_channels));
+    rows.resize(static_cast<std::size_t>(a * a * in_channels));
     for (std::int64_t c = 0; c < in_channels; ++c) {
-      float gg[4][3];  // G g
+      float gg[a][3];  // G g
       for (int j = 0; j < 3; ++j) {
-        const float g0 = tap(o, c, 0, j), g1 = tap(o, c, 1, j), g2 = tap(o, c, 2, j);
-        gg[0][j] = g0;
-        gg[1][j] = 0.5f * (g0 + g1 + g2);
-        gg[2][j] = 0.5f * (g0 - g1 + g2);
-        gg[3][j] = g2;
+        const float column[3] = {tap(o, c, 0, j), tap(o, c, 1, j), tap(o, c, 2, j)};
+        float t[a];
+        W::weight(column, t);
+        for (int i = 0; i < a; ++i) gg[i][j] = t[i];
       }
-      float* dst = rows.data() + c;
-      for (int i = 0; i < 4; ++i) {  // (G g) Gᵀ
-        const float g0 = gg[i][0], g1 = gg[i][1], g2 = gg[i][2];
-        dst[(i * 4 + 0) * in_channels] = g0;
-        dst[(i * 4 + 1) * in_channels] = 0.5f * (g0 + g1 + g2);
-        dst[(i * 4 + 2) * in_channels] = 0.5f * (g0 - g1 + g2);
-        dst[(i * 4 + 3) * in_channels] = g2;
+      for (int i = 0; i < a; ++i) {  // (G g) Gᵀ
+        float t[a];
+        W::weight(gg[i], t);
+        for (int j = 0; j < a; ++j) rows[static_cast<std::size_t>((i * a + j) * in_channels + c)] = t[j];
       }
     }
-    for (std::int64_t xi = 0; xi < 16; ++xi) {
+    for (std::int64_t xi = 0; xi < a * a; ++xi) {
       std::copy_n(rows.data() + xi * in_channels, in_channels, u + xi * stride + o * in_channels);
     }
   }
@@ -95,20 +153,20 @@ void block_runs(const Problem& p, std::int64_t t0, std::int64_t count, std::vect
   }
 }
 
-/// V[ξ][c][k] = (Bᵀ d B)[ξ] for each tile k of a run and each input channel c: Bᵀ on four
-/// whole input rows (zeros in the padding), then B on each tile's four columns of them.
+/// V[ξ][c][k] = (Bᵀ d B)[ξ] for each tile k of a run and each input channel c: Bᵀ on α
+/// whole input rows (zeros in the padding), then B on each tile's α columns of them.
+template <class W>
 TAPEGRAD_MULTIVERSION void transform_input(const Problem& p, const float* x, const Run& run, float* v,
                                            std::int64_t ld, float* rows) {
-  const std::int64_t plane = p.h * p.w, stride = p.in_channels * ld, width = 2 * run.count + 2;
-  const std::int64_t row0 = 2 * run.tile_row - p.pad_top, col0 = 2 * run.first - p.pad_left;
+  constexpr int m = W::m, a = W::alpha;
+  const std::int64_t plane = p.h * p.w, stride = p.in_channels * ld, width = m * run.count + 2;
+  const std::int64_t row0 = m * run.tile_row - p.pad_top, col0 = m * run.first - p.pad_left;
   const std::int64_t lo = std::max<std::int64_t>(-col0, 0), hi = std::clamp<std::int64_t>(p.w - col0, lo, width);
-  float* r[4] = {rows, rows + width, rows + 2 * width, rows + 3 * width};
   for (std::int64_t c = 0; c < p.in_channels; ++c) {
     const float* src = x + (run.image * p.in_channels + c) * plane;
-    float d[4][66];  // up to 32 tiles' input rows at a time
-    for (std::int64_t i = 0; i < 4; ++i) {
+    for (std::int64_t i = 0; i < a; ++i) {
       const std::int64_t ih = row0 + i;
-      float* dst = r[i];
+      float* dst = rows + i * width;
       if (ih < 0 || ih >= p.h) {
         std::fill_n(dst, width, 0.0f);
         continue;
@@ -117,69 +175,80 @@ TAPEGRAD_MULTIVERSION void transform_input(const Problem& p, const float* x, con
       std::copy(src + ih * p.w + col0 + lo, src + ih * p.w + col0 + hi, dst + lo);
       std::fill(dst + hi, dst + width, 0.0f);
     }
-    for (std::int64_t k0 = 0; k0 < run.count; k0 += 32) {
-      const std::int64_t n = std::min<std::int64_t>(32, run.count - k0), cols = 2 * n + 2;
+    float d[a][m * kRunTiles + 2];  // Bᵀ on up to kRunTiles tiles' input rows at a time
+    for (std::int64_t k0 = 0; k0 < run.count; k0 += kRunTiles) {
+      const std::int64_t n = std::min(kRunTiles, run.count - k0), cols = m * n + 2;
       for (std::int64_t j = 0; j < cols; ++j) {  // Bᵀ d
-        const float a = r[0][2 * k0 + j], b = r[1][2 * k0 + j], e = r[2][2 * k0 + j], f = r[3][2 * k0 + j];
-        d[0][j] = a - e;
-        d[1][j] = b + e;
-        d[2][j] = e - b;
-        d[3][j] = b - f;
+        float column[a], t[a];
+        for (int i = 0; i < a; ++i) column[i] = rows[i * width + m * k0 + j];
+        W::input(column, t);
+        for (int i = 0; i < a; ++i) d[i][j] = t[i];
       }
       float* dst = v + c * ld + run.k0 + k0;
-      for (int i = 0; i < 4; ++i) {  // (Bᵀ d) B
-        float* out = dst + i * 4 * stride;
+      for (int i = 0; i < a; ++i) {  // (Bᵀ d) B
+        float* out = dst + i * a * stride;
         for (std::int64_t k = 0; k < n; ++k) {
-          const float a = d[i][2 * k], b = d[i][2 * k + 1], e = d[i][2 * k + 2], f = d[i][2 * k + 3];
-          out[k] = a - e;
-          out[stride + k] = b + e;
-          out[2 * stride + k] = e - b;
-          out[3 * stride + k] = b - f;
+          float t[a];
+          W::input(&d[i][m * k], t);
+          for (int j = 0; j < a; ++j) out[j * stride + k] = t[j];
         }
       }
     }
   }
 }
 
-/// y's 2×2 tiles = Aᵀ M A (+ bias[o]) for each tile k of a run and each output o; the parts
-/// of a tile past the output's end are dropped.
-TAPEGRAD_MULTIVERSION void transform_output(const Problem& p, const float* m, std::int64_t ld, const Run& run,
-                                            const float* bias, float* y) {
+/// y's m×m tiles = Aᵀ M A (+ bias[o]) for each output o and each tile of a block (`count`
+/// tiles, in `runs`); the parts of a tile past the output's end are dropped. Aᵀ M goes over
+/// all the block's tiles at once into `am` (m·α·ld floats), (Aᵀ M) A run by run: loops with
+/// the tiles innermost, which vectorise (over each tile's α² values, as before, they ran
+/// scalar: half of F(4×4)'s forward; runs are as short as 8, 4, 2 tiles on ResNet's images).
+template <class W>
+TAPEGRAD_MULTIVERSION void transform_output(const Problem& p, const float* mm, std::int64_t ld,
+                                            const std::vector<Run>& runs, std::int64_t count, const float* bias,
+                                            float* y, float* am) {
+  constexpr int m = W::m, a = W::alpha;
   const std::int64_t plane = p.h_out * p.w_out, stride = p.out_channels * ld;
-  const std::int64_t row = 2 * run.tile_row, col = 2 * run.first, width = std::min(2 * run.count, p.w_out - col);
-  const bool second_row = row + 1 < p.h_out;
   for (std::int64_t o = 0; o < p.out_channels; ++o) {
     const float shift = bias != nullptr ? bias[o] : 0.0f;
-    float* dst = y + (run.image * p.out_channels + o) * plane + row * p.w_out + col;
-    for (std::int64_t k0 = 0; k0 < run.count; k0 += 32) {
-      const std::int64_t n = std::min<std::int64_t>(32, run.count - k0);
-      const float* src = m + o * ld + run.k0 + k0;
-      float out[2][64];
-      for (std::int64_t k = 0; k < n; ++k) {
-        float am[2][4];  // Aᵀ M
-        for (int j = 0; j < 4; ++j) {
-          const float m0 = src[j * stride + k], m1 = src[(4 + j) * stride + k], m2 = src[(8 + j) * stride + k],
-                      m3 = src[(12 + j) * stride + k];
-          am[0][j] = m0 + m1 + m2;
-          am[1][j] = m1 - m2 - m3;
-        }
-        for (int i = 0; i < 2; ++i) {  // (Aᵀ M) A
-          out[i][2 * k] = am[i][0] + am[i][1] + am[i][2] + shift;
-          out[i][2 * k + 1] = am[i][1] - am[i][2] - am[i][3] + shift;
-        }
+    const float* src = mm + o * ld;
+    for (int j = 0; j < a; ++j) {  // Aᵀ M
+      for (std::int64_t k = 0; k < count; ++k) {
+        float column[a], t[m];
+        for (int i = 0; i < a; ++i) column[i] = src[(i * a + j) * stride + k];
+        W::output(column, t);
+        for (int i = 0; i < m; ++i) am[(i * a + j) * ld + k] = t[i];
       }
-      const std::int64_t cols = std::min(2 * n, width - 2 * k0);
-      std::copy_n(out[0], cols, dst + 2 * k0);
-      if (second_row) std::copy_n(out[1], cols, dst + p.w_out + 2 * k0);
+    }
+    for (const Run& run : runs) {  // (Aᵀ M) A
+      const std::int64_t row = m * run.tile_row, col = m * run.first;
+      const std::int64_t width = std::min(m * run.count, p.w_out - col), rows = std::min<std::int64_t>(m, p.h_out - row);
+      float* dst = y + (run.image * p.out_channels + o) * plane + row * p.w_out + col;
+      for (std::int64_t k0 = 0; k0 < run.count; k0 += kRunTiles) {
+        const std::int64_t n = std::min(kRunTiles, run.count - k0);
+        const float* in = am + run.k0 + k0;
+        float out[m][m * kRunTiles];
+        for (int i = 0; i < m; ++i) {
+          for (std::int64_t k = 0; k < n; ++k) {
+            float am_row[a], t[m];
+            for (int j = 0; j < a; ++j) am_row[j] = in[(i * a + j) * ld + k];
+            W::output(am_row, t);
+            for (int j = 0; j < m; ++j) out[i][m * k + j] = t[j] + shift;
+          }
+        }
+        const std::int64_t cols = std::min(m * n, width - m * k0);
+        for (std::int64_t i = 0; i < rows; ++i) std::copy_n(out[i], cols, dst + i * p.w_out + m * k0);
+      }
     }
   }
 }
 
-/// Y = the convolution of x with the transformed weight u ([16][O][C]), + bias.
+/// Y = the convolution of x with the transformed weight u ([α²][O][C]), + bias.
+template <class W>
 void run(const Problem& p, const float* u, const float* x, const float* bias, float* y, bool parallel) {
+  constexpr std::int64_t positions = W::alpha * W::alpha;
   const std::int64_t tiles = p.tiles(), channels = p.in_channels + p.out_channels;
   if (tiles == 0) return;
-  std::int64_t block = std::clamp<std::int64_t>(kBlockBytes / (16 * channels * std::int64_t{sizeof(float)}),
+  std::int64_t block = std::clamp<std::int64_t>(kBlockBytes / (positions * channels * std::int64_t{sizeof(float)}),
                                                 kMinBlockTiles, tiles);
   std::int64_t blocks = (tiles + block - 1) / block;
   if (parallel) {  // a multiple of the thread count, as even as the tiles allow
@@ -193,22 +262,23 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
 #pragma omp parallel if (parallel && blocks > 1)
   {
     Scratch<float> v, m;  // this thread's, for all its blocks
-    std::vector<float> rows;
+    std::vector<float> rows, am;
     std::vector<Run> runs;
 #pragma omp for schedule(static)
     for (std::int64_t b = 0; b < blocks; ++b) {
       try {
-        v.get(16 * p.in_channels * ld);
-        m.get(16 * p.out_channels * ld);
-        rows.resize(static_cast<std::size_t>(4 * (2 * p.tiles_w() + 2)));
+        v.get(positions * p.in_channels * ld);
+        m.get(positions * p.out_channels * ld);
+        rows.resize(static_cast<std::size_t>(W::alpha * (W::m * p.tiles_w() + 2)));
+        am.resize(static_cast<std::size_t>(W::m * W::alpha * ld));
         const std::int64_t t0 = b * block, count = std::min(block, tiles - t0);
         block_runs(p, t0, count, runs);
-        for (const Run& run : runs) transform_input(p, x, run, v.data(), ld, rows.data());
-        for (std::int64_t xi = 0; xi < 16; ++xi) {
+        for (const Run& run : runs) transform_input<W>(p, x, run, v.data(), ld, rows.data());
+        for (std::int64_t xi = 0; xi < positions; ++xi) {
           gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * p.out_channels * p.in_channels,
                p.in_channels, v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
         }
-        for (const Run& run : runs) transform_output(p, m.data(), ld, run, bias, y);
+        transform_output<W>(p, m.data(), ld, runs, count, bias, y, am.data());
       } catch (...) {
 #pragma omp critical(tapegrad_winograd_error)
         if (!error) error = std::current_exception();
@@ -216,6 +286,22 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
     }
   }
   if (error) std::rethrow_exception(error);
+}
+
+/// p's convolution of x with the 3×3 kernels tap(o, c, ·, ·), + bias: U, then run.
+template <class W, class Tap>
+void convolve(const Problem& p, Tap tap, const float* x, const float* bias, float* y, bool parallel) {
+  // ResNet's 512 × 512 weight: 16 MiB for F(2×2), 36 for F(4×4).
+  Scratch<float> u(W::alpha * W::alpha * p.out_channels * p.in_channels);
+  transform_weight<W>(p.out_channels, p.in_channels, tap, u.data(), parallel);
+  run<W>(p, u.data(), x, bias, y, parallel);
+}
+
+template <class Tap>
+void convolve(WinogradTile tile, const Problem& p, Tap tap, const float* x, const float* bias, float* y,
+              bool parallel) {
+  if (tile == WinogradTile::f4) return convolve<F4>(p, tap, x, bias, y, parallel);
+  convolve<F2>(p, tap, x, bias, y, parallel);
 }
 
 }  // namespace
@@ -227,29 +313,28 @@ bool winograd_fits(const ConvGeometry& g) {
   return g.groups == 1 && fits(g.h) && fits(g.w);
 }
 
+WinogradTile winograd_tile_for(const ConvGeometry& g) {
+  const std::int64_t tiles = g.batch * ((g.h.out + 3) / 4) * ((g.w.out + 3) / 4);
+  return tiles >= kMinBlockTiles ? WinogradTile::f4 : WinogradTile::f2;
+}
+
 void winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
-                      bool parallel) {
-  const Problem p{g.batch, g.channels, g.out_channels, g.h.in, g.w.in, g.h.out, g.w.out, g.h.pad_begin, g.w.pad_begin};
-  Scratch<float> u(16 * p.out_channels * p.in_channels);  // ResNet's 512 × 512 weight: 16 MiB
-  transform_weight(p.out_channels, p.in_channels,
-                   [&](std::int64_t o, std::int64_t c, int i, int j) { return w[((o * g.channels + c) * 3 + i) * 3 + j]; },
-                   u.data(), parallel);
-  run(p, u.data(), x, b, y, parallel);
+                      WinogradTile tile, bool parallel) {
+  const Problem p{g.batch, g.channels, g.out_channels, g.h.in, g.w.in, g.h.out, g.w.out, g.h.pad_begin, g.w.pad_begin,
+                  static_cast<std::int64_t>(tile)};
+  convolve(tile, p, [&](std::int64_t o, std::int64_t c, int i, int j) { return w[((o * g.channels + c) * 3 + i) * 3 + j]; },
+           x, b, y, parallel);
 }
 
 void winograd_input_grad(const ConvGeometry& g, const float* grad_y, const float* w, const float* grad_x_bias,
-                         float* grad_x, bool parallel) {
+                         float* grad_x, WinogradTile tile, bool parallel) {
   // grad_x[c, r, q] = Σ_{o, i, j} grad_y[o, r + p - i, q + p - j] · w[o, c, i, j]: with i' = 2 - i,
   // a 3×3 correlation of grad_y at padding 2 - p with w'[c, o, i', j'] = w[o, c, 2 - i', 2 - j'].
   const Problem p{g.batch, g.out_channels, g.channels, g.h.out, g.w.out, g.h.in, g.w.in, 2 - g.h.pad_begin,
-                  2 - g.w.pad_begin};
-  Scratch<float> u(16 * p.out_channels * p.in_channels);
-  transform_weight(p.out_channels, p.in_channels,
-                   [&](std::int64_t c, std::int64_t o, int i, int j) {
-                     return w[((o * g.channels + c) * 3 + (2 - i)) * 3 + (2 - j)];
-                   },
-                   u.data(), parallel);
-  run(p, u.data(), grad_y, grad_x_bias, grad_x, parallel);
+                  2 - g.w.pad_begin, static_cast<std::int64_t>(tile)};
+  convolve(tile, p,
+           [&](std::int64_t c, std::int64_t o, int i, int j) { return w[((o * g.channels + c) * 3 + (2 - i)) * 3 + (2 - j)]; },
+           grad_y, grad_x_bias, grad_x, parallel);
 }
 
 }  // namespace tapegrad::detail

@@ -450,7 +450,7 @@ double max_abs(const std::vector<float>& v) {
 
 }  // namespace
 
-TEST_CASE("Winograd F(2x2, 3x3) forward and input gradient agree with f64 loops", "[conv][kernels]") {
+TEST_CASE("Winograd F(2x2, 3x3) and F(4x4, 3x3) forward and input gradient agree with f64 loops", "[conv][kernels]") {
   Draw pick(1717);
   for (int trial = 0; trial < 60; ++trial) {
     td::ConvGeometry g;
@@ -466,7 +466,7 @@ TEST_CASE("Winograd F(2x2, 3x3) forward and input gradient agree with f64 loops"
       g.h.in = 17 + trial;
       g.w.in = 21 - trial;
     } else if (trial < 8) {  // rows of more than 32 tiles (the transforms take 32 at a time)
-      g.w.in = pick(64, 81);
+      g.w.in = trial < 6 ? pick(64, 81) : pick(129, 140);  // (of 2×2 tiles, of 4×4 tiles)
     }
     g.h.out = g.h.in + g.h.pad_begin + g.h.pad_end - 2;
     g.w.out = g.w.in + g.w.pad_begin + g.w.pad_end - 2;
@@ -479,18 +479,23 @@ TEST_CASE("Winograd F(2x2, 3x3) forward and input gradient agree with f64 loops"
     const auto gy = pick.floats(g.batch * g.out_channels * g.plane_out());
     const auto c = pick.floats(g.channels);
     const NaiveConv want = naive_conv(x, w, b, gy, c, g);
-    // The rounding bound: each product in the 16 GEMMs is of a transformed weight (at most
-    // 2.25·max|w|) and a transformed input (at most 4·max|x|) and each output adds 9 GEMM
+    // The rounding bound, F(2×2): each product in the 16 GEMMs is of a transformed weight (at
+    // most 2.25·max|w|) and a transformed input (at most 4·max|x|) and each output adds 9 GEMM
     // entries, so with the transforms' few roundings the error stays within
     // 81·(k + 4)·eps·max|w|·max|x| for dot products of k terms whose rounding errors do not
     // all share a sign (the worst case grows as k², random signs as √k; we see about 2 % of
-    // this bound). A wrong tap, channel, tile or padding is off by about |w·x|, far more.
+    // this bound). F(4×4)'s larger coefficients (winograd.cpp) gave up to 20 times F(2×2)'s
+    // error over these trials; its bound is ten times F(2×2)'s. A wrong tap, channel, tile or
+    // padding is off by about |w·x|, far more than either.
     const double eps = std::numeric_limits<float>::epsilon();
-    const auto bound = [&](std::int64_t k, double max_in) { return 81 * double(k + 4) * eps * max_abs(w) * max_in; };
-    for (const bool parallel : {false, true}) {
+    const auto bound = [&](td::WinogradTile tile, std::int64_t k, double max_in) {
+      return (tile == td::WinogradTile::f4 ? 810 : 81) * double(k + 4) * eps * max_abs(w) * max_in;
+    };
+    for (const auto& [tile, parallel] : {std::pair{td::WinogradTile::f2, false}, std::pair{td::WinogradTile::f2, true},
+                                        std::pair{td::WinogradTile::f4, false}, std::pair{td::WinogradTile::f4, true}}) {
       std::vector<float> y(want.y.size(), std::nanf("")), grad_x(want.grad_x.size(), std::nanf(""));
-      td::winograd_forward(g, x.data(), w.data(), b.data(), y.data(), parallel);
-      td::winograd_input_grad(g, gy.data(), w.data(), c.data(), grad_x.data(), parallel);
+      td::winograd_forward(g, x.data(), w.data(), b.data(), y.data(), tile, parallel);
+      td::winograd_input_grad(g, gy.data(), w.data(), c.data(), grad_x.data(), tile, parallel);
       const auto check = [&](const char* what, const std::vector<float>& got, const std::vector<double>& ref,
                              double tolerance) {
         std::size_t at = 0;
@@ -499,11 +504,12 @@ TEST_CASE("Winograd F(2x2, 3x3) forward and input gradient agree with f64 loops"
           const double e = std::abs(got[i] - ref[i]);
           if (!(e <= error)) std::tie(at, error) = std::pair(i, e);  // (NaN included)
         }
-        INFO(what << "[" << at << "] = " << got[at] << ", want " << ref[at] << ", parallel=" << parallel);
+        INFO(what << "[" << at << "] = " << got[at] << ", want " << ref[at] << ", tile=" << int(tile)
+                  << ", parallel=" << parallel);
         REQUIRE(error <= tolerance);
       };
-      check("y", y, want.y, bound(g.channels, max_abs(x)));
-      check("grad_x", grad_x, want.grad_x, bound(g.out_channels, max_abs(gy)));
+      check("y", y, want.y, bound(tile, g.channels, max_abs(x)));
+      check("grad_x", grad_x, want.grad_x, bound(tile, g.out_channels, max_abs(gy)));
     }
   }
 }
