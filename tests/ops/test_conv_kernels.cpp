@@ -491,8 +491,10 @@ TEST_CASE("Winograd F(2x2, 3x3) and F(4x4, 3x3) forward and input gradient agree
     const auto bound = [&](td::WinogradTile tile, std::int64_t k, double max_in) {
       return (tile == td::WinogradTile::f4 ? 810 : 81) * double(k + 4) * eps * max_abs(w) * max_in;
     };
-    for (const auto& [tile, parallel] : {std::pair{td::WinogradTile::f2, false}, std::pair{td::WinogradTile::f2, true},
-                                        std::pair{td::WinogradTile::f4, false}, std::pair{td::WinogradTile::f4, true}}) {
+    for (const auto& setting : {std::pair{td::WinogradTile::f2, false}, std::pair{td::WinogradTile::f2, true},
+                                std::pair{td::WinogradTile::f4, false}, std::pair{td::WinogradTile::f4, true}}) {
+      const td::WinogradTile tile = setting.first;  // (not a structured binding: clang 14 cannot capture one)
+      const bool parallel = setting.second;
       std::vector<float> y(want.y.size(), std::nanf("")), grad_x(want.grad_x.size(), std::nanf(""));
       td::winograd_forward(g, x.data(), w.data(), b.data(), y.data(), tile, parallel);
       td::winograd_input_grad(g, gy.data(), w.data(), c.data(), grad_x.data(), tile, parallel);
