@@ -202,6 +202,7 @@ TAPEGRAD_MULTIVERSION void transform_input(const Problem& p, const float* x, con
     for (int i = 0; i < a; ++i) {  // (Bᵀ d) B
       const float* in = cols + i * a * ld;
       float* out = dst + i * a * stride;
+      // ivdep: cols and v are distinct buffers, which GCC does not prove for 2α streams.
 #pragma GCC ivdep
       for (std::int64_t k = 0; k < count; ++k) {
         float tile_row[a], t[a];
