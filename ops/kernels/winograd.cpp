@@ -100,7 +100,8 @@ constexpr std::int64_t kRunTiles = 32;
 /// One 3×3 stride-1 convolution as the kernels see it: C inputs, O outputs, the input
 /// [N, C, H, W] read from row -pad_top and column -pad_left (zeros outside), m×m output tiles.
 struct Problem {
-  std::int64_t batch, in_channels, out_channels, h, w, h_out, w_out, pad_top, pad_left, m;
+  std::int64_t batch, in_channels, out_channels, h, w, h_out, w_out, pad_top, pad_left;
+  std::int64_t m = 2;  ///< the tile's: set by convolve from the WinogradTile
   std::int64_t tiles_h() const { return (h_out + m - 1) / m; }
   std::int64_t tiles_w() const { return (w_out + m - 1) / m; }
   std::int64_t tiles() const { return batch * tiles_h() * tiles_w(); }
@@ -316,8 +317,8 @@ void convolve(const Problem& p, Tap tap, const float* x, const float* bias, floa
 }
 
 template <class Tap>
-void convolve(WinogradTile tile, const Problem& p, Tap tap, const float* x, const float* bias, float* y,
-              bool parallel) {
+void convolve(WinogradTile tile, Problem p, Tap tap, const float* x, const float* bias, float* y, bool parallel) {
+  p.m = static_cast<std::int64_t>(tile);
   if (tile == WinogradTile::f4) return convolve<F4>(p, tap, x, bias, y, parallel);
   convolve<F2>(p, tap, x, bias, y, parallel);
 }
@@ -338,8 +339,7 @@ WinogradTile winograd_tile_for(const ConvGeometry& g) {
 
 void winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
                       WinogradTile tile, bool parallel) {
-  const Problem p{g.batch, g.channels, g.out_channels, g.h.in, g.w.in, g.h.out, g.w.out, g.h.pad_begin, g.w.pad_begin,
-                  static_cast<std::int64_t>(tile)};
+  const Problem p{g.batch, g.channels, g.out_channels, g.h.in, g.w.in, g.h.out, g.w.out, g.h.pad_begin, g.w.pad_begin};
   convolve(tile, p, [&](std::int64_t o, std::int64_t c, int i, int j) { return w[((o * g.channels + c) * 3 + i) * 3 + j]; },
            x, b, y, parallel);
 }
@@ -349,7 +349,7 @@ void winograd_input_grad(const ConvGeometry& g, const float* grad_y, const float
   // grad_x[c, r, q] = Σ_{o, i, j} grad_y[o, r + p - i, q + p - j] · w[o, c, i, j]: with i' = 2 - i,
   // a 3×3 correlation of grad_y at padding 2 - p with w'[c, o, i', j'] = w[o, c, 2 - i', 2 - j'].
   const Problem p{g.batch, g.out_channels, g.channels, g.h.out, g.w.out, g.h.in, g.w.in, 2 - g.h.pad_begin,
-                  2 - g.w.pad_begin, static_cast<std::int64_t>(tile)};
+                  2 - g.w.pad_begin};
   convolve(tile, p,
            [&](std::int64_t c, std::int64_t o, int i, int j) { return w[((o * g.channels + c) * 3 + (2 - i)) * 3 + (2 - j)]; },
            grad_y, grad_x_bias, grad_x, parallel);
