@@ -28,7 +28,7 @@ constexpr std::int64_t kChunkBytes = std::int64_t{1} << 20;
 constexpr std::int64_t kMinChunkColumns = 256;
 
 /// f32 3×3 stride-1 convolutions of one group (winograd_fits) with at least this many input
-/// and output channels take Winograd for the forward and the input gradient. ResNet-18's
+/// and output channels take Winograd for the forward and both gradients. ResNet-18's
 /// layers, batch 32, bench_resnet18 on Zen 5 (a shared host; two rounds interleaved with the
 /// GEMM paths' binary, old → new ms, forward | forward + backward):
 ///   1 thread:  64@32² 17-20 → 12 | 52-59 → 40;   128@16² 15 → 11 | 49 → 40-41
@@ -320,17 +320,20 @@ ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geom
     forward = f32 && direct_conv_fits(g) ? ConvPath::direct : winograd ? ConvPath::winograd : unfolded;
     input_grad = winograd ? ConvPath::winograd : unfolded;
     if (winograd) winograd_tile = winograd_tile_for(g);
-    weight_grad = f32 && direct_weight_grad_fits(g) ? ConvPath::direct : unfolded;
+    weight_grad = winograd                                ? ConvPath::winograd
+                  : f32 && direct_weight_grad_fits(g) ? ConvPath::direct
+                                                      : unfolded;
   }
   const std::int64_t unfolded_bytes = g.groups * g.col_rows() * g.batch * g.plane_out() * static_cast<std::int64_t>(elem);
   const std::int64_t chunk_columns = images_in_chunk_bytes(g, elem) * g.plane_out();
-  whole_batch = (forward == ConvPath::gemm || (forward == ConvPath::winograd && weight_grad == ConvPath::gemm)) &&
+  whole_batch = forward == ConvPath::gemm &&
                 !g.pointwise() && g.batch > 1 && unfolded_bytes <= kKeepUnfoldedBytes &&
                 chunk_columns < kMinChunkColumns;
   keeps_unfolded = weight_grad == ConvPath::gemm && forward != ConvPath::winograd && !g.pointwise() &&
                    !whole_batch && unfolded_bytes <= kKeepUnfoldedBytes;
   transposed_weight_grad = weight_grad == ConvPath::direct ||
-                           (weight_grad != ConvPath::depthwise && g.group_out() >= 16 && g.group_out() < g.col_rows());
+                           (weight_grad != ConvPath::depthwise && weight_grad != ConvPath::winograd &&
+                            g.group_out() >= 16 && g.group_out() < g.col_rows());
 }
 
 template <class T>
@@ -410,6 +413,10 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
     if (gx != nullptr && p.input_grad == ConvPath::winograd) {
       winograd_input_grad(g, gy, w, grad_x_bias, gx, p.winograd_tile, p.parallel);
       gx = nullptr;  // done: what follows is the weight gradient's
+    }
+    if (grad_w != nullptr && p.weight_grad == ConvPath::winograd) {
+      winograd_weight_grad(g, x, gy, grad_w, add_w, p.winograd_tile, p.parallel);
+      grad_w = nullptr;
     }
   }
   const bool need_x = gx != nullptr, need_w = grad_w != nullptr;

@@ -12,9 +12,9 @@
 //   takes its direct kernel also for up to 64 outputs per group on images of 1024 or more
 //   output pixels.
 // - winograd: f32 3×3 stride-1 convolutions of one group with enough channels
-//   (winograd.cpp, the rule in conv_plan.cpp): the forward and the input gradient as
-//   Winograd F(2×2, 3×3) or F(4×4, 3×3) over the whole batch; no unfolding (the weight
-//   gradient unfolds x).
+//   (winograd.cpp, the rule in conv_plan.cpp): the forward, the input gradient and the
+//   weight gradient as Winograd F(2×2, 3×3) or F(4×4, 3×3) over the whole batch; no
+//   unfolding.
 // - banded: an image whose unfolded input exceeds about 1 MiB is unfolded a band of output
 //   rows at a time, so the band stays in cache between im2col and its GEMMs.
 // - gemm: small images unfolded in chunks side by side, so one GEMM covers several of them;

@@ -16,6 +16,11 @@
 // threaded inside a parallel region). Partial tiles at odd sizes read zeros past the input
 // and drop the outputs past its end.
 //
+// The weight gradient is the forward's adjoint in g: grad_g = Σ_tiles Gᵀ [(A e Aᵀ) ⊙ (Bᵀ d B)] G
+// for each tile's m×m output gradient e (zeros past the output's end), exact as the forward
+// is; the sum over the tiles runs in the transformed domain, α² GEMMs with the tiles as
+// their inner dimension (weight_grad below).
+//
 // f32 rounding: F(2×2)'s U has entries up to 2.25·max|w| and V up to 4·max|x| (Bᵀ d B adds
 // four inputs), and each output adds nine M entries, so the error is a few times that of the
 // direct sum. F(4×4)'s larger coefficients (Bᵀ's rows add up to 10 inputs' worth, Aᵀ's to 19)
@@ -65,6 +70,17 @@ struct F2 {
     y[0] = s[0] + s[1] + s[2];
     y[1] = s[1] - s[2] - s[3];
   }
+  static void grad(const float* e, float* v) {  // A e: the weight gradient's output-gradient transform
+    v[0] = e[0];
+    v[1] = e[0] + e[1];
+    v[2] = e[0] - e[1];
+    v[3] = -e[1];
+  }
+  static void weight_grad(const float* s, float* g) {  // Gᵀ s
+    g[0] = s[0] + 0.5f * (s[1] + s[2]);
+    g[1] = 0.5f * (s[1] - s[2]);
+    g[2] = 0.5f * (s[1] + s[2]) + s[3];
+  }
 };
 
 /// F(4×4, 3×3)'s.
@@ -91,6 +107,19 @@ struct F4 {
     y[1] = (s[1] - s[2]) + 2.0f * (s[3] - s[4]);
     y[2] = (s[1] + s[2]) + 4.0f * (s[3] + s[4]);
     y[3] = (s[1] - s[2]) + 8.0f * (s[3] - s[4]) + s[5];
+  }
+  static void grad(const float* e, float* v) {
+    v[0] = e[0];
+    v[1] = (e[0] + e[2]) + (e[1] + e[3]);
+    v[2] = (e[0] + e[2]) - (e[1] + e[3]);
+    v[3] = (e[0] + 4.0f * e[2]) + 2.0f * (e[1] + 4.0f * e[3]);
+    v[4] = (e[0] + 4.0f * e[2]) - 2.0f * (e[1] + 4.0f * e[3]);
+    v[5] = e[3];
+  }
+  static void weight_grad(const float* s, float* g) {
+    g[0] = 0.25f * s[0] - (s[1] + s[2]) * (1.0f / 6) + (s[3] + s[4]) * (1.0f / 24);
+    g[1] = (s[2] - s[1]) * (1.0f / 6) + (s[3] - s[4]) * (1.0f / 12);
+    g[2] = ((s[3] + s[4]) - (s[1] + s[2])) * (1.0f / 6) + s[5];
   }
 };
 
@@ -154,24 +183,40 @@ void block_runs(const Problem& p, std::int64_t t0, std::int64_t count, std::vect
   }
 }
 
-/// V[ξ][c][k] = (Bᵀ d B)[ξ] for each input channel c and each tile k of a block (`count`
-/// tiles, in `runs`). Run by run, Bᵀ on α whole input rows (zeros in the padding), whose
-/// columns each tile then takes α of into `cols` ([α][α][ld]: row i's column l of tile k);
-/// then B over all the block's tiles at once, a loop with the tiles innermost, which
-/// vectorises (run by run it did not: ResNet's runs are 8, 4, 2 tiles long).
+/// The input's transform: Bᵀ d B of each tile's α×α patch d.
 template <class W>
-TAPEGRAD_MULTIVERSION void transform_input(const Problem& p, const float* x, const std::vector<Run>& runs,
-                                           std::int64_t count, float* v, std::int64_t ld, float* rows,
-                                           float* cols) {
-  constexpr int m = W::m, a = W::alpha;
+struct InputTransform {
+  static constexpr int window = W::alpha;
+  static void apply(const float* d, float* v) { W::input(d, v); }
+};
+
+/// The weight gradient's output-gradient transform: A e Aᵀ of each m×m tile e.
+template <class W>
+struct GradTransform {
+  static constexpr int window = W::m;
+  static void apply(const float* e, float* v) { W::grad(e, v); }
+};
+
+/// V[ξ][c][k] = (Tr d Trᵀ)[ξ] for the channels c in [c0, c1) and each tile k of a block
+/// (`count` tiles, in `runs`), d the tile's window × window patch of p's input (α×α
+/// through Bᵀ for x; m×m through A for grad_y). Run by run, Tr on `window` whole input rows
+/// (zeros in the padding), whose columns each tile then takes `window` of into `cols`
+/// ([α][window][ld]: row i's column l of tile k); then Tr over all the block's tiles at
+/// once, a loop with the tiles innermost, which vectorises (run by run it did not: ResNet's
+/// runs are 8, 4, 2 tiles long).
+template <class W, class Tr>
+TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std::int64_t c0, std::int64_t c1,
+                                           const std::vector<Run>& runs, std::int64_t count, float* v,
+                                           std::int64_t ld, float* rows, float* cols) {
+  constexpr int m = W::m, a = W::alpha, n_in = Tr::window, halo = n_in - m;
   const std::int64_t plane = p.h * p.w, stride = p.in_channels * ld;
-  for (std::int64_t c = 0; c < p.in_channels; ++c) {
+  for (std::int64_t c = c0; c < c1; ++c) {
     for (const Run& run : runs) {
       const float* src = x + (run.image * p.in_channels + c) * plane;
-      const std::int64_t width = m * run.count + 2;
+      const std::int64_t width = m * run.count + halo;
       const std::int64_t row0 = m * run.tile_row - p.pad_top, col0 = m * run.first - p.pad_left;
       const std::int64_t lo = std::max<std::int64_t>(-col0, 0), hi = std::clamp<std::int64_t>(p.w - col0, lo, width);
-      for (std::int64_t i = 0; i < a; ++i) {
+      for (std::int64_t i = 0; i < n_in; ++i) {
         const std::int64_t ih = row0 + i;
         float* dst = rows + i * width;
         if (ih < 0 || ih >= p.h) {
@@ -182,33 +227,33 @@ TAPEGRAD_MULTIVERSION void transform_input(const Problem& p, const float* x, con
         std::copy(src + ih * p.w + col0 + lo, src + ih * p.w + col0 + hi, dst + lo);
         std::fill(dst + hi, dst + width, 0.0f);
       }
-      float d[a][m * kRunTiles + 2];  // Bᵀ on up to kRunTiles tiles' input rows at a time
+      float d[a][m * kRunTiles + halo];  // Tr on up to kRunTiles tiles' input rows at a time
       for (std::int64_t k0 = 0; k0 < run.count; k0 += kRunTiles) {
-        const std::int64_t n = std::min(kRunTiles, run.count - k0), width_here = m * n + 2;
-        for (std::int64_t j = 0; j < width_here; ++j) {  // Bᵀ d
-          float column[a], t[a];
-          for (int i = 0; i < a; ++i) column[i] = rows[i * width + m * k0 + j];
-          W::input(column, t);
+        const std::int64_t n = std::min(kRunTiles, run.count - k0), width_here = m * n + halo;
+        for (std::int64_t j = 0; j < width_here; ++j) {  // Tr d
+          float column[n_in], t[a];
+          for (int i = 0; i < n_in; ++i) column[i] = rows[i * width + m * k0 + j];
+          Tr::apply(column, t);
           for (int i = 0; i < a; ++i) d[i][j] = t[i];
         }
         for (int i = 0; i < a; ++i) {
-          for (int l = 0; l < a; ++l) {
-            float* out = cols + (i * a + l) * ld + run.k0 + k0;
+          for (int l = 0; l < n_in; ++l) {
+            float* out = cols + (i * n_in + l) * ld + run.k0 + k0;
             for (std::int64_t k = 0; k < n; ++k) out[k] = d[i][m * k + l];
           }
         }
       }
     }
     float* dst = v + c * ld;
-    for (int i = 0; i < a; ++i) {  // (Bᵀ d) B
-      const float* in = cols + i * a * ld;
+    for (int i = 0; i < a; ++i) {  // (Tr d) Trᵀ
+      const float* in = cols + i * n_in * ld;
       float* out = dst + i * a * stride;
-      // ivdep: cols and v are distinct buffers, which GCC does not prove for 2α streams.
+      // ivdep: cols and v are distinct buffers, which GCC does not prove for the many streams.
 #pragma GCC ivdep
       for (std::int64_t k = 0; k < count; ++k) {
-        float tile_row[a], t[a];
-        for (int l = 0; l < a; ++l) tile_row[l] = in[l * ld + k];
-        W::input(tile_row, t);
+        float tile_row[n_in], t[a];
+        for (int l = 0; l < n_in; ++l) tile_row[l] = in[l * ld + k];
+        Tr::apply(tile_row, t);
         for (int j = 0; j < a; ++j) out[j * stride + k] = t[j];
       }
     }
@@ -292,7 +337,7 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
         am.resize(static_cast<std::size_t>(W::m * W::alpha * ld));
         const std::int64_t t0 = b * block, count = std::min(block, tiles - t0);
         block_runs(p, t0, count, runs);
-        transform_input<W>(p, x, runs, count, v.data(), ld, rows.data(), cols.data());
+        transform_tiles<W, InputTransform<W>>(p, x, 0, p.in_channels, runs, count, v.data(), ld, rows.data(), cols.data());
         for (std::int64_t xi = 0; xi < positions; ++xi) {
           gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * p.out_channels * p.in_channels,
                p.in_channels, v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
@@ -321,6 +366,105 @@ void convolve(WinogradTile tile, Problem p, Tap tap, const float* x, const float
   p.m = static_cast<std::int64_t>(tile);
   if (tile == WinogradTile::f4) return convolve<F4>(p, tap, x, bias, y, parallel);
   convolve<F2>(p, tap, x, bias, y, parallel);
+}
+
+/// A weight-gradient block's E [α²][O][tiles] and V [α²][C][tiles] stay within about this
+/// many bytes (they are written by the transforms, then read once by the GEMMs).
+constexpr std::int64_t kWeightGradBlockBytes = std::int64_t{2} << 20;
+
+/// grad_w[o][c] (+)= (Gᵀ S G) with S[ξ] = Σ over the tiles of E[ξ][o] · V[ξ][c], ξ's α²
+/// values laid out [α²][O·C]: `count` of the weights from index q0 on. Vectorised along
+/// the weights (each ξ's values are contiguous there).
+template <class W>
+TAPEGRAD_MULTIVERSION void transform_weight_grad(const float* s, std::int64_t weights, std::int64_t q0,
+                                                 std::int64_t count, float* grad_w, bool add) {
+  constexpr int a = W::alpha;
+  constexpr std::int64_t chunk = 64;
+  for (std::int64_t k0 = q0; k0 < q0 + count; k0 += chunk) {
+    const std::int64_t n = std::min(chunk, q0 + count - k0);
+    float gs[3][a][chunk];  // Gᵀ S
+    for (int j = 0; j < a; ++j) {
+      for (std::int64_t k = 0; k < n; ++k) {
+        float column[a], t[3];
+        for (int i = 0; i < a; ++i) column[i] = s[(i * a + j) * weights + k0 + k];
+        W::weight_grad(column, t);
+        for (int r = 0; r < 3; ++r) gs[r][j][k] = t[r];
+      }
+    }
+    for (std::int64_t k = 0; k < n; ++k) {  // (Gᵀ S) G
+      float* dst = grad_w + (k0 + k) * 9;
+      for (int r = 0; r < 3; ++r) {
+        float row[a], t[3];
+        for (int j = 0; j < a; ++j) row[j] = gs[r][j][k];
+        W::weight_grad(row, t);
+        for (int c = 0; c < 3; ++c) dst[r * 3 + c] = add ? dst[r * 3 + c] + t[c] : t[c];
+      }
+    }
+  }
+}
+
+/// The weight gradient of p's convolution of x, whose output gradient is gy: the forward's
+/// adjoint in g, grad_w = Σ over the tiles of Gᵀ [(A e Aᵀ) ⊙ (Bᵀ d B)] G, e the tile's m×m
+/// output gradient (zeros past the output's end). Per block of tiles: E[ξ][o] = (A e Aᵀ)[ξ]
+/// and V[ξ][c] = (Bᵀ d B)[ξ] (the channels split across threads), then S[ξ] (O × C) +=
+/// E[ξ] · V[ξ]ᵀ, α² GEMMs with the tiles as inner dimension, split across threads (each
+/// S[ξ] is one thread's: no per-thread sums); last Gᵀ S G. Added to grad_w with `add`.
+template <class W>
+void weight_grad(const Problem& p, const float* x, const float* gy, float* grad_w, bool add, bool parallel) {
+  constexpr int a = W::alpha;
+  constexpr std::int64_t positions = a * a;
+  const std::int64_t tiles = p.tiles(), in = p.in_channels, out = p.out_channels, weights = in * out;
+  if (tiles == 0) {
+    if (!add) std::fill_n(grad_w, weights * 9, 0.0f);
+    return;
+  }
+  Problem q = p;  // grad_y as GradTransform's input: O channels of h_out × w_out, no padding
+  q.in_channels = out;
+  q.h = p.h_out;
+  q.w = p.w_out;
+  q.pad_top = q.pad_left = 0;
+  std::int64_t block = std::clamp<std::int64_t>(
+      kWeightGradBlockBytes / (positions * (in + out) * std::int64_t{sizeof(float)}), kMinBlockTiles, tiles);
+  const std::int64_t blocks = (tiles + block - 1) / block;
+  block = (tiles + blocks - 1) / blocks;
+  const std::int64_t ld = (block + 15) / 16 * 16;
+  std::vector<std::vector<Run>> runs(static_cast<std::size_t>(blocks));
+  for (std::int64_t b = 0; b < blocks; ++b) block_runs(p, b * block, std::min(block, tiles - b * block), runs[b]);
+  const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
+  const std::int64_t rows_size = a * (W::m * p.tiles_w() + 2), cols_size = positions * ld;
+  Scratch<float> s(positions * weights), v(positions * in * ld), e(positions * out * ld);
+  Scratch<float> buffers(threads * (rows_size + cols_size));
+  std::exception_ptr error;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    float* rows = buffers.data() + omp_get_thread_num() * (rows_size + cols_size);
+    float* cols = rows + rows_size;
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const std::int64_t count = std::min(block, tiles - b * block);
+      const std::vector<Run>& block_runs = runs[b];
+#pragma omp for schedule(static)
+      for (std::int64_t c = 0; c < in + out; ++c) {
+        if (c < in) {
+          transform_tiles<W, InputTransform<W>>(p, x, c, c + 1, block_runs, count, v.data(), ld, rows, cols);
+        } else {
+          transform_tiles<W, GradTransform<W>>(q, gy, c - in, c - in + 1, block_runs, count, e.data(), ld, rows, cols);
+        }
+      }
+#pragma omp for schedule(static)
+      for (std::int64_t xi = 0; xi < positions; ++xi) {
+        try {
+          gemm(false, true, out, in, count, 1.0f, e.data() + xi * out * ld, ld, v.data() + xi * in * ld, ld,
+               b == 0 ? 0.0f : 1.0f, s.data() + xi * weights, in);
+        } catch (...) {
+#pragma omp critical(tapegrad_winograd_error)
+          if (!error) error = std::current_exception();
+        }
+      }
+    }
+    const std::int64_t share = (weights + threads - 1) / threads, q0 = std::min(omp_get_thread_num() * share, weights);
+    transform_weight_grad<W>(s.data(), weights, q0, std::min(share, weights - q0), grad_w, add);
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace
@@ -353,6 +497,14 @@ void winograd_input_grad(const ConvGeometry& g, const float* grad_y, const float
   convolve(tile, p,
            [&](std::int64_t c, std::int64_t o, int i, int j) { return w[((o * g.channels + c) * 3 + (2 - i)) * 3 + (2 - j)]; },
            grad_y, grad_x_bias, grad_x, parallel);
+}
+
+void winograd_weight_grad(const ConvGeometry& g, const float* x, const float* grad_y, float* grad_w, bool add,
+                          WinogradTile tile, bool parallel) {
+  Problem p{g.batch, g.channels, g.out_channels, g.h.in, g.w.in, g.h.out, g.w.out, g.h.pad_begin, g.w.pad_begin};
+  p.m = static_cast<std::int64_t>(tile);
+  if (tile == WinogradTile::f4) return weight_grad<F4>(p, x, grad_y, grad_w, add, parallel);
+  weight_grad<F2>(p, x, grad_y, grad_w, add, parallel);
 }
 
 }  // namespace tapegrad::detail

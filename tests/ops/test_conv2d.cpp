@@ -287,18 +287,16 @@ TEST_CASE("conv2d: large images are unfolded a band of output rows at a time, ex
 }
 
 TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels (Winograd) match f64", "[conv]") {
-  // The forward and the input gradient run Winograd F(2x2, 3x3), or F(4x4, 3x3) where the
-  // batch gives 128 or more 4x4 tiles; the weight gradient then unfolds x itself: the whole
-  // batch at once where a chunk's GEMMs would have fewer than 256 columns (small images,
-  // batch > 1), else chunk by chunk. The tolerance: the kernel test's rounding bounds,
-  // 81·(k + 4)·eps·max|w|·max|x| for k = 65 terms (ten times that for F(4x4)), are 6e-4
-  // (6e-3) here; F(4x4)'s errors measured ~1e-5 of the output's scale.
+  // The forward, the input gradient and the weight gradient run Winograd F(2x2, 3x3), or
+  // F(4x4, 3x3) where the batch gives 128 or more 4x4 tiles. The tolerance: the kernel test's
+  // rounding bounds, 81·(k + 4)·eps·max|w|·max|x| for k = 65 terms (ten times that for
+  // F(4x4)), are 6e-4 (6e-3) here; F(4x4)'s errors measured ~1e-5 of the output's scale.
   const Case cases[] = {
       {"16x16 images, F(4x4) tiles, chunks", {8, 64, 16, 16}, {64, 64, 3, 3}, {.padding = {1, 1}}},
-      {"4x4 images, whole batch", {6, 64, 4, 4}, {64, 64, 3, 3}, {.padding = {1, 1}}},
-      {"odd 9x7 images, padding 1 then 0, whole batch", {3, 65, 9, 7}, {64, 65, 3, 3}, {.padding = {1, 0}}},
-      {"18x19 images, padding 0, chunks", {2, 64, 18, 19}, {70, 64, 3, 3}, {}},
-      {"one odd 9x7 image, chunks", {1, 64, 9, 7}, {66, 64, 3, 3}, {.padding = {1, 1}}},
+      {"4x4 images", {6, 64, 4, 4}, {64, 64, 3, 3}, {.padding = {1, 1}}},
+      {"odd 9x7 images, padding 1 then 0", {3, 65, 9, 7}, {64, 65, 3, 3}, {.padding = {1, 0}}},
+      {"18x19 images, padding 0", {2, 64, 18, 19}, {70, 64, 3, 3}, {}},
+      {"one odd 9x7 image", {1, 64, 9, 7}, {66, 64, 3, 3}, {.padding = {1, 1}}},
   };
   std::uint64_t seed = 71;
   for (const Case& c : cases) {
@@ -312,9 +310,10 @@ TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels (Winograd) matc
       const tapegrad::detail::ConvPlan plan(g, sizeof(float));
       REQUIRE(plan.forward == tapegrad::detail::ConvPath::winograd);
       REQUIRE(plan.input_grad == tapegrad::detail::ConvPath::winograd);
+      REQUIRE(plan.weight_grad == tapegrad::detail::ConvPath::winograd);
       CHECK(plan.winograd_tile == (g.batch * g.plane_out() >= 128 * 16 ? tapegrad::detail::WinogradTile::f4
                                                                         : tapegrad::detail::WinogradTile::f2));
-      CHECK(plan.whole_batch == (g.batch > 1 && g.plane_out() < 100));
+      CHECK_FALSE(plan.whole_batch);
       CHECK_FALSE(plan.keeps_unfolded);
       const std::vector<tg::Tensor> in{leaf(c.x, seed), leaf(c.w, seed + 1), leaf({c.w[0]}, seed + 2)};
       seed += 4;
@@ -331,8 +330,9 @@ TEST_CASE("conv2d: the weight and bias gradients add into an existing grad() on 
   // A second backward adds into the parameters' grad() (OpContext::grad_sum): the per-thread
   // slots' sum, or the whole-batch GEMM with beta 1, must add, not overwrite.
   const Case cases[] = {
-      {"Winograd, whole-batch weight GEMM", {6, 64, 4, 4}, {64, 64, 3, 3}, {.padding = {1, 1}}},
-      {"Winograd, weight gradient by chunks", {2, 64, 18, 19}, {70, 64, 3, 3}, {}},
+      {"Winograd F(2x2)", {6, 64, 4, 4}, {64, 64, 3, 3}, {.padding = {1, 1}}},
+      {"Winograd F(2x2), padding 0", {2, 64, 18, 19}, {70, 64, 3, 3}, {}},
+      {"Winograd F(4x4)", {8, 64, 16, 16}, {64, 64, 3, 3}, {.padding = {1, 1}}},
       {"stride 2, whole batch", {4, 16, 8, 8}, {32, 16, 3, 3}, {.stride = {2, 2}, .padding = {1, 1}}},
       {"LeNet's first layer (direct weight gradient)", {4, 1, 28, 28}, {6, 1, 5, 5}, {}},
       {"pointwise", {3, 8, 5, 5}, {4, 8, 1, 1}, {}},
