@@ -199,15 +199,16 @@ struct GradTransform {
 
 /// V[ξ][c][k] = (Tr d Trᵀ)[ξ] for the channels c in [c0, c1) and each tile k of a block
 /// (`count` tiles, in `runs`), d the tile's window × window patch of p's input (α×α
-/// through Bᵀ for x; m×m through A for grad_y). Run by run, Tr on `window` whole input rows
-/// (zeros in the padding), whose columns each tile then takes `window` of into `cols`
-/// ([α][window][ld]: row i's column l of tile k); then Tr over all the block's tiles at
-/// once, a loop with the tiles innermost, which vectorises (run by run it did not: ResNet's
-/// runs are 8, 4, 2 tiles long).
+/// through Bᵀ for x; m×m through A for grad_y). Run by run, Tr on the columns of `window`
+/// input rows, read in place (`zeros`: at least p.w zeros, for the rows in the padding;
+/// copying the rows out first cost a memmove call per row, 5 % of a ResNet step), whose
+/// columns each tile then takes `window` of into `cols` ([α][window][ld]: row i's column l
+/// of tile k); then Tr over all the block's tiles at once, a loop with the tiles innermost,
+/// which vectorises (run by run it did not: ResNet's runs are 8, 4, 2 tiles long).
 template <class W, class Tr>
 TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std::int64_t c0, std::int64_t c1,
                                            const std::vector<Run>& runs, std::int64_t count, float* v,
-                                           std::int64_t ld, float* rows, float* cols) {
+                                           std::int64_t ld, const float* zeros, float* cols) {
   constexpr int m = W::m, a = W::alpha, n_in = Tr::window, halo = n_in - m;
   const std::int64_t plane = p.h * p.w, stride = p.in_channels * ld;
   for (std::int64_t c = c0; c < c1; ++c) {
@@ -215,31 +216,40 @@ TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std
       const float* src = x + (run.image * p.in_channels + c) * plane;
       const std::int64_t width = m * run.count + halo;
       const std::int64_t row0 = m * run.tile_row - p.pad_top, col0 = m * run.first - p.pad_left;
+      // the run's window columns [lo, hi) are inside the input; in_rows[i][j - lo] is column j of row i
       const std::int64_t lo = std::max<std::int64_t>(-col0, 0), hi = std::clamp<std::int64_t>(p.w - col0, lo, width);
-      for (std::int64_t i = 0; i < n_in; ++i) {
+      const float* in_rows[n_in];
+      for (int i = 0; i < n_in; ++i) {
         const std::int64_t ih = row0 + i;
-        float* dst = rows + i * width;
-        if (ih < 0 || ih >= p.h) {
-          std::fill_n(dst, width, 0.0f);
-          continue;
-        }
-        std::fill_n(dst, lo, 0.0f);
-        std::copy(src + ih * p.w + col0 + lo, src + ih * p.w + col0 + hi, dst + lo);
-        std::fill(dst + hi, dst + width, 0.0f);
+        in_rows[i] = ih < 0 || ih >= p.h ? zeros : src + ih * p.w + col0 + lo;
       }
       float d[a][m * kRunTiles + halo];  // Tr on up to kRunTiles tiles' input rows at a time
       for (std::int64_t k0 = 0; k0 < run.count; k0 += kRunTiles) {
-        const std::int64_t n = std::min(kRunTiles, run.count - k0), width_here = m * n + halo;
-        for (std::int64_t j = 0; j < width_here; ++j) {  // Tr d
+        const std::int64_t n = std::min(kRunTiles, run.count - k0), width_here = m * n + halo, j0 = m * k0;
+        const std::int64_t first = std::clamp(lo - j0, std::int64_t{0}, width_here);
+        const std::int64_t last = std::clamp(hi - j0, first, width_here);
+        for (int i = 0; i < a; ++i) {  // Tr of a zero column: zero
+          std::fill_n(d[i], first, 0.0f);
+          std::fill(d[i] + last, d[i] + width_here, 0.0f);
+        }
+        for (std::int64_t j = first; j < last; ++j) {  // Tr d
           float column[n_in], t[a];
-          for (int i = 0; i < n_in; ++i) column[i] = rows[i * width + m * k0 + j];
+          for (int i = 0; i < n_in; ++i) column[i] = in_rows[i][j0 + j - lo];
           Tr::apply(column, t);
           for (int i = 0; i < a; ++i) d[i][j] = t[i];
         }
-        for (int i = 0; i < a; ++i) {
-          for (int l = 0; l < n_in; ++l) {
-            float* out = cols + (i * n_in + l) * ld + run.k0 + k0;
-            for (std::int64_t k = 0; k < n; ++k) out[k] = d[i][m * k + l];
+        float* out = cols + run.k0 + k0;
+        if (n >= 8) {  // vectorised along the tiles
+          for (int i = 0; i < a; ++i) {
+            for (int l = 0; l < n_in; ++l) {
+              for (std::int64_t k = 0; k < n; ++k) out[(i * n_in + l) * ld + k] = d[i][m * k + l];
+            }
+          }
+        } else {  // tile by tile: a short loop over the tiles ran scalar with a remainder's overhead
+          for (int i = 0; i < a; ++i) {
+            for (std::int64_t k = 0; k < n; ++k) {
+              for (int l = 0; l < n_in; ++l) out[(i * n_in + l) * ld + k] = d[i][m * k + l];
+            }
           }
         }
       }
@@ -325,19 +335,19 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
 #pragma omp parallel if (parallel && blocks > 1)
   {
     Scratch<float> v, m;  // this thread's, for all its blocks
-    std::vector<float> rows, cols, am;
+    std::vector<float> zeros, cols, am;
     std::vector<Run> runs;
 #pragma omp for schedule(static)
     for (std::int64_t b = 0; b < blocks; ++b) {
       try {
         v.get(positions * p.in_channels * ld);
         m.get(positions * p.out_channels * ld);
-        rows.resize(static_cast<std::size_t>(W::alpha * (W::m * p.tiles_w() + 2)));
+        zeros.resize(static_cast<std::size_t>(p.w));
         cols.resize(static_cast<std::size_t>(W::alpha * W::alpha * ld));
         am.resize(static_cast<std::size_t>(W::m * W::alpha * ld));
         const std::int64_t t0 = b * block, count = std::min(block, tiles - t0);
         block_runs(p, t0, count, runs);
-        transform_tiles<W, InputTransform<W>>(p, x, 0, p.in_channels, runs, count, v.data(), ld, rows.data(), cols.data());
+        transform_tiles<W, InputTransform<W>>(p, x, 0, p.in_channels, runs, count, v.data(), ld, zeros.data(), cols.data());
         for (std::int64_t xi = 0; xi < positions; ++xi) {
           gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * p.out_channels * p.in_channels,
                p.in_channels, v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
@@ -431,24 +441,23 @@ void weight_grad(const Problem& p, const float* x, const float* gy, float* grad_
   std::vector<std::vector<Run>> runs(static_cast<std::size_t>(blocks));
   for (std::int64_t b = 0; b < blocks; ++b) block_runs(p, b * block, std::min(block, tiles - b * block), runs[b]);
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
-  const std::int64_t rows_size = a * (W::m * p.tiles_w() + 2), cols_size = positions * ld;
-  Scratch<float> s(positions * weights), v(positions * in * ld), e(positions * out * ld);
-  Scratch<float> buffers(threads * (rows_size + cols_size));
+  Scratch<float> s(positions * weights), v(positions * in * ld), e(positions * out * ld), cols(threads * positions * ld);
+  const std::vector<float> zeros(static_cast<std::size_t>(p.w));  // (q.w = w_out <= p.w)
   std::exception_ptr error;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    float* rows = buffers.data() + omp_get_thread_num() * (rows_size + cols_size);
-    float* cols = rows + rows_size;
+    float* my_cols = cols.data() + omp_get_thread_num() * positions * ld;
     for (std::int64_t b = 0; b < blocks; ++b) {
       const std::int64_t count = std::min(block, tiles - b * block);
       const std::vector<Run>& block_runs = runs[b];
+      // each thread takes a share of x's channels and one of grad_y's (x's cost more)
+#pragma omp for schedule(static) nowait
+      for (std::int64_t c = 0; c < in; ++c) {
+        transform_tiles<W, InputTransform<W>>(p, x, c, c + 1, block_runs, count, v.data(), ld, zeros.data(), my_cols);
+      }
 #pragma omp for schedule(static)
-      for (std::int64_t c = 0; c < in + out; ++c) {
-        if (c < in) {
-          transform_tiles<W, InputTransform<W>>(p, x, c, c + 1, block_runs, count, v.data(), ld, rows, cols);
-        } else {
-          transform_tiles<W, GradTransform<W>>(q, gy, c - in, c - in + 1, block_runs, count, e.data(), ld, rows, cols);
-        }
+      for (std::int64_t o = 0; o < out; ++o) {
+        transform_tiles<W, GradTransform<W>>(q, gy, o, o + 1, block_runs, count, e.data(), ld, zeros.data(), my_cols);
       }
 #pragma omp for schedule(static)
       for (std::int64_t xi = 0; xi < positions; ++xi) {
