@@ -444,15 +444,15 @@ void weight_grad(const Problem& p, const float* x, const float* gy, float* grad_
     float* my_cols = cols.data() + omp_get_thread_num() * positions * ld;
     for (std::int64_t b = 0; b < blocks; ++b) {
       const std::int64_t count = std::min(block, tiles - b * block);
-      const std::vector<Run>& block_runs = runs[b];
+      const std::vector<Run>& in_block = runs[b];
       // each thread takes a share of x's channels and one of grad_y's (x's cost more)
 #pragma omp for schedule(static) nowait
       for (std::int64_t c = 0; c < in; ++c) {
-        transform_tiles<W, InputTransform<W>>(p, x, c, c + 1, block_runs, count, v.data(), ld, zeros.data(), my_cols);
+        transform_tiles<W, InputTransform<W>>(p, x, c, c + 1, in_block, count, v.data(), ld, zeros.data(), my_cols);
       }
 #pragma omp for schedule(static)
       for (std::int64_t o = 0; o < out; ++o) {
-        transform_tiles<W, GradTransform<W>>(q, gy, o, o + 1, block_runs, count, e.data(), ld, zeros.data(), my_cols);
+        transform_tiles<W, GradTransform<W>>(q, gy, o, o + 1, in_block, count, e.data(), ld, zeros.data(), my_cols);
       }
 #pragma omp for schedule(static)
       for (std::int64_t xi = 0; xi < positions; ++xi) {
