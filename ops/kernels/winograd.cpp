@@ -465,7 +465,9 @@ void weight_grad(const Problem& p, const float* x, const float* gy, float* grad_
         }
       }
     }
-    const std::int64_t share = (weights + threads - 1) / threads, q0 = std::min(omp_get_thread_num() * share, weights);
+    // (by the team's size: it may have fewer threads than asked for, nested in another region)
+    const std::int64_t team = omp_get_num_threads(), share = (weights + team - 1) / team;
+    const std::int64_t q0 = std::min(omp_get_thread_num() * share, weights);
     transform_weight_grad<W>(s.data(), weights, q0, std::min(share, weights - q0), grad_w, add);
   }
   if (error) std::rethrow_exception(error);

@@ -529,3 +529,29 @@ TEST_CASE("Winograd F(2x2, 3x3) and F(4x4, 3x3) forward, input and weight gradie
     }
   }
 }
+
+TEST_CASE("Winograd weight gradient called inside a parallel region equals the serial one", "[conv][kernels]") {
+  // Nested in another parallel region the kernel's own team has one thread however many it
+  // asks for: its work shares must follow the team it got.
+  td::ConvGeometry g;
+  g.batch = 2;
+  g.channels = 64;
+  g.out_channels = 66;
+  g.h = {10, 3, 1, 1, 1, 1, 10};
+  g.w = {9, 3, 1, 1, 1, 1, 9};
+  Draw pick(4242);
+  const auto x = pick.floats(g.batch * g.channels * g.plane_in());
+  const auto gy = pick.floats(g.batch * g.out_channels * g.plane_out());
+  for (const td::WinogradTile tile : {td::WinogradTile::f2, td::WinogradTile::f4}) {
+    std::vector<float> serial(static_cast<std::size_t>(g.out_channels * g.channels * 9));
+    td::winograd_weight_grad(g, x.data(), gy.data(), serial.data(), false, tile, false);
+    std::vector<float> nested(serial.size(), std::nanf(""));
+#pragma omp parallel num_threads(2)
+    {
+#pragma omp single
+      td::winograd_weight_grad(g, x.data(), gy.data(), nested.data(), false, tile, true);
+    }
+    INFO("tile=" << int(tile));
+    CHECK(nested == serial);
+  }
+}
