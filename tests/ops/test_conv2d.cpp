@@ -292,7 +292,7 @@ TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels (Winograd) matc
   // rounding bounds, 81·(k + 4)·eps·max|w|·max|x| for k = 65 terms (ten times that for
   // F(4x4)), are 6e-4 (6e-3) here; F(4x4)'s errors measured ~1e-5 of the output's scale.
   const Case cases[] = {
-      {"16x16 images, F(4x4) tiles, chunks", {8, 64, 16, 16}, {64, 64, 3, 3}, {.padding = {1, 1}}},
+      {"16x16 images, F(4x4) tiles", {8, 64, 16, 16}, {64, 64, 3, 3}, {.padding = {1, 1}}},
       {"4x4 images", {6, 64, 4, 4}, {64, 64, 3, 3}, {.padding = {1, 1}}},
       {"odd 9x7 images, padding 1 then 0", {3, 65, 9, 7}, {64, 65, 3, 3}, {.padding = {1, 0}}},
       {"18x19 images, padding 0", {2, 64, 18, 19}, {70, 64, 3, 3}, {}},
@@ -328,7 +328,8 @@ TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels (Winograd) matc
 TEST_CASE("conv2d: the weight and bias gradients add into an existing grad() on every path",
           "[conv][grad_sum]") {
   // A second backward adds into the parameters' grad() (OpContext::grad_sum): the per-thread
-  // slots' sum, or the whole-batch GEMM with beta 1, must add, not overwrite.
+  // slots' sum, the whole-batch GEMM with beta 1, or the Winograd weight gradient's last
+  // transform must add, not overwrite.
   const Case cases[] = {
       {"Winograd F(2x2)", {6, 64, 4, 4}, {64, 64, 3, 3}, {.padding = {1, 1}}},
       {"Winograd F(2x2), padding 0", {2, 64, 18, 19}, {70, 64, 3, 3}, {}},

@@ -17,6 +17,7 @@
 #include <tapegrad/tapegrad.hpp>
 
 #include "support/fixture.hpp"
+#include "support/numeric.hpp"
 
 namespace tg = tapegrad;
 
@@ -161,6 +162,33 @@ TEST_CASE("conv_transpose2d: the fast paths agree with the plain ones (f64)", "[
     tg::testing::check_reference("fused", "grad_w", gw_both, gw_alone, 1e-12, 1e-12);
     const tg::Tensor biased = tg::conv_transpose2d(x, w, b, c.opt);
     tg::testing::check_reference("bias", "out", biased, plain + tg::reshape(b, {1, b.shape()[0], 1, 1}), 1e-12, 1e-12);
+  }
+}
+
+TEST_CASE("conv_transpose2d: f32 on the Winograd paths matches f64", "[ops][conv-transpose]") {
+  // conv_transpose2d is conv2d's input gradient: with 64 or more channels on both sides, a 3x3
+  // kernel and stride 1, its forward runs Winograd's input gradient and its VJP Winograd's
+  // forward (grad_x) and weight gradient (grad_w, with grad_y and x in each other's roles);
+  // F(2x2) tiles, and F(4x4) in the second case (128 tiles of 4x4). Tolerance as conv2d's.
+  struct Case {
+    tg::Shape x, w;
+    tg::ConvTranspose2dOptions opt;
+  };
+  const std::vector<Case> cases = {
+      {{2, 64, 9, 8}, {64, 66, 3, 3}, {.padding = 1}},
+      {{8, 64, 16, 16}, {64, 64, 3, 3}, {.padding = 1}},
+      {{1, 65, 6, 7}, {65, 64, 3, 3}, {}},
+  };
+  tg::manual_seed(78);
+  std::uint64_t seed = 5;
+  for (const Case& c : cases) {
+    INFO("x " << fmt::format("{}", c.x) << " w " << fmt::format("{}", c.w));
+    const std::vector<tg::Tensor> in{tg::randn(c.x, tg::DType::f64).set_requires_grad(true),
+                                     tg::randn(c.w, tg::DType::f64).set_requires_grad(true),
+                                     tg::randn({c.w[1]}, tg::DType::f64).set_requires_grad(true)};
+    const auto fn = [opt = c.opt](const auto& v) { return tg::conv_transpose2d(v[0], v[1], v[2], opt); };
+    tg::testing::check_f32_matches_f64(fn, in, 1e-3, 1e-3);
+    tg::testing::check_f32_grads_match_f64(fn, in, seed++, 1e-3, 1e-3);
   }
 }
 
