@@ -130,11 +130,24 @@ constexpr std::int64_t kRunTiles = 32;
 /// [N, C, H, W] read from row -pad_top and column -pad_left (zeros outside), m×m output tiles.
 struct Problem {
   std::int64_t batch, in_channels, out_channels, h, w, h_out, w_out, pad_top, pad_left;
-  std::int64_t m = 2;  ///< the tile's: set by convolve from the WinogradTile
+  std::int64_t m = 2;  ///< the tile's: set by with_tile from the WinogradTile
   std::int64_t tiles_h() const { return (h_out + m - 1) / m; }
   std::int64_t tiles_w() const { return (w_out + m - 1) / m; }
   std::int64_t tiles() const { return batch * tiles_h() * tiles_w(); }
 };
+
+/// g's convolution as a Problem (the forward's and the weight gradient's).
+Problem forward_problem(const ConvGeometry& g) {
+  return {g.batch, g.channels, g.out_channels, g.h.in, g.w.in, g.h.out, g.w.out, g.h.pad_begin, g.w.pad_begin};
+}
+
+/// body(W{}, p) with W the tile's transforms (F2 or F4) and p.m its size.
+template <class Body>
+void with_tile(WinogradTile tile, Problem p, Body body) {
+  p.m = static_cast<std::int64_t>(tile);
+  if (tile == WinogradTile::f4) return body(F4{}, p);
+  body(F2{}, p);
+}
 
 /// U[ξ][o][c] = (G g Gᵀ)[ξ] for the 3×3 kernel g = tap(o, c, ·, ·). Each output's α² rows
 /// are built in a buffer and copied out whole: U's planes are 4·O·C bytes apart, and stores
@@ -366,13 +379,6 @@ void convolve(const Problem& p, Tap tap, const float* x, const float* bias, floa
   run<W>(p, u.data(), x, bias, y, parallel);
 }
 
-template <class Tap>
-void convolve(WinogradTile tile, Problem p, Tap tap, const float* x, const float* bias, float* y, bool parallel) {
-  p.m = static_cast<std::int64_t>(tile);
-  if (tile == WinogradTile::f4) return convolve<F4>(p, tap, x, bias, y, parallel);
-  convolve<F2>(p, tap, x, bias, y, parallel);
-}
-
 /// A weight-gradient block's E [α²][O][tiles] and V [α²][C][tiles] stay within about this
 /// many bytes (they are written by the transforms, then read once by the GEMMs).
 constexpr std::int64_t kWeightGradBlockBytes = std::int64_t{2} << 20;
@@ -489,28 +495,28 @@ WinogradTile winograd_tile_for(const ConvGeometry& g) {
 
 void winograd_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
                       WinogradTile tile, bool parallel) {
-  const Problem p{g.batch, g.channels, g.out_channels, g.h.in, g.w.in, g.h.out, g.w.out, g.h.pad_begin, g.w.pad_begin};
-  convolve(tile, p, [&](std::int64_t o, std::int64_t c, int i, int j) { return w[((o * g.channels + c) * 3 + i) * 3 + j]; },
-           x, b, y, parallel);
+  const auto tap = [&](std::int64_t o, std::int64_t c, int i, int j) { return w[((o * g.channels + c) * 3 + i) * 3 + j]; };
+  with_tile(tile, forward_problem(g),
+            [&](auto f, const Problem& p) { convolve<decltype(f)>(p, tap, x, b, y, parallel); });
 }
 
 void winograd_input_grad(const ConvGeometry& g, const float* grad_y, const float* w, const float* grad_x_bias,
                          float* grad_x, WinogradTile tile, bool parallel) {
   // grad_x[c, r, q] = Σ_{o, i, j} grad_y[o, r + p - i, q + p - j] · w[o, c, i, j]: with i' = 2 - i,
   // a 3×3 correlation of grad_y at padding 2 - p with w'[c, o, i', j'] = w[o, c, 2 - i', 2 - j'].
-  const Problem p{g.batch, g.out_channels, g.channels, g.h.out, g.w.out, g.h.in, g.w.in, 2 - g.h.pad_begin,
-                  2 - g.w.pad_begin};
-  convolve(tile, p,
-           [&](std::int64_t c, std::int64_t o, int i, int j) { return w[((o * g.channels + c) * 3 + (2 - i)) * 3 + (2 - j)]; },
-           grad_y, grad_x_bias, grad_x, parallel);
+  const Problem problem{g.batch, g.out_channels, g.channels, g.h.out, g.w.out, g.h.in, g.w.in, 2 - g.h.pad_begin,
+                        2 - g.w.pad_begin};
+  const auto tap = [&](std::int64_t c, std::int64_t o, int i, int j) {
+    return w[((o * g.channels + c) * 3 + (2 - i)) * 3 + (2 - j)];
+  };
+  with_tile(tile, problem,
+            [&](auto f, const Problem& p) { convolve<decltype(f)>(p, tap, grad_y, grad_x_bias, grad_x, parallel); });
 }
 
 void winograd_weight_grad(const ConvGeometry& g, const float* x, const float* grad_y, float* grad_w, bool add,
                           WinogradTile tile, bool parallel) {
-  Problem p{g.batch, g.channels, g.out_channels, g.h.in, g.w.in, g.h.out, g.w.out, g.h.pad_begin, g.w.pad_begin};
-  p.m = static_cast<std::int64_t>(tile);
-  if (tile == WinogradTile::f4) return weight_grad<F4>(p, x, grad_y, grad_w, add, parallel);
-  weight_grad<F2>(p, x, grad_y, grad_w, add, parallel);
+  with_tile(tile, forward_problem(g),
+            [&](auto f, const Problem& p) { weight_grad<decltype(f)>(p, x, grad_y, grad_w, add, parallel); });
 }
 
 }  // namespace tapegrad::detail
