@@ -23,14 +23,13 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for b in bench_gemm_onednn bench_gemm_blis bench_gemm_openblas bench_tape bench_tape_torch bench_lenet_step bench_lenet_step_torch bench_gradient_penalty bench_gradient_penalty_torch bench_epoch bench_epoch_torch bench_resnet18 bench_resnet18_torch bench_norms bench_norms_torch bench_conv_pool bench_conv_pool_torch bench_memory_ops bench_memory_ops_torch bench_rnn bench_rnn_torch bench_interpolate bench_interpolate_torch bench_attention bench_attention_torch; do
   if [ -x "$dir/$b" ]; then
+    tunables=()
     if [[ "$b" == *_torch && "${BENCH_TORCH_ALLOC:-}" == best ]]; then
       # tcache_count=0: posix_memalign's slivers would otherwise sit in the tcache, never
       # coalesced, and every freed large block would stay too small for the next request.
-      GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:glibc.malloc.tcache_count=0 \
-        "$dir/$b" | tee -a "$out" >&2
-    else
-      "$dir/$b" | tee -a "$out" >&2
+      tunables=(GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:glibc.malloc.tcache_count=0)
     fi
+    env "${tunables[@]}" "$dir/$b" | tee -a "$out" >&2
   elif [[ "$b" == *_torch ]]; then
     echo "bench/run.sh: libtorch not installed: comparison skipped" >&2
   fi
