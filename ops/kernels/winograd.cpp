@@ -123,9 +123,6 @@ struct F4 {
   }
 };
 
-/// Tiles the transforms take at a time along a row (their buffers' size).
-constexpr std::int64_t kRunTiles = 32;
-
 /// One 3×3 stride-1 convolution as the kernels see it: C inputs, O outputs, the input
 /// [N, C, H, W] read from row -pad_top and column -pad_left (zeros outside), m×m output tiles.
 struct Problem {
@@ -235,21 +232,37 @@ struct GradTransform {
   static void apply(const float* e, float* v) { W::grad(e, v); }
 };
 
+/// Floats of the scratch transform_tiles needs for blocks of `ld` tiles.
+template <class W>
+constexpr std::int64_t tiles_scratch(std::int64_t ld) {
+  constexpr std::int64_t a = W::alpha, m = W::m;
+  return a * a * ld + a * (m * ld + a) + ld * a * (a - m);
+}
+
 /// V[ξ][c][k] = (Tr d Trᵀ)[ξ] for the channels c in [c0, c1) and each tile k of a block
 /// (`count` tiles, in `runs`), d the tile's window × window patch of p's input (α×α
-/// through Bᵀ for x; m×m through A for grad_y). Run by run, Tr on the columns of `window`
-/// input rows, read in place (`zeros`: at least p.w zeros, for the rows in the padding;
-/// copying the rows out first cost a memmove call per row, 5 % of a ResNet step), whose
-/// columns each tile then takes `window` of into `cols` ([α][window][ld]: row i's column l
-/// of tile k); then Tr over all the block's tiles at once, a loop with the tiles innermost,
-/// which vectorises (run by run it did not: ResNet's runs are 8, 4, 2 tiles long).
+/// through Bᵀ for x; m×m through A for grad_y). Three passes, each a loop along the tiles
+/// (ResNet's runs are 8, 4 and 2 tiles long: too short to vectorise run by run):
+/// - run by run, Tr on the columns of `window` input rows, read in place (`zeros`: at least
+///   p.w zeros, for the rows in the padding), into rows[i] ([α][m·ld + α]): each tile's own
+///   m columns at m·k; the `halo` columns past a run's last tile, which the next run's
+///   columns overwrite, are kept aside in `tails`;
+/// - cols[i][l][k] ([α][window][ld]) = row i's column l of tile k's window: column l of
+///   every tile at once, rows[i][m·k + l] (the next tile's columns for l >= m), then the
+///   runs' last tiles from `tails`;
+/// - Tr along the rows, (Tr d) Trᵀ, into V.
+/// `scratch` holds tiles_scratch<W>(ld) floats.
 template <class W, class Tr>
 TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std::int64_t c0, std::int64_t c1,
                                            const std::vector<Run>& runs, std::int64_t count, float* v,
-                                           std::int64_t ld, const float* zeros, float* cols) {
+                                           std::int64_t ld, const float* zeros, float* scratch) {
   constexpr int m = W::m, a = W::alpha, n_in = Tr::window, halo = n_in - m;
-  const std::int64_t plane = p.h * p.w, stride = p.in_channels * ld;
+  const std::int64_t plane = p.h * p.w, stride = p.in_channels * ld, row_len = m * ld + a;
+  float* const cols = scratch;
+  float* const rows = cols + a * a * ld;
+  float* const tails = rows + a * row_len;  // [run][α][halo]
   for (std::int64_t c = c0; c < c1; ++c) {
+    std::int64_t r = 0;  // the run's index
     for (const Run& run : runs) {
       const float* src = x + (run.image * p.in_channels + c) * plane;
       const std::int64_t width = m * run.count + halo;
@@ -261,37 +274,43 @@ TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std
         const std::int64_t ih = row0 + i;
         in_rows[i] = ih < 0 || ih >= p.h ? zeros : src + ih * p.w + col0 + lo;
       }
-      float d[a][m * kRunTiles + halo];  // Tr on up to kRunTiles tiles' input rows at a time
-      for (std::int64_t k0 = 0; k0 < run.count; k0 += kRunTiles) {
-        const std::int64_t n = std::min(kRunTiles, run.count - k0), width_here = m * n + halo, j0 = m * k0;
-        const std::int64_t first = std::clamp(lo - j0, std::int64_t{0}, width_here);
-        const std::int64_t last = std::clamp(hi - j0, first, width_here);
-        for (int i = 0; i < a; ++i) {  // Tr of a zero column: zero
-          std::fill_n(d[i], first, 0.0f);
-          std::fill(d[i] + last, d[i] + width_here, 0.0f);
-        }
-        for (std::int64_t j = first; j < last; ++j) {  // Tr d
-          float column[n_in], t[a];
-          for (int i = 0; i < n_in; ++i) column[i] = in_rows[i][j0 + j - lo];
-          Tr::apply(column, t);
-          for (int i = 0; i < a; ++i) d[i][j] = t[i];
-        }
-        // tile by tile: along the tiles (stride-m reads) GCC vectorised 16 and 8 at a time
-        // with permutes, and ran shorter runs as a scalar remainder; this measured 5-14 %
-        // faster for the whole transform on runs of 2 to 16 tiles
-        float* out = cols + run.k0 + k0;
-        for (int i = 0; i < a; ++i) {
-          for (std::int64_t k = 0; k < n; ++k) {
-            for (int l = 0; l < n_in; ++l) out[(i * n_in + l) * ld + k] = d[i][m * k + l];
-          }
-        }
+      float* d = rows + m * run.k0;  // d[i * row_len + j]: column j of the run's row i
+      for (int i = 0; i < a; ++i) {    // Tr of a zero column: zero
+        std::fill_n(d + i * row_len, lo, 0.0f);
+        std::fill(d + i * row_len + hi, d + i * row_len + width, 0.0f);
+      }
+      // ivdep here and below: the rows, cols and the input are distinct buffers, which GCC
+      // does not prove for the many streams (and then runs the loops scalar).
+#pragma GCC ivdep
+      for (std::int64_t j = lo; j < hi; ++j) {  // Tr d
+        float column[n_in], t[a];
+        for (int i = 0; i < n_in; ++i) column[i] = in_rows[i][j - lo];
+        Tr::apply(column, t);
+        for (int i = 0; i < a; ++i) d[i * row_len + j] = t[i];
+      }
+      for (int i = 0; i < a; ++i) {
+        for (int h = 0; h < halo; ++h) tails[(r * a + i) * halo + h] = d[i * row_len + m * run.count + h];
+      }
+      ++r;
+    }
+    for (int i = 0; i < a; ++i) {  // each tile's window columns
+      const float* row = rows + i * row_len;
+      float* out = cols + i * n_in * ld;
+#pragma GCC ivdep
+      for (std::int64_t k = 0; k < count; ++k) {
+        for (int l = 0; l < n_in; ++l) out[l * ld + k] = row[m * k + l];
+      }
+    }
+    for (std::size_t q = 0; q < runs.size(); ++q) {  // the runs' last tiles: their own halo
+      const std::int64_t k = runs[q].k0 + runs[q].count - 1;
+      for (int i = 0; i < a; ++i) {
+        for (int h = 0; h < halo; ++h) cols[(i * n_in + m + h) * ld + k] = tails[(std::int64_t(q) * a + i) * halo + h];
       }
     }
     float* dst = v + c * ld;
     for (int i = 0; i < a; ++i) {  // (Tr d) Trᵀ
       const float* in = cols + i * n_in * ld;
       float* out = dst + i * a * stride;
-      // ivdep: cols and v are distinct buffers, which GCC does not prove for the many streams.
 #pragma GCC ivdep
       for (std::int64_t k = 0; k < count; ++k) {
         float tile_row[n_in], t[a];
@@ -304,20 +323,23 @@ TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std
 }
 
 /// y's m×m tiles = Aᵀ M A (+ bias[o]) for each output o and each tile of a block (`count`
-/// tiles, in `runs`); the parts of a tile past the output's end are dropped. Aᵀ M goes over
-/// all the block's tiles at once into `am` (m·α·ld floats), (Aᵀ M) A run by run: loops with
-/// the tiles innermost, which vectorise (over each tile's α² values, as before, they ran
-/// scalar: half of F(4×4)'s forward; runs are as short as 8, 4, 2 tiles on ResNet's images).
+/// tiles, in `runs`); the parts of a tile past the output's end are dropped. Loops along the
+/// block's tiles (ResNet's runs are 8, 4, 2 tiles long: too short to vectorise run by run):
+/// Aᵀ M into `am` ([m][α][ld]), then (Aᵀ M) A into out_rows ([m][m·ld]: row i of tile k at
+/// m·k), whose runs are then copied into y. `am` holds m·(α + m)·ld floats.
 template <class W>
 TAPEGRAD_MULTIVERSION void transform_output(const Problem& p, const float* mm, std::int64_t ld,
                                             const std::vector<Run>& runs, std::int64_t count, const float* bias,
                                             float* y, float* am) {
   constexpr int m = W::m, a = W::alpha;
   const std::int64_t plane = p.h_out * p.w_out, stride = p.out_channels * ld;
+  float* const out_rows = am + m * a * ld;
   for (std::int64_t o = 0; o < p.out_channels; ++o) {
     const float shift = bias != nullptr ? bias[o] : 0.0f;
     const float* src = mm + o * ld;
+    // ivdep: mm, am and out_rows are distinct buffers (as in transform_tiles)
     for (int j = 0; j < a; ++j) {  // Aᵀ M
+#pragma GCC ivdep
       for (std::int64_t k = 0; k < count; ++k) {
         float column[a], t[m];
         for (int i = 0; i < a; ++i) column[i] = src[(i * a + j) * stride + k];
@@ -325,24 +347,24 @@ TAPEGRAD_MULTIVERSION void transform_output(const Problem& p, const float* mm, s
         for (int i = 0; i < m; ++i) am[(i * a + j) * ld + k] = t[i];
       }
     }
-    for (const Run& run : runs) {  // (Aᵀ M) A
+    for (int i = 0; i < m; ++i) {  // (Aᵀ M) A
+      const float* in = am + i * a * ld;
+      float* out = out_rows + i * m * ld;
+#pragma GCC ivdep
+      for (std::int64_t k = 0; k < count; ++k) {
+        float am_row[a], t[m];
+        for (int j = 0; j < a; ++j) am_row[j] = in[j * ld + k];
+        W::output(am_row, t);
+        for (int j = 0; j < m; ++j) out[m * k + j] = t[j] + shift;
+      }
+    }
+    for (const Run& run : runs) {
       const std::int64_t row = m * run.tile_row, col = m * run.first;
       const std::int64_t width = std::min(m * run.count, p.w_out - col), rows = std::min<std::int64_t>(m, p.h_out - row);
       float* dst = y + (run.image * p.out_channels + o) * plane + row * p.w_out + col;
-      for (std::int64_t k0 = 0; k0 < run.count; k0 += kRunTiles) {
-        const std::int64_t n = std::min(kRunTiles, run.count - k0);
-        const float* in = am + run.k0 + k0;
-        float out[m][m * kRunTiles];
-        for (int i = 0; i < m; ++i) {
-          for (std::int64_t k = 0; k < n; ++k) {
-            float am_row[a], t[m];
-            for (int j = 0; j < a; ++j) am_row[j] = in[(i * a + j) * ld + k];
-            W::output(am_row, t);
-            for (int j = 0; j < m; ++j) out[i][m * k + j] = t[j] + shift;
-          }
-        }
-        const std::int64_t cols = std::min(m * n, width - m * k0);
-        for (std::int64_t i = 0; i < rows; ++i) std::copy_n(out[i], cols, dst + i * p.w_out + m * k0);
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const float* from = out_rows + i * m * ld + m * run.k0;
+        for (std::int64_t j = 0; j < width; ++j) dst[i * p.w_out + j] = from[j];
       }
     }
   }
@@ -376,8 +398,8 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
         v.get(positions * p.in_channels * ld);
         m.get(positions * p.out_channels * ld);
         zeros.resize(static_cast<std::size_t>(p.w));
-        cols.resize(static_cast<std::size_t>(W::alpha * W::alpha * ld));
-        am.resize(static_cast<std::size_t>(W::m * W::alpha * ld));
+        cols.resize(static_cast<std::size_t>(tiles_scratch<W>(ld)));
+        am.resize(static_cast<std::size_t>(W::m * (W::alpha + W::m) * ld));
         const std::int64_t t0 = b * block, count = std::min(block, tiles - t0);
         block_runs(p, t0, count, runs);
         transform_tiles<W, InputTransform<W>>(p, x, 0, p.in_channels, runs, count, v.data(), ld, zeros.data(), cols.data());
@@ -467,12 +489,13 @@ void weight_grad(const Problem& p, const float* x, const float* gy, float* grad_
   std::vector<std::vector<Run>> runs(static_cast<std::size_t>(blocks));
   for (std::int64_t b = 0; b < blocks; ++b) block_runs(p, b * block, std::min(block, tiles - b * block), runs[b]);
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
-  Scratch<float> s(positions * weights), v(positions * in * ld), e(positions * out * ld), cols(threads * positions * ld);
+  Scratch<float> s(positions * weights), v(positions * in * ld), e(positions * out * ld),
+      cols(threads * tiles_scratch<W>(ld));
   const std::vector<float> zeros(static_cast<std::size_t>(p.w));  // (q.w = w_out <= p.w)
   std::exception_ptr error;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    float* my_cols = cols.data() + omp_get_thread_num() * positions * ld;
+    float* my_cols = cols.data() + omp_get_thread_num() * tiles_scratch<W>(ld);
     for (std::int64_t b = 0; b < blocks; ++b) {
       const std::int64_t count = std::min(block, tiles - b * block);
       const std::vector<Run>& in_block = runs[b];
