@@ -35,11 +35,18 @@ constexpr std::int64_t kMinChunkColumns = 256;
 ///              256@8² 16 → 12-14 | 52-53 → 46-47; 512@4² 17 → 15 | 66-67 → 51
 ///   2 threads: 64@32² 9 → 6 | 27 → 21;   128@16² 8 → 6 | 26-27 → 21
 ///              256@8² 8 → 7 | 32 → 30-31; 512@4² 9-11 → 9-11 | 30-32 → 29-35 (a draw)
-/// Below 64 channels the transforms cost more than the 2.25× fewer multiplies save: in a
-/// kernel-level test (conv_forward / conv_backward against the winograd kernels, batch 32)
-/// 16 and 32 channels at 8² to 32² ran 0.3-0.9× as fast (input gradient 0.5-1.0×), and the
-/// 3-channel stem 0.3-0.7×; 48 was not measured.
 constexpr std::int64_t kWinogradMinChannels = 64;
+
+/// ... and from this many where the batch gives F(4×4) tiles (winograd_tile_for: 128 or
+/// more). Kernel level on Zen 4 (conv_forward + conv_backward against the Winograd plan,
+/// medians of 15-31 alternating calls, Winograd / unfolding paths), 24 to 48 channels
+/// either side, 8² to 56² images: batch 32 0.45-0.84 (1 and 2 threads), batch 8 at 16² and
+/// up 0.56-0.77, batch 4 at 32² and up 0.54-0.73; where only F(2×2) tiles fit it did not pay
+/// (batch 4 at 16² 0.9-1.1, at 8² 1.2-1.4; batch 8 at 8² 0.9-1.3). With 16 or fewer
+/// channels on either side, or the 3-channel stem, it took 0.7-2.8× the time, mostly more:
+/// the transforms cost more than the multiplies they save. (Before session 17's faster
+/// transforms, 16 and 32 channels ran at 0.3-0.9× the unfolding paths' speed.)
+constexpr std::int64_t kWinogradMinChannelsF4 = 24;
 
 /// Per-thread buffers for one chunk of images (slot 0: unfolded input, slots 1 and 2: a chunk
 /// of outputs or of the output gradient; about kChunkBytes each) that grow to the largest
@@ -312,8 +319,10 @@ ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geom
   const ConvPath unfolded = bands > 1 ? ConvPath::banded : ConvPath::gemm;
   // Winograd where it measured faster than the unfolding paths (kWinogradMinChannels), with
   // F(4×4, 3×3) tiles where there are enough of them (winograd_tile_for).
-  const bool winograd = f32 && winograd_fits(g) && g.channels >= kWinogradMinChannels &&
-                        g.out_channels >= kWinogradMinChannels;
+  const std::int64_t fewer_channels = std::min(g.channels, g.out_channels);
+  const bool winograd = f32 && winograd_fits(g) &&
+                        (fewer_channels >= kWinogradMinChannels ||
+                         (fewer_channels >= kWinogradMinChannelsF4 && winograd_tile_for(g) == WinogradTile::f4));
   if (g.depthwise()) {
     forward = input_grad = weight_grad = ConvPath::depthwise;
   } else {

@@ -286,7 +286,8 @@ TEST_CASE("conv2d: large images are unfolded a band of output rows at a time, ex
   }
 }
 
-TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels (Winograd) match f64", "[conv]") {
+TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels, or 24+ with F(4x4) tiles (Winograd), match f64",
+          "[conv]") {
   // The forward, the input gradient and the weight gradient run Winograd F(2x2, 3x3), or
   // F(4x4, 3x3) where the batch gives 128 or more 4x4 tiles. The tolerance: the kernel test's
   // rounding bounds, 81·(k + 4)·eps·max|w|·max|x| for k = 65 terms (ten times that for
@@ -297,6 +298,7 @@ TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels (Winograd) matc
       {"odd 9x7 images, padding 1 then 0", {3, 65, 9, 7}, {64, 65, 3, 3}, {.padding = {1, 0}}},
       {"18x19 images, padding 0", {2, 64, 18, 19}, {70, 64, 3, 3}, {}},
       {"one odd 9x7 image", {1, 64, 9, 7}, {66, 64, 3, 3}, {.padding = {1, 1}}},
+      {"24 to 32 channels, F(4x4) tiles", {8, 32, 16, 16}, {24, 32, 3, 3}, {.padding = {1, 1}}},
   };
   std::uint64_t seed = 71;
   for (const Case& c : cases) {
@@ -322,6 +324,35 @@ TEST_CASE("conv2d: f32 3x3 stride-1 convolutions of 64+ channels (Winograd) matc
       tg::testing::check_f32_matches_f64(fn, in, 1e-3, 1e-3);
       tg::testing::check_f32_grads_match_f64(fn, in, seed - 1, 1e-3, 1e-3);
     }
+  }
+}
+
+TEST_CASE("conv2d: Winograd below 64 channels only where the batch gives F(4x4) tiles", "[conv]") {
+  // conv_plan.cpp: from 24 channels on both sides with 128 or more 4x4 tiles; 64 otherwise.
+  struct Want {
+    std::int64_t batch, channels, out_channels, size;
+    bool winograd;
+  };
+  const Want wants[] = {
+      {8, 32, 24, 16, true},    // 8 · 4² = 128 4x4 tiles
+      {4, 32, 24, 16, false},   // 64: F(2x2) only
+      {32, 24, 48, 8, true},    // 32 · 2² = 128
+      {32, 16, 64, 32, false},  // 16 input channels
+      {32, 64, 16, 32, false},  // 16 output channels
+      {1, 64, 64, 8, true},     // 64 channels: F(2x2) too
+  };
+  for (const Want& want : wants) {
+    tapegrad::detail::ConvGeometry g;
+    g.batch = want.batch;
+    g.channels = want.channels;
+    g.out_channels = want.out_channels;
+    g.h = g.w = {want.size, 3, 1, 1, 1, 1, want.size};
+    INFO("batch " << want.batch << ", " << want.channels << " -> " << want.out_channels << " channels, "
+                  << want.size << "x" << want.size);
+    const tapegrad::detail::ConvPlan plan(g, sizeof(float));
+    CHECK((plan.forward == tapegrad::detail::ConvPath::winograd) == want.winograd);
+    CHECK((plan.input_grad == tapegrad::detail::ConvPath::winograd) == want.winograd);
+    CHECK((plan.weight_grad == tapegrad::detail::ConvPath::winograd) == want.winograd);
   }
 }
 
