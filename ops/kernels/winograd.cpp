@@ -185,7 +185,7 @@ TAPEGRAD_MULTIVERSION void transform_weight_row(std::int64_t o, std::int64_t in_
     }
     float* dst = u + o * in_channels + c0;
     for (int xi = 0; xi < a * a; ++xi) {
-      if (n == lanes) {
+      if (n == lanes) {  // (a constant trip count: whole-vector stores)
         for (std::int64_t l = 0; l < lanes; ++l) dst[xi * stride + l] = gu[xi][l];
       } else {
         for (std::int64_t l = 0; l < n; ++l) dst[xi * stride + l] = gu[xi][l];
