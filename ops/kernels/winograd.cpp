@@ -262,8 +262,8 @@ TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std
   float* const rows = cols + a * a * ld;
   float* const tails = rows + a * row_len;  // [run][α][halo]
   for (std::int64_t c = c0; c < c1; ++c) {
-    std::int64_t r = 0;  // the run's index
-    for (const Run& run : runs) {
+    for (std::size_t r = 0; r < runs.size(); ++r) {
+      const Run& run = runs[r];
       const float* src = x + (run.image * p.in_channels + c) * plane;
       const std::int64_t width = m * run.count + halo;
       const std::int64_t row0 = m * run.tile_row - p.pad_top, col0 = m * run.first - p.pad_left;
@@ -289,9 +289,8 @@ TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std
         for (int i = 0; i < a; ++i) d[i * row_len + j] = t[i];
       }
       for (int i = 0; i < a; ++i) {
-        for (int h = 0; h < halo; ++h) tails[(r * a + i) * halo + h] = d[i * row_len + m * run.count + h];
+        for (int h = 0; h < halo; ++h) tails[(std::int64_t(r) * a + i) * halo + h] = d[i * row_len + m * run.count + h];
       }
-      ++r;
     }
     for (int i = 0; i < a; ++i) {  // each tile's window columns
       const float* row = rows + i * row_len;
@@ -301,10 +300,10 @@ TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std
         for (int l = 0; l < n_in; ++l) out[l * ld + k] = row[m * k + l];
       }
     }
-    for (std::size_t q = 0; q < runs.size(); ++q) {  // the runs' last tiles: their own halo
-      const std::int64_t k = runs[q].k0 + runs[q].count - 1;
+    for (std::size_t r = 0; r < runs.size(); ++r) {  // the runs' last tiles: their own halo
+      const std::int64_t k = runs[r].k0 + runs[r].count - 1;
       for (int i = 0; i < a; ++i) {
-        for (int h = 0; h < halo; ++h) cols[(i * n_in + m + h) * ld + k] = tails[(std::int64_t(q) * a + i) * halo + h];
+        for (int h = 0; h < halo; ++h) cols[(i * n_in + m + h) * ld + k] = tails[(std::int64_t(r) * a + i) * halo + h];
       }
     }
     float* dst = v + c * ld;
