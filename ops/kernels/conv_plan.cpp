@@ -317,8 +317,9 @@ ConvPlan::ConvPlan(const ConvGeometry& geometry, std::size_t elem_size) : g(geom
   }
   bands = (g.h.out + band_rows - 1) / std::max<std::int64_t>(band_rows, 1);
   const ConvPath unfolded = bands > 1 ? ConvPath::banded : ConvPath::gemm;
-  // Winograd where it measured faster than the unfolding paths (kWinogradMinChannels), with
-  // F(4×4, 3×3) tiles where there are enough of them (winograd_tile_for).
+  // Winograd where it measured faster than the unfolding paths (kWinogradMinChannels, or
+  // kWinogradMinChannelsF4 with F(4×4) tiles), with F(4×4, 3×3) tiles where there are enough
+  // of them (winograd_tile_for).
   const std::int64_t fewer_channels = std::min(g.channels, g.out_channels);
   const bool winograd = f32 && winograd_fits(g) &&
                         (fewer_channels >= kWinogradMinChannels ||

@@ -389,7 +389,7 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
 #pragma omp parallel if (parallel && blocks > 1)
   {
     Scratch<float> v, m;  // this thread's, for all its blocks
-    std::vector<float> zeros, cols, am;
+    std::vector<float> zeros, tile_scratch, am;
     std::vector<Run> runs;
 #pragma omp for schedule(static)
     for (std::int64_t b = 0; b < blocks; ++b) {
@@ -397,11 +397,11 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
         v.get(positions * p.in_channels * ld);
         m.get(positions * p.out_channels * ld);
         zeros.resize(static_cast<std::size_t>(p.w));
-        cols.resize(static_cast<std::size_t>(tiles_scratch<W>(ld)));
+        tile_scratch.resize(static_cast<std::size_t>(tiles_scratch<W>(ld)));
         am.resize(static_cast<std::size_t>(W::m * (W::alpha + W::m) * ld));
         const std::int64_t t0 = b * block, count = std::min(block, tiles - t0);
         block_runs(p, t0, count, runs);
-        transform_tiles<W, InputTransform<W>>(p, x, 0, p.in_channels, runs, count, v.data(), ld, zeros.data(), cols.data());
+        transform_tiles<W, InputTransform<W>>(p, x, 0, p.in_channels, runs, count, v.data(), ld, zeros.data(), tile_scratch.data());
         for (std::int64_t xi = 0; xi < positions; ++xi) {
           gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * p.out_channels * p.in_channels,
                p.in_channels, v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
@@ -489,23 +489,23 @@ void weight_grad(const Problem& p, const float* x, const float* gy, float* grad_
   for (std::int64_t b = 0; b < blocks; ++b) block_runs(p, b * block, std::min(block, tiles - b * block), runs[b]);
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
   Scratch<float> s(positions * weights), v(positions * in * ld), e(positions * out * ld),
-      cols(threads * tiles_scratch<W>(ld));
+      tile_scratch(threads * tiles_scratch<W>(ld));
   const std::vector<float> zeros(static_cast<std::size_t>(p.w));  // (q.w = w_out <= p.w)
   std::exception_ptr error;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    float* my_cols = cols.data() + omp_get_thread_num() * tiles_scratch<W>(ld);
+    float* my_scratch = tile_scratch.data() + omp_get_thread_num() * tiles_scratch<W>(ld);
     for (std::int64_t b = 0; b < blocks; ++b) {
       const std::int64_t count = std::min(block, tiles - b * block);
       const std::vector<Run>& in_block = runs[b];
       // each thread takes a share of x's channels and one of grad_y's (x's cost more)
 #pragma omp for schedule(static) nowait
       for (std::int64_t c = 0; c < in; ++c) {
-        transform_tiles<W, InputTransform<W>>(p, x, c, c + 1, in_block, count, v.data(), ld, zeros.data(), my_cols);
+        transform_tiles<W, InputTransform<W>>(p, x, c, c + 1, in_block, count, v.data(), ld, zeros.data(), my_scratch);
       }
 #pragma omp for schedule(static)
       for (std::int64_t o = 0; o < out; ++o) {
-        transform_tiles<W, GradTransform<W>>(q, gy, o, o + 1, in_block, count, e.data(), ld, zeros.data(), my_cols);
+        transform_tiles<W, GradTransform<W>>(q, gy, o, o + 1, in_block, count, e.data(), ld, zeros.data(), my_scratch);
       }
 #pragma omp for schedule(static)
       for (std::int64_t xi = 0; xi < positions; ++xi) {
