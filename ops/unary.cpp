@@ -279,6 +279,7 @@ struct GeluDef {
     return T(0.5) * x * (1 + generic::tanh(inner));
   }
   template <bool Tanh, class T> static T df_of(T g, T x) {
+    if constexpr (!Tanh && std::same_as<T, float>) return g * detail::vm::gelu_grad(x);  // one exp
     if constexpr (!Tanh) {
       const T cdf = (generic::erf(x * Num<T>(M_SQRT1_2)) + 1) * Num<T>(0.5);
       const T pdf = generic::exp(x * x * Num<T>(-0.5)) * Num<T>(M_2_SQRTPI * M_SQRT1_2 * 0.5);

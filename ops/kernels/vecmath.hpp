@@ -80,8 +80,8 @@ inline float expm1_kernel(float r) {
   return r + (r * r) * (0.5f + r * p);
 }
 
-/// x = n·ln2 + r with n = round(x/ln2), |r| ≤ 0.347, for |x| ≤ 104. ln2's leading part has 9
-/// bits, so n·kLn2Hi is exact and x - n·kLn2Hi too (Sterbenz).
+/// x = n·ln2 + r with n = round(x/ln2), |r| ≤ 0.347, for |x| ≤ 150. ln2's leading part has 9
+/// bits, so n·kLn2Hi (|n| < 2^8) is exact and x - n·kLn2Hi too (Sterbenz).
 struct ExpReduced {
   float r;
   std::int32_t n;
@@ -300,30 +300,67 @@ inline float erf(float x) {
 
 /// gelu(x) = x·Φ(x), Φ the normal CDF (PyTorch's gelu with approximate='none'), in one piece
 /// where x·½·(1 + erf(x/√2)) takes both of erf's pieces and, for x < 0, cancels in 1 + erf.
-/// Method: with a = |x|/√2 and t = 1/(1 + a/2), h = Φ(-|x|) = ½·erfc(a) = e^(-x²/2)·t·R(1 - t),
-/// R a minimax fit of degree 8 (relative error 2^-25.8); Φ(x) = 1 - h for x > 0, h below. x²
-/// is split exactly (x = xh + xl, xh of 12 bits) so that e^(-x²/2) keeps its accuracy where it
-/// is tiny. Below kGeluZeroBelow (-6.36, where gelu(x) > -6.4e-10) the result is -0, as
-/// x·½·(1 + erf(x/√2)) in float gives from about -5.5 on (erf rounds to -1). Max error 7.07
-/// ulp, the one kernel here above 2: h is a product of five roundings (the quotient, R,
-/// e^(-x²/2), the products); x·½·(1 + erf(x/√2)) has no bound at all in ulp below x = -3.
+/// Method (impl::normal_tail): with a = |x|/√2 and t = 1/(1 + a/2), h = Φ(-|x|) = ½·erfc(a) =
+/// e^(-x²/2)·t·R(1 - t), R a minimax fit of degree 8 (relative error 2^-25.8); Φ(x) = 1 - h for
+/// x > 0, h below. x² is split exactly (x = xh + xl, xh of 12 bits) so that e^(-x²/2) keeps its
+/// accuracy where it is tiny. Below kGeluZeroBelow (-6.36, where gelu(x) > -6.4e-10) the result
+/// is -0, as x·½·(1 + erf(x/√2)) in float gives from about -5.5 on (erf rounds to -1). Max
+/// error 7.07 ulp, the one kernel here above 2: h is a product of five roundings (the quotient,
+/// R, e^(-x²/2), the products); x·½·(1 + erf(x/√2)) has no bound at all in ulp below x = -3.
 inline constexpr float kGeluZeroBelow = -0x1.97p2f;
-inline float gelu(float x) {
+
+namespace impl {
+/// Φ(-|x|) and e^(-x²/2) by gelu's method, t and R(1 - t) at x clamped to ±|kGeluZeroBelow|
+/// (R's fitted range), and e^(-x²/2): at that clamped x too (gelu), or, kWide, at x itself up
+/// to |x| = 14.5, from where it rounds to 0, its 2^n applied as two factors so that subnormal
+/// results come out right (gelu_grad). h is Φ(-|x|) for |x| ≤ |kGeluZeroBelow|; beyond, some
+/// value below Φ(kGeluZeroBelow).
+struct NormalTail {
+  float h, e;
+};
+template <bool kWide>
+inline NormalTail normal_tail(float x) {
   constexpr float kSqrtHalf = 0x1.6a09e6p-1f;
   const float xc = x < kGeluZeroBelow ? kGeluZeroBelow : (x > -kGeluZeroBelow ? -kGeluZeroBelow : x);
-  const float t = 1.0f / (1.0f + 0.5f * (impl::abs(xc) * kSqrtHalf));
+  const float t = 1.0f / (1.0f + 0.5f * (abs(xc) * kSqrtHalf));
   const float u = 1.0f - t;
   const float r_of_u =
       (((((((-0x1.764614p-6f * u + 0x1.328de6p-4f) * u - 0x1.abfc32p-5f) * u - 0x1.9b8f84p-6f) * u -
           0x1.c1b052p-5f) * u + 0x1.b49366p-4f) * u + 0x1.f20ef2p-3f) * u - 0x1.41bac4p-1f) * u +
       0.5f;
-  const float xh = impl::from_bits(impl::bits(xc) & std::int32_t(0xfffff000u));
-  const float xl = xc - xh;  // x² = xh² + xl·(x + xh), xh² exact
-  const auto [r, n] = impl::exp_reduce(-0.5f * (xh * xh));
-  const float e = (1.0f + impl::expm1_kernel(r - 0.5f * (xl * (xc + xh)))) * impl::pow2(n);
-  const float h = e * (t * r_of_u);
+  const float xw = !kWide ? xc : (x < -14.5f ? -14.5f : (x > 14.5f ? 14.5f : x));
+  const float xh = from_bits(bits(xw) & std::int32_t(0xfffff000u));
+  const float xl = xw - xh;  // x² = xh² + xl·(x + xh), xh² exact
+  const auto [r, n] = exp_reduce(-0.5f * (xh * xh));
+  const float m = 1.0f + expm1_kernel(r - 0.5f * (xl * (xw + xh)));
+  const std::int32_t half = n >> 1;
+  const float e = kWide ? m * pow2(half) * pow2(n - half) : m * pow2(n);
+  return {e * (t * r_of_u), e};
+}
+}  // namespace impl
+
+inline float gelu(float x) {
+  const float h = impl::normal_tail<false>(x).h;
   const float cdf = x > 0 ? 1.0f - h : h;
   return x * (x < kGeluZeroBelow ? 0.0f : cdf);
+}
+
+/// gelu's derivative Φ(x) + x·φ(x), φ(x) = e^(-x²/2)/√(2π), by gelu's method: one e^(-x²/2)
+/// serves both terms (x·½·(1 + erf(x/√2)) + x·φ(x) takes three exponentials). Below
+/// kGeluZeroBelow, past R's fitted range, Φ(x) = φ(x)·m(|x|) with m the Mills ratio by the fifth
+/// convergent of its continued fraction 1/(a + 1/(a + 2/(a + 3/(a + 4/a)))) (relative error
+/// below 6e-7 there, where Φ is at most 2.5 % of the sum). Max error 5.4 ulp of Φ(x) + |x|·φ(x),
+/// the size of the terms (the sum itself cancels to 0 near x = -0.75, in PyTorch's formula as
+/// here), for |x| ≤ 13; 10.7 beyond, where e^(-x²/2) is subnormal (as in PyTorch's formula).
+/// ±inf give NaN (∞·0), as PyTorch's.
+inline float gelu_grad(float x) {
+  constexpr float kInvSqrt2Pi = 0x1.988454p-2f;
+  const auto [h, e] = impl::normal_tail<true>(x);
+  const float pdf = e * kInvSqrt2Pi;
+  const float a = impl::abs(x) < 14.5f ? impl::abs(x) : 14.5f, a2 = a * a;  // pdf is 0 beyond
+  const float mills = (a2 * (a2 + 9.0f) + 8.0f) / (a * (a2 * (a2 + 10.0f) + 15.0f));
+  const float cdf = x > 0 ? 1.0f - h : (x < kGeluZeroBelow ? pdf * mills : h);
+  return cdf + x * pdf;
 }
 
 /// Hyperbolic tangent. Method: |x| < 0.625: x + x³·P(x²), P of degree 6; above, with

@@ -179,6 +179,39 @@ TEST_CASE("vecmath gelu: dense in [-7, 7], -0 below kGeluZeroBelow, PyTorch's sp
   CHECK(std::isnan(vm::gelu(kNaN)));
 }
 
+TEST_CASE("vecmath gelu_grad: within 5.4 ulp of its terms' size to |x| = 13 and 10.7 beyond, PyTorch's special values",
+          "[vecmath]") {
+  std::vector<float> x = unary_inputs();
+  for (float v = -16.0f; v <= 16.0f; v += 0x1p-10f) x.push_back(v);
+  x.insert(x.end(), {vm::kGeluZeroBelow, std::nextafter(vm::kGeluZeroBelow, 0.0f), 14.5f, -14.5f, -0.75f});
+  std::erase_if(x, [](float v) { return !std::isfinite(v); });
+  std::vector<float> got(x.size());
+  const std::vector<float> unused(x.size());
+  apply(x.data(), unused.data(), got.data(), std::int64_t(x.size()), [](float a, float) { return vm::gelu_grad(a); });
+  // The error in ulp of Φ(x) + |x|·φ(x): the sum Φ(x) + x·φ(x) cancels to 0 near x = -0.75.
+  double worst_near = 0, worst_far = 0;
+  float worst_x = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double a = x[i], cdf = 0.5 * std::erfc(-a * M_SQRT1_2), pdf = std::exp(-0.5 * a * a) / std::sqrt(2 * M_PI);
+    const auto scale = float(cdf + std::fabs(a) * pdf);
+    const double ulp = scale < kMinNormal ? 0x1p-149 : std::ldexp(1.0, std::ilogb(scale) - 23);
+    const double err = std::fabs(double(got[i]) - (cdf + a * pdf)) / ulp;
+    double& worst = std::fabs(a) <= 13 ? worst_near : worst_far;
+    if (err > worst) worst = err, worst_x = x[i];
+  }
+  INFO("worst input " << std::hexfloat << worst_x << std::defaultfloat << ": " << worst_near << " ulp to 13, "
+                      << worst_far << " beyond");
+  CHECK(worst_near <= 5.4);
+  CHECK(worst_far <= 10.7);
+  CHECK(vm::gelu_grad(0.0f) == 0.5f);
+  CHECK(vm::gelu_grad(-0.0f) == 0.5f);
+  CHECK(vm::gelu_grad(20.0f) == 1.0f);
+  CHECK(vm::gelu_grad(-20.0f) == 0.0f);
+  CHECK(std::isnan(vm::gelu_grad(kInf)));  // 1 + ∞·0, as Φ(x) + x·φ(x) in PyTorch
+  CHECK(std::isnan(vm::gelu_grad(-kInf)));
+  CHECK(std::isnan(vm::gelu_grad(kNaN)));
+}
+
 TEST_CASE("vecmath sin_wide and cos_wide below kTrigExactBelow, no NaN beyond", "[vecmath]") {
   check_sin_cos([](float x) { return vm::sin_wide(x); }, [](float x) { return vm::cos_wide(x); },
                 vm::kTrigExactBelow, true);
