@@ -14,8 +14,8 @@
 // where libm gives none or the reverse, a wrong infinity or signed zero, a subnormal result
 // off by more than one subnormal ulp, or (sin_wide, cos_wide) a NaN beyond kTrigExactBelow for
 // finite x (sin and cos may give anything beyond kTrigFastBelow, where the caller recomputes).
-// It exits non-zero if any error exceeds 2 ulp (gelu: 7.5, see its comment) or any special value
-// fails. gelu's reference is -0 (NaN for -inf) below kGeluZeroBelow, as the kernel documents.
+// It exits non-zero if any error exceeds 2 ulp (gelu: 7.5, gelu_grad: 10.9 of its terms' size,
+// see their comments) or any special value fails. gelu's reference is -0 (NaN for -inf) below kGeluZeroBelow, as the kernel documents.
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -24,6 +24,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ops/kernels/vecmath.hpp"
@@ -82,6 +83,21 @@ void check(Stats& s, float x, float x2, float y, double ref) {
   }
 }
 
+/// check for a function whose error is measured against the size of its terms, `size`
+/// (gelu_grad: Φ(x) + |x|·φ(x), as the sum Φ(x) + x·φ(x) cancels to 0 near x = -0.75): the
+/// error in ulp of size's float binade, 2^-149 where size is subnormal; NaN and infinities as
+/// check's.
+void check_sized(Stats& s, float x, float y, double ref, double size) {
+  if (std::isnan(ref) || std::isnan(y) || std::isinf(float(ref)) || std::isinf(y)) return check(s, x, 0, y, ref);
+  const auto size_f = float(size);
+  const auto binade = std::bit_cast<float>(std::bit_cast<std::uint32_t>(size_f) & 0x7f800000u);
+  const double ulp = size_f < std::numeric_limits<float>::min() ? 0x1p-149 : double(binade) * 0x1p-23;
+  const double err = std::fabs(double(y) - ref) / ulp;
+  ++s.checked;
+  if (err > 1) ++s.above_1ulp;
+  if (err > s.max_ulp) s.max_ulp = err, s.worst_x = x, s.worst_y = 0;
+}
+
 bool report(const char* name, const char* version, const Stats& s, bool binary, double allowed = 2) {
   const bool pass = s.max_ulp <= allowed && s.special_failures == 0;
   std::printf("%-9s %-8s max %.3f ulp at x=%a", name, version, s.max_ulp, double(s.worst_x));
@@ -100,10 +116,11 @@ bool report(const char* name, const char* version, const Stats& s, bool binary, 
 
 /// All 2^32 inputs; inputs with |x| ≥ limit are only checked not to give NaN for finite x (if
 /// finite_beyond), ±inf and NaN as any. The max error allowed is 2 ulp unless the function's
-/// comment states another (gelu).
-template <class F, class Ref>
+/// comment states another (gelu, gelu_grad). With `size`, errors are measured against it
+/// (check_sized).
+template <class F, class Ref, class Size = std::nullptr_t>
 bool exhaustive(const char* name, F f, Ref ref, float limit = std::numeric_limits<float>::infinity(),
-                double allowed = 2, bool finite_beyond = true) {
+                double allowed = 2, bool finite_beyond = true, Size size = nullptr) {
   constexpr std::int64_t kBlock = 1 << 16;
   Stats v3_total, base_total;
 #pragma omp parallel
@@ -128,8 +145,14 @@ bool exhaustive(const char* name, F f, Ref ref, float limit = std::numeric_limit
           }
         }
         const double r = ref(double(x[i]));
-        check(v3, x[i], 0, y3[i], r);
-        check(base, x[i], 0, yb[i], r);
+        if constexpr (std::is_same_v<Size, std::nullptr_t>) {
+          check(v3, x[i], 0, y3[i], r);
+          check(base, x[i], 0, yb[i], r);
+        } else {
+          const double sz = size(double(x[i]));
+          check_sized(v3, x[i], y3[i], r, sz);
+          check_sized(base, x[i], yb[i], r, sz);
+        }
       }
     }
 #pragma omp critical
@@ -264,6 +287,7 @@ int main(int argc, char** argv) {
   if (wanted("cos_wide")) pass &= exhaustive("cos_wide", [](float x) { return vm::cos_wide(x); }, [](double x) { return std::cos(x); }, vm::kTrigExactBelow);
   if (wanted("erf"))     pass &= exhaustive("erf",     [](float x) { return vm::erf(x); },     [](double x) { return std::erf(x); });
   if (wanted("gelu"))    pass &= exhaustive("gelu",    [](float x) { return vm::gelu(x); },    [](double x) { return x < vm::kGeluZeroBelow ? x * 0.0 : x * 0.5 * std::erfc(-x * M_SQRT1_2); }, std::numeric_limits<float>::infinity(), 7.5);
+  if (wanted("gelu_grad")) pass &= exhaustive("gelu_grad", [](float x) { return vm::gelu_grad(x); }, [](double x) { return 0.5 * std::erfc(-x * M_SQRT1_2) + x * std::exp(-0.5 * x * x) / std::sqrt(2 * M_PI); }, std::numeric_limits<float>::infinity(), 10.9, true, [](double x) { return 0.5 * std::erfc(-x * M_SQRT1_2) + std::fabs(x) * std::exp(-0.5 * x * x) / std::sqrt(2 * M_PI); });
   if (wanted("tanh"))    pass &= exhaustive("tanh",    [](float x) { return vm::tanh(x); },    [](double x) { return std::tanh(x); });
   if (wanted("sigmoid")) pass &= exhaustive("sigmoid", [](float x) { return vm::sigmoid(x); }, [](double x) { return 1.0 / (1.0 + std::exp(-x)); });
   if (wanted("pow"))     pass &= pow_tests();

@@ -349,9 +349,9 @@ inline float gelu(float x) {
 /// serves both terms (x·½·(1 + erf(x/√2)) + x·φ(x) takes three exponentials). Below
 /// kGeluZeroBelow, past R's fitted range, Φ(x) = φ(x)·m(|x|) with m the Mills ratio by the fifth
 /// convergent of its continued fraction 1/(a + 1/(a + 2/(a + 3/(a + 4/a)))) (relative error
-/// below 6e-7 there, where Φ is at most 2.5 % of the sum). Max error 5.4 ulp of Φ(x) + |x|·φ(x),
+/// below 6e-7 there, where Φ is at most 2.5 % of the sum). Max error 5.6 ulp of Φ(x) + |x|·φ(x),
 /// the size of the terms (the sum itself cancels to 0 near x = -0.75, in PyTorch's formula as
-/// here), for |x| ≤ 13; 10.7 beyond, where e^(-x²/2) is subnormal (as in PyTorch's formula).
+/// here), for |x| < 13; 10.9 beyond, where e^(-x²/2) is subnormal (as in PyTorch's formula).
 /// ±inf give NaN (∞·0), as PyTorch's.
 inline float gelu_grad(float x) {
   constexpr float kInvSqrt2Pi = 0x1.988454p-2f;
