@@ -325,15 +325,22 @@ void attention_forward(const AttentionGeometry& g, const AttentionMask& mask, co
     std::vector<T> m(kQueryBlock), l(kQueryBlock), corr(kQueryBlock);
     GatheredRows<T> q_rows, k_rows, v_rows;
     ScatteredRows<T> out_rows;
+    // The group's keys and values, gathered and transposed once for all its query blocks that
+    // this thread takes (consecutive tasks: a static schedule).
+    std::int64_t group = -1;
+    const T* vn = nullptr;
 #pragma omp for schedule(static)
     for (std::int64_t task = 0; task < tasks; ++task) {
       const std::int64_t n = task / q_blocks, i0 = (task % q_blocks) * kQueryBlock;
       const std::int64_t bq = std::min(kQueryBlock, g.L - i0);
       const T* qn = q_rows.rows(q, g.q, n, i0, bq, g.E);  // the block's queries, all heads
-      const T* kn = k_rows.rows(k, g.k, n, 0, g.S, g.E);
-      const T* vn = v_rows.rows(v, g.v, n, 0, g.S, g.Ev);
+      if (n != group) {
+        const T* kn = k_rows.rows(k, g.k, n, 0, g.S, g.E);
+        transpose_block(kn, g.S, q_ld, q_ld, k_t.data());  // whole rows: the reads stream
+        vn = v_rows.rows(v, g.v, n, 0, g.S, g.Ev);
+        group = n;
+      }
       T* acc_n = out_rows.rows(out, g.out, n, i0, bq, g.Ev);
-      transpose_block(kn, g.S, q_ld, q_ld, k_t.data());  // whole rows: the reads stream
       for (std::int64_t h = 0; h < heads; ++h) {
         const std::int64_t b = n * heads + h;
         const T* qb = qn + h * g.E;
