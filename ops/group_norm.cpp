@@ -42,8 +42,7 @@ TAPEGRAD_MULTIVERSION void forward_rows(const GroupLayout& l, const T* x, const 
   const std::int64_t m = l.row_size(), plane = l.plane;
   for (std::int64_t r = begin; r < end; ++r) {
     const T* xr = x + r * m;
-    const double mean = m > 0 ? detail::run_sum(xr, m) / static_cast<double>(m) : 0.0;
-    const double var = m > 0 ? detail::run_squared_deviation(xr, m, mean) / static_cast<double>(m) : 0.0;
+    const auto [mean, var] = m > 0 ? detail::run_mean_var(xr, m) : std::array{0.0, 0.0};
     const double rstd = 1.0 / std::sqrt(var + eps);
     mean_out[r] = static_cast<T>(mean);
     rstd_out[r] = static_cast<T>(rstd);

@@ -31,8 +31,7 @@ TAPEGRAD_MULTIVERSION void forward_rows(const T* x, const T* w, const T* b, T* _
                                         double eps, bool stream) {
   for (std::int64_t r = begin; r < end; ++r) {
     const T* xr = x + r * m;
-    const double mean = detail::run_sum(xr, m) / static_cast<double>(m);
-    const double var = detail::run_squared_deviation(xr, m, mean) / static_cast<double>(m);
+    const auto [mean, var] = detail::run_mean_var(xr, m);
     const T mean_t = static_cast<T>(mean), rstd = static_cast<T>(1.0 / std::sqrt(var + eps));
     mean_out[r] = mean_t;
     rstd_out[r] = rstd;
