@@ -21,9 +21,9 @@ namespace {
 template <class T>
 TAPEGRAD_MULTIVERSION void gru_forward_rows(const T* __restrict gi, const T* __restrict gh,
                                             const T* __restrict h, T* __restrict out,
-                                            T* __restrict work, std::int64_t rows,
-                                            std::int64_t hidden) {
-  for (std::int64_t row = 0; row < rows; ++row) {
+                                            T* __restrict work, std::int64_t begin,
+                                            std::int64_t end, std::int64_t hidden) {
+  for (std::int64_t row = begin; row < end; ++row) {
     const T* a = gi + row * 3 * hidden;
     const T* b = gh + row * 3 * hidden;
     T* w = work + row * 3 * hidden;
@@ -44,9 +44,9 @@ template <class T>
 TAPEGRAD_MULTIVERSION void gru_backward_rows(const T* __restrict grad_out, const T* __restrict h,
                                              const T* __restrict gh, const T* __restrict work,
                                              T* __restrict grad_gi, T* __restrict grad_gh,
-                                             T* __restrict grad_h, std::int64_t rows,
-                                             std::int64_t hidden) {
-  for (std::int64_t row = 0; row < rows; ++row) {
+                                             T* __restrict grad_h, std::int64_t begin,
+                                             std::int64_t end, std::int64_t hidden) {
+  for (std::int64_t row = begin; row < end; ++row) {
     const T* w = work + row * 3 * hidden;
     const T* b = gh + row * 3 * hidden;
     T* da = grad_gi + row * 3 * hidden;
@@ -83,8 +83,10 @@ struct FusedGruCellOp {
     Tensor work = detail::make_tensor(Shape{rows, 3 * hidden}, in[0].dtype());
     detail::dispatch_floating(in[0].dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      gru_forward_rows<T>(in[0].data<T>(), in[1].data<T>(), in[2].data<T>(), out.data<T>(),
-                          work.data<T>(), rows, hidden);
+      detail::for_gate_rows(rows, hidden, [&](std::int64_t begin, std::int64_t end) {
+        gru_forward_rows<T>(in[0].data<T>(), in[1].data<T>(), in[2].data<T>(), out.data<T>(),
+                            work.data<T>(), begin, end, hidden);
+      });
     });
     ctx.save(work);
     ctx.save(in[2]);
@@ -102,8 +104,10 @@ struct FusedGruCellOp {
     Tensor grad_h = detail::make_tensor(ctx.input(2));
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      gru_backward_rows<T>(grad_out.data<T>(), h.data<T>(), gh.data<T>(), work.data<T>(),
-                           grad_gi.data<T>(), grad_gh.data<T>(), grad_h.data<T>(), rows, hidden);
+      detail::for_gate_rows(rows, hidden, [&](std::int64_t begin, std::int64_t end) {
+        gru_backward_rows<T>(grad_out.data<T>(), h.data<T>(), gh.data<T>(), work.data<T>(),
+                             grad_gi.data<T>(), grad_gh.data<T>(), grad_h.data<T>(), begin, end, hidden);
+      });
     });
     return {ctx.needs_input_grad(0) ? grad_gi : Tensor(), ctx.needs_input_grad(1) ? grad_gh : Tensor(),
             ctx.needs_input_grad(2) ? grad_h : Tensor()};

@@ -24,8 +24,8 @@ template <class T>
 TAPEGRAD_MULTIVERSION void lstm_forward_rows(const T* __restrict gi, const T* __restrict gh,
                                              const T* __restrict c, T* __restrict out_h,
                                              T* __restrict out_c, T* __restrict work,
-                                             std::int64_t rows, std::int64_t hidden) {
-  for (std::int64_t r = 0; r < rows; ++r) {
+                                             std::int64_t begin, std::int64_t end, std::int64_t hidden) {
+  for (std::int64_t r = begin; r < end; ++r) {
     const T* a = gi + r * 4 * hidden;
     const T* b = gh + r * 4 * hidden;
     T* w = work + r * 5 * hidden;
@@ -51,9 +51,9 @@ template <class T>
 TAPEGRAD_MULTIVERSION void lstm_backward_rows(const T* __restrict grad_h,
                                               const T* __restrict grad_c_out, const T* __restrict c,
                                               const T* __restrict work, T* __restrict grad_gates,
-                                              T* __restrict grad_c, std::int64_t rows,
-                                              std::int64_t hidden) {
-  for (std::int64_t r = 0; r < rows; ++r) {
+                                              T* __restrict grad_c, std::int64_t begin,
+                                              std::int64_t end, std::int64_t hidden) {
+  for (std::int64_t r = begin; r < end; ++r) {
     const T* w = work + r * 5 * hidden;
     T* d = grad_gates + r * 4 * hidden;
     for (std::int64_t j = 0; j < hidden; ++j) {
@@ -87,8 +87,10 @@ struct FusedLstmCellOp {
     Tensor work = detail::make_tensor(Shape{rows, 5 * hidden}, in[0].dtype());
     detail::dispatch_floating(in[0].dtype(), name, [&](auto tag) {
       using T = decltype(tag);
-      lstm_forward_rows<T>(in[0].data<T>(), in[1].data<T>(), in[2].data<T>(), out.data<T>(),
-                           out.data<T>() + rows * hidden, work.data<T>(), rows, hidden);
+      detail::for_gate_rows(rows, hidden, [&](std::int64_t begin, std::int64_t end) {
+        lstm_forward_rows<T>(in[0].data<T>(), in[1].data<T>(), in[2].data<T>(), out.data<T>(),
+                             out.data<T>() + rows * hidden, work.data<T>(), begin, end, hidden);
+      });
     });
     ctx.save(work);
     ctx.save(in[2]);
@@ -106,8 +108,10 @@ struct FusedLstmCellOp {
     detail::dispatch_floating(grad_out.dtype(), name, [&](auto tag) {
       using T = decltype(tag);
       const T* g = grad_out.data<T>();
-      lstm_backward_rows<T>(g, g + rows * hidden, c.data<T>(), work.data<T>(), grad_gates.data<T>(),
-                            grad_c.data<T>(), rows, hidden);
+      detail::for_gate_rows(rows, hidden, [&](std::int64_t begin, std::int64_t end) {
+        lstm_backward_rows<T>(g, g + rows * hidden, c.data<T>(), work.data<T>(), grad_gates.data<T>(),
+                              grad_c.data<T>(), begin, end, hidden);
+      });
     });
     return {ctx.needs_input_grad(0) ? grad_gates : Tensor(),
             ctx.needs_input_grad(1) ? grad_gates : Tensor(),

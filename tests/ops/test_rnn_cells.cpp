@@ -113,3 +113,33 @@ TEST_CASE("lstm_cell and gru_cell: backward adds into existing gradients, f32 ag
     for (std::size_t i = 0; i < want.size(); ++i) CHECK(have[i] == Approx(want[i]).margin(1e-6));
   }
 }
+
+TEST_CASE("fused_lstm_cell and fused_gru_cell: rows split across threads match the gates written as ops",
+          "[ops][rnn]") {
+  // 37 rows of 128: above kParallelGateElements, split unevenly (18 + 19) at two threads.
+  constexpr std::int64_t kH = 128;
+  for (const std::int64_t gates : {4, 3}) {
+    INFO(gates);
+    const tg::Tensor gi = random_tensor({37, gates * kH}, 30).set_requires_grad(true);
+    const tg::Tensor gh = random_tensor({37, gates * kH}, 31).set_requires_grad(true);
+    const tg::Tensor state = random_tensor({37, kH}, 32).set_requires_grad(true);
+    const auto part = [](const tg::Tensor& t, std::int64_t k) { return tg::narrow(t, -1, k * kH, kH); };
+    tg::Tensor fused, composite;
+    if (gates == 4) {
+      fused = tg::fused_lstm_cell(gi, gh, state);
+      const tg::Tensor g = gi + gh;
+      const tg::Tensor c = tg::sigmoid(part(g, 1)) * state + tg::sigmoid(part(g, 0)) * tg::tanh(part(g, 2));
+      composite = tg::stack({tg::sigmoid(part(g, 3)) * tg::tanh(c), c}, 0);
+    } else {
+      fused = tg::fused_gru_cell(gi, gh, state);
+      const tg::Tensor r = tg::sigmoid(part(gi, 0) + part(gh, 0)), z = tg::sigmoid(part(gi, 1) + part(gh, 1));
+      const tg::Tensor n = tg::tanh(part(gi, 2) + r * part(gh, 2));
+      composite = (1.0 - z) * n + z * state;
+    }
+    CHECK_THAT(fused, tg::testing::AllClose(composite, 1e-12, 1e-12));
+    const tg::Tensor v = random_tensor(fused.shape(), 33);
+    const auto got = tg::grad({fused}, {gi, gh, state}, {v});
+    const auto want = tg::grad({composite}, {gi, gh, state}, {v});
+    for (std::size_t i = 0; i < got.size(); ++i) CHECK_THAT(got[i], tg::testing::AllClose(want[i], 1e-12, 1e-12));
+  }
+}
