@@ -1,10 +1,15 @@
 // matmul (2-D, batched, 1-D operands, batch dims broadcast both ways) and linear (with and
 // without bias, 1-D / 2-D / 3-D input). Values and derivatives of every matmul form against
-// PyTorch are in test_reduce_loss_reference.cpp (matmul_nd_loss_reference.txt).
+// PyTorch are in test_reduce_loss_reference.cpp (matmul_nd_loss_reference.txt). And the f32
+// GEMM where it splits C's columns across threads, against the f64 one.
+#include <omp.h>
+
 #include <cmath>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "ops/kernels/gemm.hpp"
 #include "support/numeric.hpp"
 
 namespace tg = tapegrad;
@@ -291,4 +296,29 @@ TEST_CASE("linear: zero input features give the bias", "[ops][linear][empty]") {
   CHECK(g[0].shape() == tg::Shape{2, 0});
   CHECK(g[1].shape() == tg::Shape{3, 0});
   CHECK_THAT(g[2], AllClose({2, 2, 1.75}, {3}));
+}
+
+TEST_CASE("gemm: f32 products of few rows, split by columns across threads, match f64", "[ops][matmul]") {
+  // Rows of at most 128 and 256+ columns take the column split at two threads; n = 1000 is
+  // not a multiple of 16; 17 columns stay on one thread. Row strides wider than the rows.
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (const bool trans_a : {false, true}) {
+    for (const bool trans_b : {false, true}) {
+      for (const auto& [m, n] : {std::pair<std::int64_t, std::int64_t>{37, 1000}, {128, 300}, {1, 512}, {64, 17}}) {
+        const std::int64_t k = 50, lda = (trans_a ? m : k) + 3, ldb = (trans_b ? k : n) + 5, ldc = n + 7;
+        std::vector<float> a((trans_a ? k : m) * lda), b((trans_b ? n : k) * ldb), c(m * ldc);
+        for (float& v : a) v = u(rng);
+        for (float& v : b) v = u(rng);
+        for (float& v : c) v = u(rng);
+        std::vector<double> ad(a.begin(), a.end()), bd(b.begin(), b.end()), cd(c.begin(), c.end());
+        tg::detail::gemm(trans_a, trans_b, m, n, k, 0.5f, a.data(), lda, b.data(), ldb, 1.0f, c.data(), ldc);
+        tg::detail::gemm(trans_a, trans_b, m, n, k, 0.5, ad.data(), lda, bd.data(), ldb, 1.0, cd.data(), ldc);
+        double worst = 0;
+        for (std::size_t i = 0; i < c.size(); ++i) worst = std::max(worst, std::fabs(double(c[i]) - cd[i]));
+        INFO("trans_a " << trans_a << " trans_b " << trans_b << " m " << m << " n " << n);
+        CHECK(worst < 1e-5);
+      }
+    }
+  }
 }
