@@ -79,9 +79,10 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
     std::atomic<int> failed{dnnl_success};
 #pragma omp parallel num_threads(threads)
     {
-      // shares of whole 16-column vectors, the last one taking the rest
-      const std::int64_t t = omp_get_thread_num(), vectors = n / 16;
-      const std::int64_t j0 = vectors * t / threads * 16, j1 = t + 1 == threads ? n : vectors * (t + 1) / threads * 16;
+      // shares of whole 16-column vectors, the last one taking the rest, among the threads
+      // the team got (fewer than asked for under a thread limit)
+      const std::int64_t team = omp_get_num_threads(), t = omp_get_thread_num(), vectors = n / 16;
+      const std::int64_t j0 = vectors * t / team * 16, j1 = t + 1 == team ? n : vectors * (t + 1) / team * 16;
       if (const dnnl_status_t s = columns(j0, j1); s != dnnl_success) failed = s;
     }
     status = static_cast<dnnl_status_t>(failed.load());
