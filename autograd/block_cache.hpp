@@ -9,17 +9,20 @@
 
 namespace tapegrad::detail {
 
-/// Whether blocks are cached at all. Not under AddressSanitizer: every block then comes from
-/// operator new, so that the sanitizer sees each tensor's and workspace's bounds (GCC defines
+/// TAPEGRAD_ASAN is defined when building under AddressSanitizer (GCC defines
 /// __SANITIZE_ADDRESS__, Clang answers __has_feature).
 #if defined(__SANITIZE_ADDRESS__)
-inline constexpr bool kBlocksCached = false;
+#define TAPEGRAD_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-inline constexpr bool kBlocksCached = false;
-#else
-inline constexpr bool kBlocksCached = true;
+#define TAPEGRAD_ASAN 1
 #endif
+#endif
+
+/// Whether blocks are cached at all. Not under AddressSanitizer: every block then comes from
+/// operator new, so that the sanitizer sees each tensor's and workspace's bounds.
+#ifdef TAPEGRAD_ASAN
+inline constexpr bool kBlocksCached = false;
 #else
 inline constexpr bool kBlocksCached = true;
 #endif

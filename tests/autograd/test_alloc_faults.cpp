@@ -21,19 +21,10 @@ int fail_after = -1;
 
 }  // namespace
 
-// Not under AddressSanitizer: there the tests below have nothing to check, and its own
-// operator new, which some allocations still reach, would be paired with this free
-// (alloc-dealloc-mismatch at exit).
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TAPEGRAD_TEST_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define TAPEGRAD_TEST_ASAN 1
-#endif
-
-#ifndef TAPEGRAD_TEST_ASAN
+// Not under AddressSanitizer (TAPEGRAD_ASAN, block_cache.hpp): there the tests below have
+// nothing to check, and its own operator new, which some allocations still reach, would be
+// paired with this free (alloc-dealloc-mismatch at exit).
+#ifndef TAPEGRAD_ASAN
 void* operator new(std::size_t bytes) {
   if (fail_after == 0) {
     fail_after = -1;
