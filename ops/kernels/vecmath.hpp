@@ -318,6 +318,8 @@ namespace impl {
 struct NormalTail {
   float h, e;
 };
+/// |x| from which e^(-x²/2) rounds to 0 in float (normal_tail<true> clamps x there).
+inline constexpr float kNormalTailZeroFrom = 14.5f;
 template <bool kWide>
 inline NormalTail normal_tail(float x) {
   constexpr float kSqrtHalf = 0x1.6a09e6p-1f;
@@ -328,7 +330,8 @@ inline NormalTail normal_tail(float x) {
       (((((((-0x1.764614p-6f * u + 0x1.328de6p-4f) * u - 0x1.abfc32p-5f) * u - 0x1.9b8f84p-6f) * u -
           0x1.c1b052p-5f) * u + 0x1.b49366p-4f) * u + 0x1.f20ef2p-3f) * u - 0x1.41bac4p-1f) * u +
       0.5f;
-  const float xw = !kWide ? xc : (x < -14.5f ? -14.5f : (x > 14.5f ? 14.5f : x));
+  constexpr float bound = kNormalTailZeroFrom;
+  const float xw = !kWide ? xc : (x < -bound ? -bound : (x > bound ? bound : x));
   const float xh = from_bits(bits(xw) & std::int32_t(0xfffff000u));
   const float xl = xw - xh;  // x² = xh² + xl·(x + xh), xh² exact
   const auto [r, n] = exp_reduce(-0.5f * (xh * xh));
@@ -357,7 +360,8 @@ inline float gelu_grad(float x) {
   constexpr float kInvSqrt2Pi = 0x1.988454p-2f;
   const auto [h, e] = impl::normal_tail<true>(x);
   const float pdf = e * kInvSqrt2Pi;
-  const float a = impl::abs(x) < 14.5f ? impl::abs(x) : 14.5f, a2 = a * a;  // pdf is 0 beyond
+  constexpr float bound = impl::kNormalTailZeroFrom;  // pdf is 0 beyond
+  const float a = impl::abs(x) < bound ? impl::abs(x) : bound, a2 = a * a;
   const float mills = (a2 * (a2 + 9.0f) + 8.0f) / (a * (a2 * (a2 + 10.0f) + 15.0f));
   const float cdf = x > 0 ? 1.0f - h : (x < kGeluZeroBelow ? pdf * mills : h);
   return cdf + x * pdf;
