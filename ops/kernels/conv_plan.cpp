@@ -442,8 +442,9 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
   // For large images (LeNet) the per-thread chunk sums stay faster.
   const bool whole_batch_w = need_w && p.whole_batch && p.weight_grad == ConvPath::gemm;
   const bool unfolded_w = need_w && !whole_batch_w && (p.weight_grad == ConvPath::banded || p.weight_grad == ConvPath::gemm);
-  // col2im adds into grad_x; the depthwise kernel and fold_tiles write every element.
-  if (need_x && !depthwise && !g.tiles()) std::fill_n(gx, g.batch * x_image, T(0));
+  // col2im adds into grad_x, zeroed chunk by chunk (on the chunk's thread, just before);
+  // the depthwise kernel and fold_tiles write every element.
+  const bool zero_gx = need_x && !depthwise && !g.tiles();
   const Chunks chunks(p, !depthwise && (need_x || unfolded_w));
   const bool chunk_w = need_w && !whole_batch_w;
   WeightGradSlots<T> partial(p, chunk_w);
@@ -454,6 +455,7 @@ void conv_backward(const ConvPlan& p, const T* x, const T* kept, const T* w, con
   const auto run_chunk = [&](std::int64_t c) {
     const std::int64_t n0 = chunks.first(c), cb = chunks.images(c, g.batch), ld = cb * plane;
     T* gw = chunk_w ? partial.mine() : nullptr;
+    if (zero_gx) std::fill_n(gx + n0 * x_image, cb * x_image, T(0));
     if (depthwise) {
       for (std::int64_t n = n0; n < n0 + cb; ++n) {
         depthwise_backward(need_w ? x + n * x_image : nullptr, w, gy + n * y_image, g,
