@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <exception>
 #include <vector>
 
@@ -54,7 +55,8 @@ constexpr std::int64_t kMinBlockTiles = 128;
 /// F(2×2, 3×3)'s one-dimensional transforms of α values (the expressions as in Bᵀ, G, Aᵀ).
 struct F2 {
   static constexpr int m = 2, alpha = 4;
-  static void weight(const float* g, float* u) {  // G g
+  template <class T>
+  static void weight(const T* g, T* u) {  // G g (T: float, or a vector of them)
     u[0] = g[0];
     u[1] = 0.5f * (g[0] + g[1] + g[2]);
     u[2] = 0.5f * (g[0] - g[1] + g[2]);
@@ -86,7 +88,8 @@ struct F2 {
 /// F(4×4, 3×3)'s.
 struct F4 {
   static constexpr int m = 4, alpha = 6;
-  static void weight(const float* g, float* u) {
+  template <class T>
+  static void weight(const T* g, T* u) {
     u[0] = 0.25f * g[0];
     u[1] = (g[0] + g[1] + g[2]) * (-1.0f / 6);
     u[2] = (g[0] - g[1] + g[2]) * (-1.0f / 6);
@@ -147,59 +150,61 @@ void with_tile(WinogradTile tile, Problem p, Body body) {
 }
 
 /// Input channels transform_weight takes at a time: its loops run along them (U's rows are
-/// contiguous in c), 16 lanes of AVX-512 or two vectors of AVX2.
+/// contiguous in c), 16 lanes of AVX-512 or two vectors of AVX2. U's rows are padded to a
+/// multiple of it, so that every store is a whole vector.
 constexpr std::int64_t kWeightLanes = 16;
+using Lanes = float __attribute__((vector_size(kWeightLanes * sizeof(float))));
+/// ... gathered kWeightGather at a time into a [9][channels] copy first (the vector loads
+/// then read memory stored long before: filling the lanes tap by tap right before the loads
+/// stalled each of them on the narrower stores it had to wait for).
+constexpr std::int64_t kWeightGather = 256;
 
-/// Output o's row of U: U[ξ][o][c] = (G g Gᵀ)[ξ] for the 3×3 kernels g = tap(o, c, ·, ·),
-/// kWeightLanes input channels at a time. (Kernel by kernel, scalar, it was a fifth of the
-/// forward of ResNet's 256- and 512-channel layers: 4.6-5.4 ms for U at one thread.)
+/// The length of U's rows: c's count rounded up to whole vectors.
+std::int64_t weight_row_length(std::int64_t in_channels) {
+  return (in_channels + kWeightLanes - 1) / kWeightLanes * kWeightLanes;
+}
+
+/// Output o's rows of U: U[o][ξ][c] = (G g Gᵀ)[ξ] for the 3×3 kernels g = tap(o, c, ·, ·),
+/// kWeightLanes input channels at a time; zeros past in_channels.
 template <class W, class Tap>
-TAPEGRAD_MULTIVERSION void transform_weight_row(std::int64_t o, std::int64_t in_channels, Tap tap, float* u,
-                                                std::int64_t stride) {
+TAPEGRAD_MULTIVERSION void transform_weight_row(std::int64_t o, std::int64_t in_channels, Tap tap, float* u) {
   constexpr int a = W::alpha;
   constexpr std::int64_t lanes = kWeightLanes;
-  for (std::int64_t c0 = 0; c0 < in_channels; c0 += lanes) {
-    const std::int64_t n = std::min(lanes, in_channels - c0);
-    float g[3][3][lanes], gg[a][3][lanes], gu[a * a][lanes];
-    if (n < lanes) std::fill_n(&g[0][0][0], 9 * lanes, 0.0f);  // (the lanes past n: zeros)
-    for (int i = 0; i < 3; ++i) {
-      for (int j = 0; j < 3; ++j) {
-        for (std::int64_t l = 0; l < n; ++l) g[i][j][l] = tap(o, c0 + l, i, j);
-      }
+  const std::int64_t row = weight_row_length(in_channels);
+  alignas(64) float taps[9][kWeightGather];
+  for (std::int64_t s0 = 0; s0 < row; s0 += kWeightGather) {
+    const std::int64_t span = std::min(kWeightGather, in_channels - s0), padded = std::min(kWeightGather, row - s0);
+    for (std::int64_t c = 0; c < span; ++c) {
+      for (int t = 0; t < 9; ++t) taps[t][c] = tap(o, s0 + c, t / 3, t % 3);
     }
-    for (int j = 0; j < 3; ++j) {  // G g
-      for (std::int64_t l = 0; l < lanes; ++l) {
-        const float column[3] = {g[0][j][l], g[1][j][l], g[2][j][l]};
-        float t[a];
+    for (int t = 0; t < 9; ++t) std::fill(taps[t] + span, taps[t] + padded, 0.0f);
+    for (std::int64_t c0 = 0; c0 < padded; c0 += lanes) {
+      Lanes g[9], gg[a][3], t[a];
+      for (int k = 0; k < 9; ++k) std::memcpy(&g[k], taps[k] + c0, sizeof(Lanes));
+      for (int j = 0; j < 3; ++j) {  // G g
+        const Lanes column[3] = {g[j], g[3 + j], g[6 + j]};
         W::weight(column, t);
-        for (int i = 0; i < a; ++i) gg[i][j][l] = t[i];
+        for (int i = 0; i < a; ++i) gg[i][j] = t[i];
       }
-    }
-    for (int i = 0; i < a; ++i) {  // (G g) Gᵀ
-      for (std::int64_t l = 0; l < lanes; ++l) {
-        const float row[3] = {gg[i][0][l], gg[i][1][l], gg[i][2][l]};
-        float t[a];
-        W::weight(row, t);
-        for (int j = 0; j < a; ++j) gu[i * a + j][l] = t[j];
-      }
-    }
-    float* dst = u + o * in_channels + c0;
-    for (int xi = 0; xi < a * a; ++xi) {
-      if (n == lanes) {  // (a constant trip count: whole-vector stores)
-        for (std::int64_t l = 0; l < lanes; ++l) dst[xi * stride + l] = gu[xi][l];
-      } else {
-        for (std::int64_t l = 0; l < n; ++l) dst[xi * stride + l] = gu[xi][l];
+      float* dst = u + o * a * a * row + s0 + c0;
+      for (int i = 0; i < a; ++i) {  // (G g) Gᵀ
+        W::weight(gg[i], t);
+        for (int j = 0; j < a; ++j) std::memcpy(dst + (i * a + j) * row, &t[j], sizeof(Lanes));
       }
     }
   }
 }
 
-/// U[ξ][o][c] = (G g Gᵀ)[ξ] for the 3×3 kernel g = tap(o, c, ·, ·), output by output.
+/// U[o][ξ][c] = (G g Gᵀ)[ξ] for the 3×3 kernel g = tap(o, c, ·, ·), output by output, each
+/// output's α² rows one stream of stores (weight_row_length(C) floats each); the GEMMs read
+/// U[ξ] (O × C) with a leading dimension of α² rows. (Kernel by kernel, scalar, U was a
+/// fifth of the forward of ResNet's 256- and 512-channel layers at one thread. Laid out
+/// [ξ][o][c], its α² streams O·C floats apart and the lanes assembled from scalars, it was
+/// still a sixth of the 256-channel layer's forward, and more at two threads.)
 template <class W, class Tap>
 void transform_weight(std::int64_t out_channels, std::int64_t in_channels, Tap tap, float* u, bool parallel) {
-  const std::int64_t stride = out_channels * in_channels;
-#pragma omp parallel for schedule(static) if (parallel && stride > 4096)
-  for (std::int64_t o = 0; o < out_channels; ++o) transform_weight_row<W>(o, in_channels, tap, u, stride);
+#pragma omp parallel for schedule(static) if (parallel && out_channels * in_channels > 4096)
+  for (std::int64_t o = 0; o < out_channels; ++o) transform_weight_row<W>(o, in_channels, tap, u);
 }
 
 /// A run of a block's tiles along one tile row of one image: tiles [first, first + count)
@@ -369,11 +374,12 @@ TAPEGRAD_MULTIVERSION void transform_output(const Problem& p, const float* mm, s
   }
 }
 
-/// Y = the convolution of x with the transformed weight u ([α²][O][C]), + bias.
+/// Y = the convolution of x with the transformed weight u ([O][α²][C]), + bias.
 template <class W>
 void run(const Problem& p, const float* u, const float* x, const float* bias, float* y, bool parallel) {
   constexpr std::int64_t positions = W::alpha * W::alpha;
   const std::int64_t tiles = p.tiles(), channels = p.in_channels + p.out_channels;
+  const std::int64_t u_row = weight_row_length(p.in_channels);
   if (tiles == 0) return;
   std::int64_t block = std::clamp<std::int64_t>(kBlockBytes / (positions * channels * std::int64_t{sizeof(float)}),
                                                 kMinBlockTiles, tiles);
@@ -403,8 +409,7 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
         block_runs(p, t0, count, runs);
         transform_tiles<W, InputTransform<W>>(p, x, 0, p.in_channels, runs, count, v.data(), ld, zeros.data(), tile_scratch.data());
         for (std::int64_t xi = 0; xi < positions; ++xi) {
-          gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * p.out_channels * p.in_channels,
-               p.in_channels, v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
+          gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * u_row, positions * u_row, v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
         }
         transform_output<W>(p, m.data(), ld, runs, count, bias, y, am.data());
       } catch (...) {
@@ -420,7 +425,7 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
 template <class W, class Tap>
 void convolve(const Problem& p, Tap tap, const float* x, const float* bias, float* y, bool parallel) {
   // ResNet's 512 × 512 weight: 16 MiB for F(2×2), 36 for F(4×4).
-  Scratch<float> u(W::alpha * W::alpha * p.out_channels * p.in_channels);
+  Scratch<float> u(W::alpha * W::alpha * p.out_channels * weight_row_length(p.in_channels));
   transform_weight<W>(p.out_channels, p.in_channels, tap, u.data(), parallel);
   run<W>(p, u.data(), x, bias, y, parallel);
 }

@@ -470,6 +470,9 @@ TEST_CASE("Winograd F(2x2, 3x3) and F(4x4, 3x3) forward, input and weight gradie
       g.w.in = 21 - trial;
     } else if (trial < 8) {  // rows of more than 32 tiles (the transforms take 32 at a time)
       g.w.in = trial < 6 ? pick(64, 81) : pick(129, 140);  // (of 2×2 tiles, of 4×4 tiles)
+    } else if (trial < 10) {  // U's rows: gathered 256 channels at a time, padded to 16
+      g.channels = trial == 8 ? 300 : 5;
+      g.out_channels = trial == 8 ? 6 : 290;
     }
     g.h.out = g.h.in + g.h.pad_begin + g.h.pad_end - 2;
     g.w.out = g.w.in + g.w.pad_begin + g.w.pad_end - 2;
