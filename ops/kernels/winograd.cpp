@@ -326,19 +326,19 @@ TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std
   }
 }
 
-/// y's m×m tiles = Aᵀ M A (+ bias[o]) for each output o and each tile of a block (`count`
-/// tiles, in `runs`); the parts of a tile past the output's end are dropped. Loops along the
+/// y's m×m tiles = Aᵀ M A (+ bias[o]) for each output o in [o0, o1) and each tile of a block
+/// (`count` tiles, in `runs`); the parts of a tile past the output's end are dropped. Loops along the
 /// block's tiles (ResNet's runs are 8, 4, 2 tiles long: too short to vectorise run by run):
 /// Aᵀ M into `am` ([m][α][ld]), then (Aᵀ M) A into out_rows ([m][m·ld]: row i of tile k at
 /// m·k), whose runs are then copied into y. `am` holds m·(α + m)·ld floats.
 template <class W>
 TAPEGRAD_MULTIVERSION void transform_output(const Problem& p, const float* mm, std::int64_t ld,
-                                            const std::vector<Run>& runs, std::int64_t count, const float* bias,
-                                            float* y, float* am) {
+                                            const std::vector<Run>& runs, std::int64_t count, std::int64_t o0,
+                                            std::int64_t o1, const float* bias, float* y, float* am) {
   constexpr int m = W::m, a = W::alpha;
   const std::int64_t plane = p.h_out * p.w_out, stride = p.out_channels * ld;
   float* const out_rows = am + m * a * ld;
-  for (std::int64_t o = 0; o < p.out_channels; ++o) {
+  for (std::int64_t o = o0; o < o1; ++o) {
     const float shift = bias != nullptr ? bias[o] : 0.0f;
     const float* src = mm + o * ld;
     // ivdep: mm, am and out_rows are distinct buffers (as in transform_tiles)
@@ -372,6 +372,20 @@ TAPEGRAD_MULTIVERSION void transform_output(const Problem& p, const float* mm, s
       }
     }
   }
+}
+
+/// Tiles per block, and the blocks' leading dimension (floats between a row's tiles).
+struct Blocks {
+  std::int64_t block, ld;
+};
+
+/// Blocks of `tiles` tiles at `tile_bytes` each that stay within about `bytes`, but of at
+/// least kMinBlockTiles tiles, as even as the count allows.
+Blocks blocks_for(std::int64_t tiles, std::int64_t tile_bytes, std::int64_t bytes) {
+  std::int64_t block = std::clamp<std::int64_t>(bytes / tile_bytes, kMinBlockTiles, std::max<std::int64_t>(tiles, 1));
+  const std::int64_t blocks = (tiles + block - 1) / block;
+  if (blocks > 0) block = (tiles + blocks - 1) / blocks;
+  return {block, (block + 15) / 16 * 16};
 }
 
 /// Y = the convolution of x with the transformed weight u ([O][α²][C]), + bias.
@@ -411,7 +425,7 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
         for (std::int64_t xi = 0; xi < positions; ++xi) {
           gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * u_row, positions * u_row, v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
         }
-        transform_output<W>(p, m.data(), ld, runs, count, bias, y, am.data());
+        transform_output<W>(p, m.data(), ld, runs, count, 0, p.out_channels, bias, y, am.data());
       } catch (...) {
 #pragma omp critical(tapegrad_winograd_error)
         if (!error) error = std::current_exception();
@@ -421,9 +435,60 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
   if (error) std::rethrow_exception(error);
 }
 
-/// p's convolution of x with the 3×3 kernels tap(o, c, ·, ·), + bias: U, then run.
+/// Y = the convolution of x with the 3×3 kernels tap(o, c, ·, ·), + bias, each thread taking
+/// a share of the outputs: its rows of U, and per block (shared V, each thread transforming
+/// a share of the channels) its rows of M and its outputs' planes of y. For a batch of few
+/// tiles against the channels (ResNet-18's 256- and 512-channel layers): split by tiles, each
+/// thread read all of U, half of it from the other core's cache, and wrote its half over
+/// lines the other core had read (the weight transform took 2.6x its one-thread CPU time).
+template <class W, class Tap>
+void convolve_by_outputs(const Problem& p, Tap tap, const float* x, const float* bias, float* y) {
+  constexpr std::int64_t positions = W::alpha * W::alpha;
+  const std::int64_t tiles = p.tiles(), in = p.in_channels, out = p.out_channels, u_row = weight_row_length(in);
+  const Blocks blocks = blocks_for(tiles, positions * (in + out) * std::int64_t{sizeof(float)}, kBlockBytes);
+  const std::int64_t block = blocks.block, ld = blocks.ld, threads = omp_get_max_threads();
+  // Allocated here so that no thread can miss the barriers below by throwing.
+  Scratch<float> u(positions * out * u_row), v(positions * in * ld), m(positions * out * ld),
+      scratch(threads * (tiles_scratch<W>(ld) + W::m * (W::alpha + W::m) * ld));
+  std::vector<std::vector<Run>> runs;
+  for (std::int64_t b0 = 0; b0 < tiles; b0 += block) block_runs(p, b0, std::min(block, tiles - b0), runs.emplace_back());
+  const std::vector<float> zeros(static_cast<std::size_t>(p.w));
+  std::exception_ptr error;
+#pragma omp parallel num_threads(threads)
+  {
+    const std::int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
+    const std::int64_t c0 = in * t / team, c1 = in * (t + 1) / team, o0 = out * t / team, o1 = out * (t + 1) / team;
+    float* const tile_scratch = scratch.data() + t * (tiles_scratch<W>(ld) + W::m * (W::alpha + W::m) * ld);
+    float* const am = tile_scratch + tiles_scratch<W>(ld);
+    for (std::int64_t o = o0; o < o1; ++o) transform_weight_row<W>(o, in, tap, u.data());
+    for (std::size_t b = 0; b < runs.size(); ++b) {
+      const std::int64_t b0 = static_cast<std::int64_t>(b) * block, count = std::min(block, tiles - b0);
+      transform_tiles<W, InputTransform<W>>(p, x, c0, c1, runs[b], count, v.data(), ld, zeros.data(), tile_scratch);
+#pragma omp barrier
+      try {
+        for (std::int64_t xi = 0; o0 < o1 && xi < positions; ++xi) {
+          gemm(false, false, o1 - o0, count, in, 1.0f, u.data() + o0 * positions * u_row + xi * u_row, positions * u_row,
+               v.data() + xi * in * ld, ld, 0.0f, m.data() + (xi * out + o0) * ld, ld);
+        }
+        transform_output<W>(p, m.data(), ld, runs[b], count, o0, o1, bias, y, am);
+      } catch (...) {
+#pragma omp critical(tapegrad_winograd_error)
+        if (!error) error = std::current_exception();
+      }
+#pragma omp barrier
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+/// p's convolution of x with the 3×3 kernels tap(o, c, ·, ·), + bias: U, then run; or
+/// convolve_by_outputs where the tiles are few against the channels (as weight_grad splits).
 template <class W, class Tap>
 void convolve(const Problem& p, Tap tap, const float* x, const float* bias, float* y, bool parallel) {
+  const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
+  if (threads > 1 && p.tiles() > 0 && p.tiles() < threads * std::max(p.in_channels, p.out_channels)) {
+    return convolve_by_outputs<W>(p, tap, x, bias, y);
+  }
   // ResNet's 512 × 512 weight: 16 MiB for F(2×2), 36 for F(4×4).
   Scratch<float> u(W::alpha * W::alpha * p.out_channels * weight_row_length(p.in_channels));
   transform_weight<W>(p.out_channels, p.in_channels, tap, u.data(), parallel);
@@ -465,12 +530,29 @@ TAPEGRAD_MULTIVERSION void transform_weight_grad(const float* s, std::int64_t we
   }
 }
 
+/// grad_y as the weight gradient's transform reads it: O channels of h_out × w_out, no padding.
+Problem grad_problem(const Problem& p) {
+  Problem q = p;
+  q.in_channels = p.out_channels;
+  q.h = p.h_out;
+  q.w = p.w_out;
+  q.pad_top = q.pad_left = 0;
+  return q;
+}
+
 /// The weight gradient of p's convolution of x, whose output gradient is gy: the forward's
 /// adjoint in g, grad_w = Σ over the tiles of Gᵀ [(A e Aᵀ) ⊙ (Bᵀ d B)] G, e the tile's m×m
 /// output gradient (zeros past the output's end). Per block of tiles: E[ξ][o] = (A e Aᵀ)[ξ]
-/// and V[ξ][c] = (Bᵀ d B)[ξ] (the channels split across threads), then S[ξ] (O × C) +=
-/// E[ξ] · V[ξ]ᵀ, α² GEMMs with the tiles as inner dimension, split across threads (each
-/// S[ξ] is one thread's: no per-thread sums); last Gᵀ S G. Added to grad_w with `add`.
+/// and V[ξ][c] = (Bᵀ d B)[ξ], then S[ξ] (O × C) += E[ξ] · V[ξ]ᵀ, α² GEMMs with the tiles as
+/// inner dimension; last Gᵀ S G, added to grad_w with `add`. The threads split it so that
+/// each reads what it wrote (another core's cache is as far as memory, batch_norm.cpp):
+/// - by tiles, where they outnumber the channels: each thread takes a consecutive share of
+///   the tiles (the images it transformed in the forward), with its own blocks and its own
+///   S, and the threads' S are added in the last step, split by weights;
+/// - by outputs: per block, the threads transform a share of x's channels each into one V,
+///   and E, the GEMMs and the last step by the same share of the outputs (S's rows).
+/// (Split by channels for the transforms and by ξ for the GEMMs, each thread read half of V,
+/// E and S from the other's cache, and waited at three barriers per block.)
 template <class W>
 void weight_grad(const Problem& p, const float* x, const float* gy, float* grad_w, bool add, bool parallel) {
   constexpr int a = W::alpha;
@@ -480,53 +562,88 @@ void weight_grad(const Problem& p, const float* x, const float* gy, float* grad_
     if (!add) std::fill_n(grad_w, weights * 9, 0.0f);
     return;
   }
-  Problem q = p;  // grad_y as GradTransform's input: O channels of h_out × w_out, no padding
-  q.in_channels = out;
-  q.h = p.h_out;
-  q.w = p.w_out;
-  q.pad_top = q.pad_left = 0;
-  std::int64_t block = std::clamp<std::int64_t>(
-      kWeightGradBlockBytes / (positions * (in + out) * std::int64_t{sizeof(float)}), kMinBlockTiles, tiles);
-  const std::int64_t blocks = (tiles + block - 1) / block;
-  block = (tiles + blocks - 1) / blocks;
-  const std::int64_t ld = (block + 15) / 16 * 16;
-  std::vector<std::vector<Run>> runs(static_cast<std::size_t>(blocks));
-  for (std::int64_t b = 0; b < blocks; ++b) block_runs(p, b * block, std::min(block, tiles - b * block), runs[b]);
-  const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
-  Scratch<float> s(positions * weights), v(positions * in * ld), e(positions * out * ld),
-      tile_scratch(threads * tiles_scratch<W>(ld));
+  const Problem q = grad_problem(p);
   const std::vector<float> zeros(static_cast<std::size_t>(p.w));  // (q.w = w_out <= p.w)
+  const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
+  const bool by_tiles = threads == 1 || tiles >= threads * std::max(in, out);
+  Scratch<float> s((by_tiles ? threads : 1) * positions * weights);
+  // By outputs: the blocks' shared V and E, and each thread's scratch, allocated here so that
+  // no thread can miss the barriers below by throwing.
+  const std::int64_t tile_bytes = positions * (in + out) * std::int64_t{sizeof(float)};
+  const Blocks shared = blocks_for(tiles, tile_bytes, kWeightGradBlockBytes);
+  Scratch<float> v, e, shared_scratch;
+  std::vector<std::vector<Run>> shared_runs;
+  if (!by_tiles) {
+    v.get(positions * in * shared.ld);
+    e.get(positions * out * shared.ld);
+    shared_scratch.get(threads * tiles_scratch<W>(shared.ld));
+    for (std::int64_t b0 = 0; b0 < tiles; b0 += shared.block) {
+      block_runs(p, b0, std::min(shared.block, tiles - b0), shared_runs.emplace_back());
+    }
+  }
   std::exception_ptr error;
+  const auto keep = [&error] {
+#pragma omp critical(tapegrad_winograd_error)
+    if (!error) error = std::current_exception();
+  };
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    float* my_scratch = tile_scratch.data() + omp_get_thread_num() * tiles_scratch<W>(ld);
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::int64_t count = std::min(block, tiles - b * block);
-      const std::vector<Run>& in_block = runs[b];
-      // each thread takes a share of x's channels and one of grad_y's (x's cost more)
-#pragma omp for schedule(static) nowait
-      for (std::int64_t c = 0; c < in; ++c) {
-        transform_tiles<W, InputTransform<W>>(p, x, c, c + 1, in_block, count, v.data(), ld, zeros.data(), my_scratch);
-      }
-#pragma omp for schedule(static)
-      for (std::int64_t o = 0; o < out; ++o) {
-        transform_tiles<W, GradTransform<W>>(q, gy, o, o + 1, in_block, count, e.data(), ld, zeros.data(), my_scratch);
-      }
-#pragma omp for schedule(static)
-      for (std::int64_t xi = 0; xi < positions; ++xi) {
-        try {
-          gemm(false, true, out, in, count, 1.0f, e.data() + xi * out * ld, ld, v.data() + xi * in * ld, ld,
-               b == 0 ? 0.0f : 1.0f, s.data() + xi * weights, in);
-        } catch (...) {
-#pragma omp critical(tapegrad_winograd_error)
-          if (!error) error = std::current_exception();
+    // (by the team's size: it may have fewer threads than asked for, nested in another region)
+    const std::int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
+    if (by_tiles) {
+      try {
+        const std::int64_t t0 = tiles * t / team, t1 = tiles * (t + 1) / team;
+        const Blocks mine = blocks_for(t1 - t0, tile_bytes, kWeightGradBlockBytes);
+        const std::int64_t ld = mine.ld;
+        Scratch<float> my_v(positions * in * ld), my_e(positions * out * ld), scratch(tiles_scratch<W>(ld));
+        std::vector<Run> runs;
+        float* my_s = s.data() + t * positions * weights;
+        if (t0 == t1) std::fill_n(my_s, positions * weights, 0.0f);
+        for (std::int64_t b0 = t0; b0 < t1; b0 += mine.block) {
+          const std::int64_t count = std::min(mine.block, t1 - b0);
+          block_runs(p, b0, count, runs);
+          transform_tiles<W, InputTransform<W>>(p, x, 0, in, runs, count, my_v.data(), ld, zeros.data(), scratch.data());
+          transform_tiles<W, GradTransform<W>>(q, gy, 0, out, runs, count, my_e.data(), ld, zeros.data(), scratch.data());
+          for (std::int64_t xi = 0; xi < positions; ++xi) {
+            gemm(false, true, out, in, count, 1.0f, my_e.data() + xi * out * ld, ld, my_v.data() + xi * in * ld, ld,
+                 b0 == t0 ? 0.0f : 1.0f, my_s + xi * weights, in);
+          }
         }
+      } catch (...) {
+        keep();
+      }
+    } else {
+      const std::int64_t ld = shared.ld;
+      const std::int64_t c0 = in * t / team, c1 = in * (t + 1) / team, o0 = out * t / team, o1 = out * (t + 1) / team;
+      float* scratch = shared_scratch.data() + t * tiles_scratch<W>(ld);
+      for (std::size_t b = 0; b < shared_runs.size(); ++b) {
+        const std::int64_t b0 = static_cast<std::int64_t>(b) * shared.block, count = std::min(shared.block, tiles - b0);
+        transform_tiles<W, InputTransform<W>>(p, x, c0, c1, shared_runs[b], count, v.data(), ld, zeros.data(), scratch);
+        transform_tiles<W, GradTransform<W>>(q, gy, o0, o1, shared_runs[b], count, e.data(), ld, zeros.data(), scratch);
+#pragma omp barrier
+        try {
+          for (std::int64_t xi = 0; o0 < o1 && xi < positions; ++xi) {
+            gemm(false, true, o1 - o0, in, count, 1.0f, e.data() + (xi * out + o0) * ld, ld, v.data() + xi * in * ld,
+                 ld, b == 0 ? 0.0f : 1.0f, s.data() + xi * weights + o0 * in, in);
+          }
+        } catch (...) {
+          keep();
+        }
+#pragma omp barrier
       }
     }
-    // (by the team's size: it may have fewer threads than asked for, nested in another region)
-    const std::int64_t team = omp_get_num_threads(), share = (weights + team - 1) / team;
-    const std::int64_t q0 = std::min(omp_get_thread_num() * share, weights);
-    transform_weight_grad<W>(s.data(), weights, q0, std::min(share, weights - q0), grad_w, add);
+#pragma omp barrier
+    // by tiles, a share of the weights; by outputs, this thread's outputs' (its rows of S)
+    const std::int64_t q0 = by_tiles ? weights * t / team : out * t / team * in;
+    const std::int64_t q1 = by_tiles ? weights * (t + 1) / team : out * (t + 1) / team * in;
+    if (!error) {
+      for (std::int64_t part = 1; by_tiles && part < team; ++part) {  // the threads' S into the first's
+        for (std::int64_t xi = 0; xi < positions; ++xi) {
+          add_into(s.data() + xi * weights + q0, s.data() + (part * positions + xi) * weights + q0, q1 - q0);
+        }
+      }
+      transform_weight_grad<W>(s.data(), weights, q0, q1 - q0, grad_w, add);
+    }
   }
   if (error) std::rethrow_exception(error);
 }
