@@ -298,14 +298,14 @@ TEST_CASE("linear: zero input features give the bias", "[ops][linear][empty]") {
   CHECK_THAT(g[2], AllClose({2, 2, 1.75}, {3}));
 }
 
-TEST_CASE("gemm: f32 products of few rows, split by columns across threads, match f64", "[ops][matmul]") {
-  // Rows of at most 128 and 256+ columns take the column split at two threads; n = 1000 is
-  // not a multiple of 16; 17 columns stay on one thread. Row strides wider than the rows.
+TEST_CASE("gemm: f32 products split by columns across threads match f64", "[ops][matmul]") {
+  // 256+ columns take the column split at two threads, few rows or many; n = 1000 is not a
+  // multiple of 16; 17 columns stay on one thread. Row strides wider than the rows.
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (const bool trans_a : {false, true}) {
     for (const bool trans_b : {false, true}) {
-      for (const auto& [m, n] : {std::pair<std::int64_t, std::int64_t>{37, 1000}, {128, 300}, {1, 512}, {64, 17}}) {
+      for (const auto& [m, n] : {std::pair<std::int64_t, std::int64_t>{37, 1000}, {128, 300}, {1, 512}, {64, 17}, {300, 700}}) {
         const std::int64_t k = 50, lda = (trans_a ? m : k) + 3, ldb = (trans_b ? k : n) + 5, ldc = n + 7;
         std::vector<float> a((trans_a ? k : m) * lda), b((trans_b ? n : k) * ldb), c(m * ldc);
         for (float& v : a) v = u(rng);
