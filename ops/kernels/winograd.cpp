@@ -339,10 +339,10 @@ TAPEGRAD_MULTIVERSION void transform_tiles(const Problem& p, const float* x, std
 }
 
 /// y's m×m tiles = Aᵀ M A (+ bias[o]) for each output o in [o0, o1) and each tile of a block
-/// (`count` tiles, in `runs`); the parts of a tile past the output's end are dropped. Loops along the
-/// block's tiles (ResNet's runs are 8, 4, 2 tiles long: too short to vectorise run by run):
-/// Aᵀ M into `am` ([m][α][ld]), then (Aᵀ M) A into out_rows ([m][m·ld]: row i of tile k at
-/// m·k), whose runs are then copied into y. `am` holds m·(α + m)·ld floats.
+/// (`count` tiles, in `runs`); the parts of a tile past the output's end are dropped. Loops
+/// along the block's tiles (ResNet's runs are 8, 4, 2 tiles long: too short to vectorise run
+/// by run): Aᵀ M into `am` ([m][α][ld]), then (Aᵀ M) A into out_rows ([m][m·ld]: row i of
+/// tile k at m·k), whose runs are then copied into y. `am` holds m·(α + m)·ld floats.
 template <class W>
 TAPEGRAD_MULTIVERSION void transform_output(const Problem& p, const float* mm, std::int64_t ld,
                                             const std::vector<Run>& runs, std::int64_t count, std::int64_t o0,
@@ -435,7 +435,8 @@ void run(const Problem& p, const float* u, const float* x, const float* bias, fl
         block_runs(p, t0, count, runs);
         transform_tiles<W, InputTransform<W>>(p, x, 0, p.in_channels, runs, count, v.data(), ld, zeros.data(), tile_scratch.data());
         for (std::int64_t xi = 0; xi < positions; ++xi) {
-          gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * u_row, positions * u_row, v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
+          gemm(false, false, p.out_channels, count, p.in_channels, 1.0f, u + xi * u_row, positions * u_row,
+               v.data() + xi * p.in_channels * ld, ld, 0.0f, m.data() + xi * p.out_channels * ld, ld);
         }
         transform_output<W>(p, m.data(), ld, runs, count, 0, p.out_channels, bias, y, am.data());
       } catch (...) {
@@ -463,7 +464,9 @@ void convolve_by_outputs(const Problem& p, Tap tap, const float* x, const float*
   Scratch<float> u(positions * out * u_row), v(positions * in * ld), m(positions * out * ld),
       scratch(threads * (tiles_scratch<W>(ld) + W::m * (W::alpha + W::m) * ld));
   std::vector<std::vector<Run>> runs;
-  for (std::int64_t b0 = 0; b0 < tiles; b0 += block) block_runs(p, b0, std::min(block, tiles - b0), runs.emplace_back());
+  for (std::int64_t b0 = 0; b0 < tiles; b0 += block) {
+    block_runs(p, b0, std::min(block, tiles - b0), runs.emplace_back());
+  }
   const std::vector<float> zeros(static_cast<std::size_t>(p.w));
   std::exception_ptr error;
 #pragma omp parallel num_threads(threads)
@@ -479,8 +482,8 @@ void convolve_by_outputs(const Problem& p, Tap tap, const float* x, const float*
 #pragma omp barrier
       try {
         for (std::int64_t xi = 0; o0 < o1 && xi < positions; ++xi) {
-          gemm(false, false, o1 - o0, count, in, 1.0f, u.data() + o0 * positions * u_row + xi * u_row, positions * u_row,
-               v.data() + xi * in * ld, ld, 0.0f, m.data() + (xi * out + o0) * ld, ld);
+          gemm(false, false, o1 - o0, count, in, 1.0f, u.data() + (o0 * positions + xi) * u_row,
+               positions * u_row, v.data() + xi * in * ld, ld, 0.0f, m.data() + (xi * out + o0) * ld, ld);
         }
         transform_output<W>(p, m.data(), ld, runs[b], count, o0, o1, bias, y, am);
       } catch (...) {
@@ -614,8 +617,10 @@ void weight_grad(const Problem& p, const float* x, const float* gy, float* grad_
         for (std::int64_t b0 = t0; b0 < t1; b0 += mine.block) {
           const std::int64_t count = std::min(mine.block, t1 - b0);
           block_runs(p, b0, count, runs);
-          transform_tiles<W, InputTransform<W>>(p, x, 0, in, runs, count, my_v.data(), ld, zeros.data(), scratch.data());
-          transform_tiles<W, GradTransform<W>>(q, gy, 0, out, runs, count, my_e.data(), ld, zeros.data(), scratch.data());
+          transform_tiles<W, InputTransform<W>>(p, x, 0, in, runs, count, my_v.data(), ld, zeros.data(),
+                                                scratch.data());
+          transform_tiles<W, GradTransform<W>>(q, gy, 0, out, runs, count, my_e.data(), ld, zeros.data(),
+                                               scratch.data());
           for (std::int64_t xi = 0; xi < positions; ++xi) {
             gemm(false, true, out, in, count, 1.0f, my_e.data() + xi * out * ld, ld, my_v.data() + xi * in * ld, ld,
                  b0 == t0 ? 0.0f : 1.0f, my_s + xi * weights, in);
