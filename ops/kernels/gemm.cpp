@@ -14,12 +14,14 @@
 // forward) with m = 16-128 rows ran 0.8-1.6× faster at two threads than at one (m = 64,
 // n = 1024, k = 256: 1.20-1.46; n = 4096, k = 1024: 0.89-0.94), where each thread computing
 // its share of C's columns, oneDNN single-threaded inside the parallel region, gives 1.8-2.05.
-// With more rows the columns split measured as fast or faster at two threads (Zen 5, ms,
-// oneDNN's threads → columns): conv weight gradient m=256 n=1152 k=2048 5.6 → 3.7, m=4096
-// n=512 k=512 7.2 → 6.1, the whole-batch conv forward m=256 n=2048 k=1152 3.7-3.9 → 3.5,
-// m=512 n=512 k=2304 3.2-3.3 → 3.3-3.4, linear layers' m=2048-8192 0.96-0.99. So products
-// with at least kSplitColumns columns per thread are split by columns, when not already
-// inside a parallel region. (A thread's columns of a whole-batch conv are its images.)
+// With more rows and a deep enough sum the columns split measured as fast or faster at two
+// threads (Zen 5, ms, oneDNN's threads → columns): conv weight gradient m=256 n=1152 k=2048
+// 5.6 → 3.7, m=4096 n=512 k=512 7.2 → 6.1, the whole-batch conv forward m=256 n=2048
+// k=1152 3.7-3.9 → 3.5, m=512 n=512 k=2304 3.2-3.3 → 3.3-3.4, m=2048 n=1024 k=256
+// 0.97-0.99x; but the LSTM's W_hh gradient, m=1024 n=256 k=64, made its fwd+bwd 5 % slower.
+// So products of at most kSplitRows rows, or of a sum over at least kSplitDepth terms, with
+// at least kSplitColumns columns per thread are split by columns, when not already inside a
+// parallel region. (A thread's columns of a whole-batch conv are its images.)
 #include "ops/kernels/gemm.hpp"
 
 #include <omp.h>
@@ -42,11 +44,11 @@ bool pad_transposed_a(bool trans_a, std::int64_t lda, std::int64_t n) {
   return trans_a && lda >= 256 && lda % 256 == 0 && n >= 32;
 }
 
-constexpr std::int64_t kSplitColumns = 128;
+constexpr std::int64_t kSplitRows = 128, kSplitDepth = 256, kSplitColumns = 128;
 
-/// The threads that share C's n columns: 1 inside a parallel region.
-int column_threads(std::int64_t n) {
-  if (omp_in_parallel()) return 1;
+/// The threads that share C's n columns (m × n, sums of k terms): 1 inside a parallel region.
+int column_threads(std::int64_t m, std::int64_t n, std::int64_t k) {
+  if (omp_in_parallel() || (m > kSplitRows && k < kSplitDepth)) return 1;
   return static_cast<int>(std::clamp<std::int64_t>(n / kSplitColumns, 1, omp_get_max_threads()));
 }
 
@@ -76,7 +78,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
                       b + (trans_b ? j0 * ldb : j0), ldb, beta, c + j0, ldc);
   };
   dnnl_status_t status = dnnl_success;
-  if (const int threads = column_threads(n); threads == 1) {
+  if (const int threads = column_threads(m, n, k); threads == 1) {
     status = columns(0, n);
   } else {
     std::atomic<int> failed{dnnl_success};
