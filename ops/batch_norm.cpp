@@ -87,10 +87,10 @@ TAPEGRAD_MULTIVERSION void run_sums(const ChannelLayout& l, std::int64_t begin, 
 /// its runs. Split by channels, half of what a thread read came from the other core's cache,
 /// which on a two-CCD host is as slow as memory (a 4 MB read 2-4x slower than from this
 /// core's own L2/L3): in a ResNet-18 step at two threads batch norm then took 1.34x the CPU
-/// time it takes at one; split by runs, 0.82x. With P = 1 ([N, C]) a channel is
-/// a column: the sums run down the rows in order, vectorised across the channels, then
-/// write_row(b) writes row b of the output, the rows split across the threads. Without
-/// `with_sums`, s1 = s2 = 0 and x is not read for them.
+/// time it takes at one; split by runs, 0.82x. With P = 1 ([N, C]) a channel is a column:
+/// the sums run down the rows in order, vectorised across the channels, then write_row(b)
+/// writes row b of the output, the rows split across the threads. Without `with_sums`,
+/// s1 = s2 = 0 and x is not read for them.
 template <class Sums, class Coefficients, class Write, class WriteRow>
 void channel_passes(const ChannelLayout& l, bool with_sums, Sums sums, Coefficients coefficients,
                     Write write, WriteRow write_row) {

@@ -46,7 +46,8 @@ bool pad_transposed_a(bool trans_a, std::int64_t lda, std::int64_t n) {
 
 constexpr std::int64_t kSplitRows = 128, kSplitDepth = 256, kSplitColumns = 128;
 
-/// The threads that share C's n columns (m × n, sums of k terms): 1 inside a parallel region.
+/// The threads that share C's n columns (C m × n, sums of k terms): 1 inside a parallel
+/// region, or for many rows and a shallow sum; else one per kSplitColumns columns.
 int column_threads(std::int64_t m, std::int64_t n, std::int64_t k) {
   if (omp_in_parallel() || (m > kSplitRows && k < kSplitDepth)) return 1;
   return static_cast<int>(std::clamp<std::int64_t>(n / kSplitColumns, 1, omp_get_max_threads()));
