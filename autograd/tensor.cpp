@@ -6,6 +6,7 @@
 #include <limits>
 #include <new>
 
+#include <omp.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -193,10 +194,6 @@ Tensor& Tensor::set_data(const Tensor& data) {
   return *this;
 }
 
-void Tensor::zero_grad() {
-  if (checked(impl_, "zero_grad").grad) Tensor(impl_->grad).zero_();
-}
-
 std::string Tensor::grad_fn_name() const {
   const auto& impl = checked(impl_, "grad_fn_name");
   return impl.grad_fn ? std::string(impl.grad_fn->op->name()) : std::string();
@@ -317,6 +314,30 @@ void check_operand(const Tensor& t, const Tensor& other, const char* op) {
 /// into leaves, zero_grad, an optimizer's buffers) are split across the threads.
 constexpr std::int64_t kParallelFrom = std::int64_t{1} << 16;
 
+/// p[0, n) = v, from kParallelFrom elements on on all threads with streaming stores, each
+/// thread a share of whole cache lines: for the gradients zero_grad clears, read again only
+/// by the next backward, after the forward has passed far more data through the caches.
+/// ResNet-18's 45 MB of gradients on a two-CCD Zen 5, plain → streamed: 1 thread 2.1-2.5 →
+/// 1.7-2.1 ms; 2 threads in a steady loop 1.0-1.3 → 0.9-1.1 ms, but in the first step after
+/// a one-thread step 5.3 → 1.2 ms (every line then sits in the first core's cache, and a plain
+/// store to a line the other core holds waits for it).
+template <class T>
+void fill_streamed(T* p, std::int64_t n, T v) {
+  if (n < kParallelFrom) {
+    std::fill_n(p, n, v);
+    return;
+  }
+#pragma omp parallel
+  {
+    constexpr std::int64_t line = 64 / sizeof(T);
+    const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const std::int64_t begin = n * t / threads / line * line;
+    const std::int64_t end = t + 1 == threads ? n : n * (t + 1) / threads / line * line;
+    detail::stream_map(p + begin, end - begin, [v](std::int64_t) { return v; });
+    detail::stream_fence();
+  }
+}
+
 /// Applies f(self_elem, other_elem) element-wise, broadcasting a one-element operand.
 template <class T, class F>
 TAPEGRAD_MULTIVERSION void update_with(Tensor& t, const Tensor& other, F f) {
@@ -362,6 +383,17 @@ void add_into(double* dst, const double* src, std::int64_t n) { add_run(dst, src
 }  // namespace detail
 
 Tensor& Tensor::zero_() { return fill_(0.0); }
+
+void Tensor::zero_grad() {
+  if (!checked(impl_, "zero_grad").grad) return;
+  Tensor grad(impl_->grad);
+  check_inplace(grad, "zero_grad");
+  detail::dispatch_all(grad.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    fill_streamed(grad.data<T>(), grad.numel(), T(0));
+  });
+  detail::bump_version(grad);
+}
 
 Tensor& Tensor::fill_(double value) {
   check_inplace(*this, "fill_");

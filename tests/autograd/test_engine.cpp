@@ -6,6 +6,8 @@
 #include <random>
 #include <vector>
 
+#include <omp.h>
+
 #include <catch2/catch.hpp>
 #include <tapegrad/tapegrad.hpp>
 
@@ -58,6 +60,29 @@ std::vector<double> zip(const std::vector<double>& a, const std::vector<double>&
 }
 
 }  // namespace
+
+// zero_grad streams large gradients out on all threads, each a share of whole cache lines:
+// every element zero at 1-3 threads, for lengths that do not fill the last line.
+TEMPLATE_TEST_CASE("zero_grad zeroes every element of a large gradient", "[engine]", float, double) {
+  const int threads = omp_get_max_threads();
+  for (const std::int64_t n : {std::int64_t{65536}, std::int64_t{65536 * 3 + 5}, std::int64_t{200003}}) {
+    for (const int t : {1, 2, 3}) {
+      tg::Tensor x = tg::zeros({n}, tg::dtype_of<TestType>());
+      x.set_requires_grad(true);
+      x.set_grad(tg::full({n}, 3.5, tg::dtype_of<TestType>()));
+      const std::uint64_t version = x.grad().version();
+      omp_set_num_threads(t);
+      x.zero_grad();
+      omp_set_num_threads(threads);
+      INFO(n << " elements, " << t << " threads");
+      CHECK(x.grad().version() > version);
+      const TestType* g = x.grad().template data<TestType>();
+      std::int64_t nonzero = 0;
+      for (std::int64_t i = 0; i < n; ++i) nonzero += g[i] != TestType(0);
+      CHECK(nonzero == 0);
+    }
+  }
+}
 
 TEMPLATE_TEST_CASE("gradients accumulate across backward calls and zero_grad zeroes", "[engine]",
                    float, double) {
