@@ -314,7 +314,7 @@ void check_operand(const Tensor& t, const Tensor& other, const char* op) {
 /// into leaves, zero_grad, an optimizer's buffers) are split across the threads.
 constexpr std::int64_t kParallelFrom = std::int64_t{1} << 16;
 
-/// p[0, n) = v, from kParallelFrom elements on on all threads with streaming stores, each
+/// p[0, n) = v; from kParallelFrom elements up, on all threads with streaming stores, each
 /// thread a share of whole cache lines: for the gradients zero_grad clears, read again only
 /// by the next backward, after the forward has passed far more data through the caches.
 /// ResNet-18's 45 MB of gradients on a two-CCD Zen 5, plain → streamed: 1 thread 2.1-2.5 →
